@@ -1,0 +1,413 @@
+"""Fit the curve model: point fit for a start, NUTS, held-out calibration, provenance.
+
+A `CurveFit` carries the posterior draws, everything needed to rebuild the model inputs for a
+new schedule (groups, reference units, priors, law) and the diagnostics; it round-trips
+through an ArviZ InferenceData NetCDF file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import __version__
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .data import Run, RunSet
+from .errors import FitError
+from .model import CurveData, GroupKey, curve_data, curve_model, law_parameters
+from .priors import PriorSet, load_priors, priors_from_toml
+
+__all__ = ["CurveFit", "Diagnostics", "fit_curves", "map_fit", "load_fit", "save_fit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence summary of a NUTS run."""
+
+    r_hat_max: float
+    ess_bulk_min: float
+    divergences: int
+
+    @property
+    def ok(self) -> bool:
+        """R-hat <= 1.01, bulk ESS >= 100 per chain-ish, and no divergence."""
+        return self.r_hat_max <= 1.01 and self.ess_bulk_min >= 200 and self.divergences == 0
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What a fit needs besides its draws to predict a new schedule (stored in the file)."""
+
+    law: str
+    lr_ref: float
+    n_ref: float
+    size_law: bool
+    groups: tuple[GroupKey, ...]
+    discrepancy: float
+    seed: int
+    chains: int
+    num_warmup: int
+    num_samples: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """A fitted curve model: posterior draws (chain, draw, ...), config, diagnostics, data."""
+
+    config: FitConfig
+    priors: PriorSet
+    samples: dict[str, np.ndarray]
+    diagnostics: Diagnostics
+    observed: dict[str, np.ndarray] = field(default_factory=dict)
+    version: str = __version__
+
+    @property
+    def law(self) -> str:
+        """Name of the curve law."""
+        return self.config.law
+
+    def flat(self, name: str) -> np.ndarray:
+        """Draws of one site with chains merged."""
+        x = self.samples[name]
+        return x.reshape((-1, *x.shape[2:]))
+
+
+# ---------------------------------------------------------------- preparing the runs
+
+
+def _fit_points(run: Run) -> np.ndarray:
+    first = max(run.warmup_steps, 1)
+    return (run.steps >= first) & (run.steps <= run.total_steps)
+
+
+def _select(runs: RunSet) -> tuple[list[Run], list[str]]:
+    used, notes = [], []
+    for r in runs:
+        if r.lr is None:
+            notes.append(f"run {r.name}: no per-step LR (give an lr column or schedule + "
+                         "peak_lr); not used by the curve model")
+            continue
+        keep = _fit_points(r)
+        if r.diverged:
+            notes.append(f"run {r.name}: diverged at step {r.diverged_step}; its curve is not "
+                         "fitted by the curve law")
+            continue
+        if keep.sum() < 2:
+            notes.append(f"run {r.name}: fewer than 2 logged points after warmup; not used by "
+                         "the curve model")
+            continue
+        if (~keep).any():
+            notes.append(f"run {r.name}: {int((~keep).sum())} point(s) during warmup not fitted")
+        used.append(r)
+    if not used:
+        raise FitError(f"{runs.source}: no run has a loss curve the curve model can use "
+                       "(need >= 2 logged points after warmup and a known LR)")
+    return used, notes
+
+
+def _groups(used: list[Run]) -> tuple[tuple[GroupKey, ...], list[int]]:
+    keys: list[GroupKey] = []
+    index = []
+    for r in used:
+        k = GroupKey(r.params, r.tokens_per_step, float(np.max(r.lr)))
+        if k not in keys:
+            keys.append(k)
+        index.append(keys.index(k))
+    return tuple(keys), index
+
+
+def _size_refs(groups: tuple[GroupKey, ...]) -> tuple[bool, float]:
+    sizes = {g.params for g in groups}
+    if None in sizes or len(sizes) < 2:
+        known = [s for s in sizes if s is not None]
+        return False, float(known[0]) if known else 1.0
+    return True, float(np.exp(np.mean(np.log(sorted(sizes)))))
+
+
+def _group_log_n(groups, n_ref) -> np.ndarray:
+    return np.array([0.0 if g.params is None else np.log(g.params / n_ref) for g in groups])
+
+
+def _build(law, used, group_index, config_like, *, loss=True, cut=None) -> CurveData:
+    """Model inputs for ``used`` runs; ``cut[name]`` keeps only steps <= that step."""
+    curves = []
+    for r, g in zip(used, group_index, strict=True):
+        keep = _fit_points(r)
+        if cut is not None and r.name in cut:
+            keep &= r.steps <= cut[r.name]
+        curves.append((r.lr, r.steps[keep], r.loss[keep] if loss else None, r.warmup_steps, g))
+    lr_ref, n_ref, size_law, groups = config_like
+    return curve_data(law, curves, lr_ref=lr_ref, group_log_n=_group_log_n(groups, n_ref),
+                      size_law=size_law)
+
+
+# ---------------------------------------------------------------- point fit
+
+
+def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 8):
+    """Maximum a posteriori point, by L-BFGS from several starts drawn near the prior median.
+
+    Returns the constrained values of every sample site and the final potential energy.
+    """
+    from numpyro.infer import init_to_median
+    from numpyro.infer.util import initialize_model
+    from jax.flatten_util import ravel_pytree
+    from scipy.optimize import minimize
+
+    key = jax.random.PRNGKey(seed)
+    info, potential_fn, postprocess_fn, _ = initialize_model(
+        key, curve_model, model_kwargs=dict(data=data, priors=priors, obs=data.log_loss),
+        init_strategy=init_to_median(num_samples=15), dynamic_args=False,
+    )
+    x0, unravel = ravel_pytree(info.z)
+    vg = jax.jit(jax.value_and_grad(lambda x: potential_fn(unravel(x))))
+
+    def fun(x):
+        v, g = vg(x)
+        v, g = float(v), np.asarray(g, dtype=np.float64)
+        if not np.isfinite(v):
+            return 1e30, np.zeros_like(g)
+        return v, np.nan_to_num(g)
+
+    rng = np.random.default_rng(seed)
+    best = None
+    for i in range(starts):
+        start = np.asarray(x0) + (0.0 if i == 0 else rng.normal(0.0, 0.5, x0.shape))
+        res = minimize(fun, start, jac=True, method="L-BFGS-B", options=dict(maxiter=3000))
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            best = res
+    if best is None:
+        raise FitError("the point fit found no finite posterior density; check the priors")
+    z = unravel(jnp.asarray(best.x))
+    constrained = postprocess_fn(z)
+    return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
+
+
+def _calibrate(law, used, group_index, config_like, priors, seed) -> tuple[float, list[str]]:
+    """Scale of the law's discrepancy on log loss, from runs predicted without them.
+
+    Each run of a group with >= 2 runs is held out in turn; with no such group, each run's
+    last 40% of logged steps is held out. The discrepancy is the root mean square of held-out
+    log residuals beyond the fitted noise, averaged over held-out runs.
+    """
+    counts = np.bincount(group_index)
+    folds = [[j] for j, g in enumerate(group_index) if counts[g] >= 2]
+    notes = []
+    if len(used) == 1 or not folds:
+        folds = []
+    sq, sig = [], []
+    if folds:
+        for (j,) in folds[:6]:
+            rest = [i for i in range(len(used)) if i != j]
+            train = _build(law, [used[i] for i in rest], [group_index[i] for i in rest],
+                           config_like)
+            point, _ = map_fit(train, priors, seed=seed, starts=3)
+            test = _build(law, [used[j]], [group_index[j]], config_like)
+            r = test.log_loss - np.log(np.asarray(_law_at_point(test, point)))
+            sq.append(np.mean(r**2))
+            sig.append(float(point["sigma"]))
+        how = f"leave-one-run-out over {len(sq)} run(s)"
+    else:
+        cut = {}
+        for r in used:
+            s = r.steps[_fit_points(r)]
+            cut[r.name] = s[int(0.6 * (len(s) - 1))]
+        train = _build(law, used, group_index, config_like, cut=cut)
+        point, _ = map_fit(train, priors, seed=seed, starts=3)
+        full = _build(law, used, group_index, config_like)
+        steps = np.concatenate([r.steps[_fit_points(r)] for r in used])
+        late = steps > np.concatenate([np.full(_fit_points(r).sum(), cut[r.name]) for r in used])
+        r = (full.log_loss - np.log(np.asarray(_law_at_point(full, point))))[late]
+        sq.append(np.mean(r**2))
+        sig.append(float(point["sigma"]))
+        how = "forecasting each run's last 40% from its first 60%"
+    disc = float(np.sqrt(max(0.0, np.mean(sq) - np.mean(np.square(sig)))))
+    notes.append(f"discrepancy {disc:.2e} (log loss) calibrated by {how}")
+    return disc, notes
+
+
+def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
+    from .model import law_mean
+
+    values = {}
+    for n in law_parameters(data.law):
+        key = f"{n}_group" if f"{n}_group" in point else n
+        v = jnp.asarray(point[key])
+        values[n] = jnp.broadcast_to(v, (data.n_groups,)) if v.ndim == 0 else v
+    return law_mean(data, values)
+
+
+# ---------------------------------------------------------------- NUTS
+
+
+def _diagnostics(samples: dict[str, np.ndarray], divergences: int, sites: list[str]) -> Diagnostics:
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    r_hat, ess = [], []
+    for n in sites:
+        x = samples[n]
+        if x.shape[0] >= 2:
+            r_hat.append(np.nanmax(np.asarray(split_gelman_rubin(x))))
+        ess.append(np.nanmin(np.asarray(effective_sample_size(x))))
+    return Diagnostics(
+        r_hat_max=float(max(r_hat)) if r_hat else float("nan"),
+        ess_bulk_min=float(min(ess)),
+        divergences=int(divergences),
+    )
+
+
+def fit_curves(
+    runs: RunSet,
+    *,
+    law: str = "multipower",
+    priors: PriorSet | None = None,
+    seed: int = 0,
+    chains: int = 2,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    progress: bool = False,
+) -> CurveFit:
+    """Fit a curve law to every usable run with NUTS.
+
+    The chains start at the MAP point (L-BFGS from several starts), so warmup only has to adapt
+    the step size and a dense mass matrix. Chains run in parallel when JAX has one device per
+    chain (the CLI asks for that), else one after another.
+    """
+    from numpyro.infer import MCMC, NUTS, init_to_value
+
+    law_parameters(law)
+    priors = priors or load_priors(law)
+    if priors.law != law:
+        raise FitError(f"priors are for law {priors.law!r}, the fit asks for {law!r}")
+    used, notes = _select(runs)
+    groups, group_index = _groups(used)
+    size_law, n_ref = _size_refs(groups)
+    lr_ref = max(g.peak_lr for g in groups)
+    config_like = (lr_ref, n_ref, size_law, groups)
+    data = _build(law, used, group_index, config_like)
+    log.info("fitting %s law to %d runs (%d points, %d groups)", law, len(used),
+             data.n_points, data.n_groups)
+
+    point, _ = map_fit(data, priors, seed=seed)
+    disc, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
+    notes += cal_notes
+
+    sites = [k for k in point if not k.endswith("_group")]
+    init = {k: jnp.asarray(point[k]) for k in sites}
+    kernel = NUTS(curve_model, init_strategy=init_to_value(values=init), dense_mass=True,
+                  target_accept_prob=0.9)
+    method = "parallel" if jax.local_device_count() >= chains else "sequential"
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
+                chain_method=method, progress_bar=progress)
+    mcmc.run(jax.random.PRNGKey(seed), data=data, priors=priors, obs=data.log_loss,
+             extra_fields=("diverging",))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    diag = _diagnostics(samples, divergences, sites)
+
+    config = FitConfig(law=law, lr_ref=lr_ref, n_ref=n_ref, size_law=size_law, groups=groups,
+                       discrepancy=disc, seed=seed, chains=chains, num_warmup=num_warmup,
+                       num_samples=num_samples, notes=tuple(runs.excluded) + tuple(notes))
+    observed = {
+        "run": np.concatenate([np.full(_fit_points(r).sum(), r.name, dtype=object) for r in used]),
+        "step": np.concatenate([r.steps[_fit_points(r)] for r in used]),
+        "loss": np.exp(data.log_loss),
+        "group": data.point_group,
+    }
+    return CurveFit(config=config, priors=priors, samples=samples, diagnostics=diag,
+                    observed=observed)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _config_to_json(config: FitConfig) -> str:
+    d = asdict(config)
+    return json.dumps(d)
+
+
+def _config_from_json(text: str) -> FitConfig:
+    d = json.loads(text)
+    d["groups"] = tuple(GroupKey(**g) for g in d["groups"])
+    d["notes"] = tuple(d["notes"])
+    return FitConfig(**d)
+
+
+def save_fit(fit: CurveFit, path: str | Path) -> None:
+    """Write the fit as ArviZ InferenceData NetCDF, atomically, with its provenance inside."""
+    import arviz as az
+
+    obs = {k: (v.astype(str) if v.dtype == object else v) for k, v in fit.observed.items()}
+    idata = az.from_dict(
+        posterior=fit.samples,
+        observed_data={"loss": obs["loss"]},
+        constant_data={"run": obs["run"], "step": obs["step"], "group": obs["group"]},
+        dims={"loss": ["point"], "run": ["point"], "step": ["point"], "group": ["point"]},
+        attrs={
+            "lrplan_version": fit.version,
+            "lrplan_kind": "curve",
+            "law": fit.law,
+            "config": _config_to_json(fit.config),
+            "priors": fit.priors.to_toml(),
+            "diagnostics": json.dumps(asdict(fit.diagnostics)),
+        },
+    )
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_fit(path: str | Path) -> CurveFit:
+    """Read a fit written by `save_fit`; a file of another kind or version raises FitError."""
+    import arviz as az
+
+    path = Path(path)
+    if not path.exists():
+        raise FitError(f"{path}: no such fit file; make one with `lrplan fit RUNS -o {path}`")
+    try:
+        idata = az.from_netcdf(str(path), engine="h5netcdf")
+    except Exception as e:  # noqa: BLE001 - any reader failure means "not a fit file"
+        raise FitError(f"{path}: not an lrplan fit file ({type(e).__name__})") from None
+    attrs = idata.posterior.attrs
+    if attrs.get("lrplan_kind") != "curve" or "config" not in attrs:
+        raise FitError(f"{path}: not an lrplan curve fit (no lrplan provenance inside)")
+    major = str(attrs.get("lrplan_version", "0")).split(".")[0]
+    if major != __version__.split(".")[0]:
+        raise FitError(f"{path}: written by lrplan {attrs['lrplan_version']}, this is "
+                       f"{__version__}; refit with this version")
+    config = _config_from_json(attrs["config"])
+    post = idata.posterior
+    samples = {k: np.asarray(post[k].values) for k in post.data_vars}
+    cd = idata.constant_data
+    observed = {"run": np.asarray(cd["run"].values).astype(object),
+                "step": np.asarray(cd["step"].values),
+                "loss": np.asarray(idata.observed_data["loss"].values),
+                "group": np.asarray(cd["group"].values)}
+    return CurveFit(
+        config=config,
+        priors=priors_from_toml(attrs["priors"], source=str(path)),
+        samples=samples,
+        diagnostics=Diagnostics(**json.loads(attrs["diagnostics"])),
+        observed=observed,
+        version=str(attrs["lrplan_version"]),
+    )
+

@@ -1,0 +1,221 @@
+"""The NumPyro curve model: loss curves of several runs under one law, with partial pooling.
+
+Runs that share model size, batch and peak LR form a group. Each group's law has its own
+amplitudes and exponents, drawn around shared values (``param_g = param * exp(tau * z_g)``,
+non-centred); when the runs span several model sizes, the asymptote follows the size law
+``L0(N) = E + A_N (N / N_ref)^-a_N``. Observations are log losses with Student-t noise (a few
+eval points are always off); the discrepancy between the law and a run it did not see is
+calibrated separately by held-out prediction (see `lrplan.inference`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from . import laws
+from .errors import FitError
+from .priors import Prior, PriorSet
+
+__all__ = [
+    "LAWS",
+    "Law",
+    "CurveData",
+    "GroupKey",
+    "law_parameters",
+    "curve_data",
+    "curve_model",
+    "prior_distribution",
+]
+
+Law = Literal["multipower", "annealing"]
+LAWS: tuple[str, ...] = ("multipower", "annealing")
+
+#: Per-group law parameters that are partially pooled (log scale).
+_POOLED = {
+    "multipower": ("A", "alpha", "B", "C", "beta", "gamma"),
+    "annealing": ("A", "alpha", "C"),
+}
+STEP_SCALE = 1000.0
+STUDENT_DF = 5.0
+
+
+def law_parameters(law: str) -> tuple[str, ...]:
+    """Names of a law's own parameters, ``L0`` first."""
+    if law not in _POOLED:
+        raise FitError(f"unknown law {law!r}; use one of {', '.join(LAWS)}")
+    return ("L0", *_POOLED[law])
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """What defines a group of runs: size, batch and peak LR (None when not given)."""
+
+    params: float | None
+    tokens_per_step: float | None
+    peak_lr: float
+
+
+@dataclass(frozen=True)
+class CurveData:
+    """Everything the curve model needs, in normalised units.
+
+    ``log_loss`` is None for a prediction target. ``group_log_n`` is log(N / n_ref) per group
+    (0 when the size is unknown); ``size_law`` says whether L0 follows the size law.
+    """
+
+    law: str
+    features: laws.AnnealingFeatures | laws.MultiPowerFeatures
+    point_group: np.ndarray
+    log_loss: np.ndarray | None
+    n_groups: int
+    group_log_n: np.ndarray
+    size_law: bool
+
+    @property
+    def n_points(self) -> int:
+        """Number of evaluation points."""
+        return int(self.point_group.shape[0])
+
+
+def _features(law: str, lr: np.ndarray, steps: np.ndarray, *, warmup_steps: int,
+              peak_lr: float, lr_ref: float):
+    kw = dict(warmup_steps=warmup_steps, peak_lr=peak_lr / lr_ref, step_scale=STEP_SCALE)
+    if law == "multipower":
+        return laws.multipower_features(lr / lr_ref, steps, **kw)
+    return laws.annealing_features(lr / lr_ref, steps, **kw)
+
+
+def _concat_features(law: str, parts: list) -> laws.AnnealingFeatures | laws.MultiPowerFeatures:
+    if law == "annealing":
+        return laws.AnnealingFeatures(*(np.concatenate(x) for x in zip(*parts, strict=True)))
+    offsets = np.cumsum([0] + [len(f.s1w) for f in parts[:-1]])
+    return laws.MultiPowerFeatures(
+        s1w=np.concatenate([f.s1w for f in parts]),
+        point=np.concatenate([f.point + o for f, o in zip(parts, offsets, strict=True)]),
+        d_lr=np.concatenate([f.d_lr for f in parts]),
+        seg_lr=np.concatenate([f.seg_lr for f in parts]),
+        area_far=np.concatenate([f.area_far for f in parts]),
+        area_near=np.concatenate([f.area_near for f in parts]),
+    )
+
+
+def curve_data(
+    law: str,
+    curves: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, int, int]],
+    *,
+    lr_ref: float,
+    group_log_n: np.ndarray,
+    size_law: bool,
+) -> CurveData:
+    """Build model inputs from curves ``(lr, steps, loss_or_None, warmup_steps, group)``.
+
+    ``lr`` is the per-step LR of the run (raw units), ``steps`` the evaluation steps (all at
+    or after warmup). Losses must be all given (fit) or all None (prediction).
+    """
+    law_parameters(law)
+    parts, groups, ys = [], [], []
+    for lr, steps, loss, warmup, g in curves:
+        peak = float(np.max(lr))
+        parts.append(_features(law, lr, steps, warmup_steps=warmup, peak_lr=peak, lr_ref=lr_ref))
+        groups.append(np.full(len(steps), g, dtype=np.int64))
+        ys.append(None if loss is None else np.log(loss))
+    if any(y is None for y in ys) and not all(y is None for y in ys):
+        raise ValueError("give losses for every curve or for none")
+    return CurveData(
+        law=law,
+        features=_concat_features(law, parts),
+        point_group=np.concatenate(groups),
+        log_loss=None if ys[0] is None else np.concatenate(ys),
+        n_groups=len(group_log_n),
+        group_log_n=np.asarray(group_log_n, dtype=np.float64),
+        size_law=size_law,
+    )
+
+
+def prior_distribution(prior: Prior) -> dist.Distribution:
+    """The NumPyro distribution of a `Prior`."""
+    a = prior.args
+    match prior.dist:
+        case "normal":
+            return dist.Normal(a["loc"], a["scale"])
+        case "lognormal":
+            return dist.LogNormal(a["loc"], a["scale"])
+        case "halfnormal":
+            return dist.HalfNormal(a["scale"])
+        case "truncnormal":
+            return dist.TruncatedNormal(a["loc"], a["scale"], low=a["low"])
+        case "gamma":
+            return dist.Gamma(a["concentration"], a["rate"])
+        case "exponential":
+            return dist.Exponential(a["rate"])
+        case "uniform":
+            return dist.Uniform(a["low"], a["high"])
+    raise FitError(f"unsupported prior distribution {prior.dist!r}")
+
+
+def _group_values(data: CurveData, priors: PriorSet) -> dict[str, jnp.ndarray]:
+    """Sample the law's parameters; return per-group arrays (shape (G,))."""
+    G = data.n_groups
+    shared = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in _POOLED[data.law]}
+    if G > 1:
+        tau = numpyro.sample("tau", prior_distribution(priors["tau"]))
+        with numpyro.plate("group", G):
+            out = {
+                n: numpyro.deterministic(
+                    f"{n}_group", v * jnp.exp(tau * numpyro.sample(f"z_{n}", dist.Normal(0, 1)))
+                )
+                for n, v in shared.items()
+            }
+            l0_offset = 0.05 * tau * numpyro.sample("z_L0", dist.Normal(0, 1))
+    else:
+        out = {n: jnp.broadcast_to(v, (1,)) for n, v in shared.items()}
+        l0_offset = jnp.zeros(1)
+    if data.size_law:
+        E = numpyro.sample("E", prior_distribution(priors["E"]))
+        A_N = numpyro.sample("A_N", prior_distribution(priors["A_N"]))
+        a_N = numpyro.sample("a_N", prior_distribution(priors["a_N"]))
+        base = E + A_N * jnp.exp(-a_N * jnp.asarray(data.group_log_n))
+    else:
+        base = numpyro.sample("L0", prior_distribution(priors["L0"]))
+    out["L0"] = numpyro.deterministic("L0_group", base + l0_offset)
+    return out
+
+
+def law_mean(data: CurveData, values: dict[str, jnp.ndarray]) -> jnp.ndarray:
+    """The law's loss at every point, from per-group parameter arrays."""
+    g = jnp.asarray(data.point_group)
+    if data.law == "multipower":
+        p = {n: values[n][g] for n in ("C", "beta", "gamma")}  # indexed by point
+        return laws.multipower_loss(
+            data.features, L0=values["L0"][g], A=values["A"][g], alpha=values["alpha"][g],
+            B=values["B"][g], **p,
+        )
+    return laws.annealing_loss(
+        data.features, L0=values["L0"][g], A=values["A"][g], alpha=values["alpha"][g],
+        C=values["C"][g],
+    )
+
+
+def curve_model(data: CurveData, *, priors: PriorSet, obs: np.ndarray | None = None) -> None:
+    r"""Loss curves of several runs under one law.
+
+    .. math::
+
+        \log y_i \sim \mathrm{StudentT}_5(\log L_{g(i)}(t_i), \sigma)
+
+    ``obs=None`` samples the prior predictive.
+    """
+    values = _group_values(data, priors)
+    mean = law_mean(data, values)
+    # A law whose parameters make the loss non-positive is outside the model: give it no mass.
+    numpyro.factor("positive_loss", jnp.where(jnp.all(mean > 0), 0.0, -jnp.inf))
+    log_mean = jnp.log(jnp.clip(mean, 1e-6))
+    sigma = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
+    with numpyro.plate("points", data.n_points):
+        numpyro.sample("log_loss", dist.StudentT(STUDENT_DF, log_mean, sigma), obs=obs)

@@ -1,0 +1,169 @@
+"""Posterior predictive loss curves of a fitted curve model under any LR schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import FitError
+from .inference import CurveFit
+from .model import STUDENT_DF, GroupKey, curve_data, law_mean, law_parameters
+
+__all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
+
+QUANTILES: tuple[float, ...] = (0.025, 0.1, 0.5, 0.9, 0.975)
+
+
+@dataclass(frozen=True)
+class CurvePrediction:
+    """Predictive draws of a loss curve: ``draws[i, j]`` is draw i at ``steps[j]``.
+
+    ``law`` holds the law's draws without noise or discrepancy (the expected curve).
+    """
+
+    steps: np.ndarray
+    draws: np.ndarray
+    law: np.ndarray
+    group: int | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Posterior predictive mean at each step."""
+        return self.draws.mean(axis=0)
+
+    def quantiles(self, qs=QUANTILES) -> dict[str, np.ndarray]:
+        """Predictive quantiles keyed by their string form ('0.025', ...)."""
+        values = np.quantile(self.draws, qs, axis=0)
+        return {str(q): v for q, v in zip(qs, values, strict=True)}
+
+    @property
+    def final(self) -> np.ndarray:
+        """Predictive draws of the loss at the last requested step."""
+        return self.draws[:, -1]
+
+
+def summarize(draws: np.ndarray, qs=QUANTILES) -> dict:
+    """JSON form of an uncertain scalar: mean and quantiles."""
+    draws = np.asarray(draws, dtype=np.float64)
+    return {"mean": float(draws.mean()),
+            "quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(draws, qs), strict=True)}}
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int | None, GroupKey, list[str]]:
+    cfg = fit.config
+    notes = []
+    sizes = {g.params for g in cfg.groups}
+    batches = {g.tokens_per_step for g in cfg.groups}
+    if params is None and len(sizes) == 1:
+        params = next(iter(sizes))
+    if tokens_per_step is None and len(batches) == 1:
+        tokens_per_step = next(iter(batches))
+    key = GroupKey(params, tokens_per_step, float(peak_lr))
+    for i, g in enumerate(cfg.groups):
+        if _close(g.params, key.params) and _close(g.tokens_per_step, key.tokens_per_step) \
+                and _close(g.peak_lr, key.peak_lr):
+            return i, key, notes
+    if params is None:
+        raise FitError("the fit spans several model sizes: give the target's --params")
+    if not cfg.size_law and not any(_close(params, s) for s in sizes):
+        raise FitError(
+            f"the fit has runs of one model size ({', '.join(f'{s:.4g}' for s in sizes if s)})"
+            f" and cannot predict N={params:.4g}: fit runs of two or more sizes"
+        )
+    notes.append("target's (size, batch, peak LR) is not among the fitted groups: its law is "
+                 "drawn from the pooled population of groups")
+    return None, key, notes
+
+
+def _target_values(fit: CurveFit, group: int | None, key: GroupKey, rng: np.random.Generator):
+    """Per-draw law parameters of the target group, shape (draws,) each."""
+    cfg = fit.config
+    out = {}
+    pooled = law_parameters(cfg.law)[1:]
+    G = len(cfg.groups)
+    n = fit.flat("sigma").shape[0]
+    for name in pooled:
+        if G == 1:
+            out[name] = fit.flat(name)
+        elif group is not None:
+            out[name] = fit.flat(f"{name}_group")[:, group]
+        else:
+            z = rng.standard_normal(n)
+            out[name] = fit.flat(name) * np.exp(fit.flat("tau") * z)
+    if group is not None:
+        l0 = fit.flat("L0_group")
+        out["L0"] = l0[:, group] if l0.ndim == 2 else l0
+    else:
+        if cfg.size_law:
+            x = np.log(key.params / cfg.n_ref)
+            base = fit.flat("E") + fit.flat("A_N") * np.exp(-fit.flat("a_N") * x)
+        else:
+            base = fit.flat("L0") if "L0" in fit.samples else fit.flat("L0_group")[:, 0]
+        offset = 0.05 * fit.flat("tau") * rng.standard_normal(n) if G > 1 else 0.0
+        out["L0"] = base + offset
+    return out
+
+
+def predict_curve(
+    fit: CurveFit,
+    lr: np.ndarray,
+    steps: np.ndarray,
+    *,
+    warmup_steps: int = 0,
+    params: float | None = None,
+    tokens_per_step: float | None = None,
+    seed: int = 0,
+    chunk: int = 64,
+) -> CurvePrediction:
+    """Posterior predictive of the loss at ``steps`` for a run with per-step LR ``lr``.
+
+    Each posterior draw gives the law's curve for the target's group (an existing group when
+    size, batch and peak LR match one, else a new group drawn from the pooled population),
+    plus the calibrated discrepancy of an unseen run and the evaluation noise.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    steps = np.asarray(steps, dtype=np.int64)
+    peak = float(lr.max())
+    group, key, notes = _resolve_group(fit, params, tokens_per_step, peak)
+    cfg = fit.config
+    log_n = np.array([0.0 if key.params is None else np.log(key.params / cfg.n_ref)])
+    data = curve_data(cfg.law, [(lr, steps, None, warmup_steps, 0)], lr_ref=cfg.lr_ref,
+                      group_log_n=log_n, size_law=cfg.size_law)
+    rng = np.random.default_rng(seed)
+    values = _target_values(fit, group, key, rng)
+    n = len(values["L0"])
+
+    @jax.jit
+    def batch(vals):
+        return jax.vmap(lambda v: law_mean(data, {k: x[None] for k, x in v.items()}))(vals)
+
+    curves = []
+    for i in range(0, n, chunk):
+        part = {k: jnp.asarray(v[i:i + chunk]) for k, v in values.items()}
+        if len(part["L0"]) < chunk:  # pad so every chunk has one shape (one compilation)
+            pad = chunk - len(part["L0"])
+            part = {k: jnp.concatenate([v, jnp.repeat(v[-1:], pad)]) for k, v in part.items()}
+            curves.append(np.asarray(batch(part))[: chunk - pad])
+        else:
+            curves.append(np.asarray(batch(part)))
+    law_curves = np.concatenate(curves)
+    if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
+        raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
+                       "check the steps and the LR")
+    sigma = fit.flat("sigma")[:, None]
+    noise = sigma * rng.standard_t(STUDENT_DF, size=law_curves.shape)
+    # An unseen run's departure from the law is smooth: one offset per draw, not per point.
+    disc = cfg.discrepancy * rng.standard_normal((law_curves.shape[0], 1))
+    draws = law_curves * np.exp(noise + disc)
+    return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
+                           notes=tuple(notes))
