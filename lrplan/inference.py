@@ -55,6 +55,7 @@ class FitConfig:
     n_ref: float
     size_law: bool
     groups: tuple[GroupKey, ...]
+    noise: float
     discrepancy: float
     seed: int
     chains: int
@@ -88,9 +89,21 @@ class CurveFit:
 # ---------------------------------------------------------------- preparing the runs
 
 
-def _fit_points(run: Run) -> np.ndarray:
+#: Points of one curve the likelihood sees. Residuals along a curve are strongly
+#: autocorrelated, so evenly spaced points carry nearly all of a long log's information, and
+#: the multi-power law's cost grows with the square of the points of a decaying run.
+MAX_POINTS_PER_RUN = 64
+
+
+def _fit_points(run: Run, *, thin: bool = False) -> np.ndarray:
     first = max(run.warmup_steps, 1)
-    return (run.steps >= first) & (run.steps <= run.total_steps)
+    keep = (run.steps >= first) & (run.steps <= run.total_steps)
+    idx = np.flatnonzero(keep)
+    if thin and idx.size > MAX_POINTS_PER_RUN:
+        chosen = idx[np.unique(np.round(np.linspace(0, idx.size - 1, MAX_POINTS_PER_RUN)).astype(int))]
+        keep = np.zeros_like(keep)
+        keep[chosen] = True
+    return keep
 
 
 def _select(runs: RunSet) -> tuple[list[Run], list[str]]:
@@ -145,7 +158,7 @@ def _build(law, used, group_index, config_like, *, loss=True, cut=None) -> Curve
     """Model inputs for ``used`` runs; ``cut[name]`` keeps only steps <= that step."""
     curves = []
     for r, g in zip(used, group_index, strict=True):
-        keep = _fit_points(r)
+        keep = _fit_points(r, thin=loss)
         if cut is not None and r.name in cut:
             keep &= r.steps <= cut[r.name]
         curves.append((r.lr, r.steps[keep], r.loss[keep] if loss else None, r.warmup_steps, g))
@@ -157,7 +170,7 @@ def _build(law, used, group_index, config_like, *, loss=True, cut=None) -> Curve
 # ---------------------------------------------------------------- point fit
 
 
-def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 8):
+def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 4):
     """Maximum a posteriori point, by L-BFGS from several starts drawn near the prior median.
 
     Returns the constrained values of every sample site and the final potential energy.
@@ -214,7 +227,7 @@ def _calibrate(law, used, group_index, config_like, priors, seed) -> tuple[float
             rest = [i for i in range(len(used)) if i != j]
             train = _build(law, [used[i] for i in rest], [group_index[i] for i in rest],
                            config_like)
-            point, _ = map_fit(train, priors, seed=seed, starts=3)
+            point, _ = map_fit(train, priors, seed=seed, starts=2)
             test = _build(law, [used[j]], [group_index[j]], config_like)
             r = test.log_loss - np.log(np.asarray(_law_at_point(test, point)))
             sq.append(np.mean(r**2))
@@ -226,10 +239,11 @@ def _calibrate(law, used, group_index, config_like, priors, seed) -> tuple[float
             s = r.steps[_fit_points(r)]
             cut[r.name] = s[int(0.6 * (len(s) - 1))]
         train = _build(law, used, group_index, config_like, cut=cut)
-        point, _ = map_fit(train, priors, seed=seed, starts=3)
+        point, _ = map_fit(train, priors, seed=seed, starts=2)
         full = _build(law, used, group_index, config_like)
-        steps = np.concatenate([r.steps[_fit_points(r)] for r in used])
-        late = steps > np.concatenate([np.full(_fit_points(r).sum(), cut[r.name]) for r in used])
+        steps = np.concatenate([r.steps[_fit_points(r, thin=True)] for r in used])
+        late = steps > np.concatenate(
+            [np.full(_fit_points(r, thin=True).sum(), cut[r.name]) for r in used])
         r = (full.log_loss - np.log(np.asarray(_law_at_point(full, point))))[late]
         sq.append(np.mean(r**2))
         sig.append(float(point["sigma"]))
@@ -276,8 +290,8 @@ def fit_curves(
     priors: PriorSet | None = None,
     seed: int = 0,
     chains: int = 2,
-    num_warmup: int = 500,
-    num_samples: int = 500,
+    num_warmup: int = 300,
+    num_samples: int = 300,
     progress: bool = False,
 ) -> CurveFit:
     """Fit a curve law to every usable run with NUTS.
@@ -305,7 +319,9 @@ def fit_curves(
     disc, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
     notes += cal_notes
 
-    sites = [k for k in point if not k.endswith("_group")]
+    noise = float(point["sigma"])
+    scale = float(np.hypot(noise, disc))
+    sites = [k for k in point if not k.endswith("_group") and k not in ("sigma", "C")]
     init = {k: jnp.asarray(point[k]) for k in sites}
     kernel = NUTS(curve_model, init_strategy=init_to_value(values=init), dense_mass=True,
                   target_accept_prob=0.9)
@@ -313,19 +329,19 @@ def fit_curves(
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
                 chain_method=method, progress_bar=progress)
     mcmc.run(jax.random.PRNGKey(seed), data=data, priors=priors, obs=data.log_loss,
-             extra_fields=("diverging",))
+             scale=scale, extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     diag = _diagnostics(samples, divergences, sites)
 
     config = FitConfig(law=law, lr_ref=lr_ref, n_ref=n_ref, size_law=size_law, groups=groups,
-                       discrepancy=disc, seed=seed, chains=chains, num_warmup=num_warmup,
+                       noise=noise, discrepancy=disc, seed=seed, chains=chains, num_warmup=num_warmup,
                        num_samples=num_samples, notes=tuple(runs.excluded) + tuple(notes))
     observed = {
         "run": np.concatenate([np.full(_fit_points(r).sum(), r.name, dtype=object) for r in used]),
         "step": np.concatenate([r.steps[_fit_points(r)] for r in used]),
-        "loss": np.exp(data.log_loss),
-        "group": data.point_group,
+        "loss": np.concatenate([r.loss[_fit_points(r)] for r in used]),
+        "group": np.concatenate([np.full(_fit_points(r).sum(), g) for r, g in zip(used, group_index, strict=True)]),
     }
     return CurveFit(config=config, priors=priors, samples=samples, diagnostics=diag,
                     observed=observed)

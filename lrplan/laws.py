@@ -142,7 +142,7 @@ def multipower_features(
     warmup_steps: int = 0,
     peak_lr: float | None = None,
     step_scale: float = 1.0,
-    max_segment: int = 128,
+    max_segment: int = 4096,
 ) -> MultiPowerFeatures:
     """Parameter-free features of the multi-power law at the given (absolute) steps.
 
@@ -162,8 +162,8 @@ def multipower_features(
     delta = np.concatenate([[peak], eta[:-1]]) - eta  # delta[k-1] = eta_{k-1} - eta_k
     s_w = 0.5 * peak * warmup_steps
     # eta_k^-gamma is taken as constant within a segment: also cut where the LR has moved by
-    # more than 2% since, so that a fast drop spread over a few steps stays accurate.
-    level = np.floor(np.log(np.maximum(eta, 1e-3 * peak)) / 0.02)
+    # more than 4% since, so that a fast drop spread over a few steps stays accurate.
+    level = np.floor(np.log(np.maximum(eta, 1e-3 * peak)) / 0.04)
     lr_cuts = np.flatnonzero(np.diff(level)) + 1
     points, d_lr, seg_lr, far, near = [], [], [], [], []
     for lo, hi in _segments(delta, np.concatenate([t_eval, lr_cuts]), max_segment):  # steps k = lo+1..hi
@@ -243,7 +243,7 @@ def multipower_loss(features: MultiPowerFeatures, *, L0, A, alpha, B, C, beta, g
         v = jnp.asarray(v)
         return v[point] if v.ndim else v
 
-    scale = jnp.power(features.seg_lr, -at_pair(gamma))
+    scale = jnp.power(jnp.maximum(features.seg_lr, 1e-12), -at_pair(gamma))
     g = _g_mean(scale * features.area_near, scale * features.area_far, at_pair(C), at_pair(beta))
     ld = jnp.zeros(n).at[point].add(features.d_lr * g)
     return L0 + A * jnp.power(features.s1w, -alpha) - B * ld
@@ -262,7 +262,8 @@ def multipower_loss_exact(
     delta = jnp.concatenate([jnp.array([peak]), eta[:-1]]) - eta
     k = jnp.arange(1, eta.shape[0] + 1)
     s_k = area[t][:, None] - area[k - 1][None, :]  # S_k(t)
-    g = _g(jnp.power(eta, -gamma)[None, :] * s_k, C, beta)
+    # a step at LR 0 has S_k(t) = 0 too: its term is 0, not 0 * inf
+    g = _g(jnp.power(jnp.maximum(eta, 1e-12), -gamma)[None, :] * s_k, C, beta)
     ld = jnp.sum(jnp.where(k[None, :] <= t[:, None], delta[None, :] * g, 0.0), axis=1)
     s_w = 0.5 * peak * warmup_steps / step_scale
     return L0 + A * jnp.power(area[t] + s_w, -alpha) - B * ld

@@ -162,7 +162,18 @@ def prior_distribution(prior: Prior) -> dist.Distribution:
 def _group_values(data: CurveData, priors: PriorSet) -> dict[str, jnp.ndarray]:
     """Sample the law's parameters; return per-group arrays (shape (G,))."""
     G = data.n_groups
-    shared = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in _POOLED[data.law]}
+    shared = {}
+    for n in _POOLED[data.law]:
+        if n == "C":
+            continue
+        shared[n] = numpyro.sample(n, prior_distribution(priors[n]))
+        if n == "beta" and data.law == "multipower":
+            # C and beta trade off strongly; the half-life of an LR drop's payoff, where
+            # G = 1/2, is what the data pin down, so sample it and derive C.
+            half = numpyro.sample("half_life", prior_distribution(priors["half_life"]))
+            shared["C"] = numpyro.deterministic("C", jnp.expm1(jnp.log(2.0) / shared[n]) / half)
+    if data.law == "annealing":
+        shared["C"] = numpyro.sample("C", prior_distribution(priors["C"]))
     if G > 1:
         tau = numpyro.sample("tau", prior_distribution(priors["tau"]))
         with numpyro.plate("group", G):
@@ -202,20 +213,29 @@ def law_mean(data: CurveData, values: dict[str, jnp.ndarray]) -> jnp.ndarray:
     )
 
 
-def curve_model(data: CurveData, *, priors: PriorSet, obs: np.ndarray | None = None) -> None:
+def curve_model(
+    data: CurveData, *, priors: PriorSet, obs: np.ndarray | None = None,
+    scale: float | None = None,
+) -> None:
     r"""Loss curves of several runs under one law.
 
     .. math::
 
-        \log y_i \sim \mathrm{StudentT}_5(\log L_{g(i)}(t_i), \sigma)
+        \log y_i \sim \mathrm{StudentT}_5\big(\log L_{g(i)}(t_i), s\big)
 
-    ``obs=None`` samples the prior predictive.
+    With ``scale=None`` the scale :math:`s = \sigma` is sampled (point fits). For the posterior
+    the caller fixes :math:`s = \sqrt{\sigma^2 + \delta^2}` with :math:`\delta` the law's
+    calibrated error on runs it did not see: a curve's residuals are strongly autocorrelated,
+    so treating its points as independent with the small in-sample noise alone gives a
+    posterior far narrower than the law's real accuracy. ``obs=None`` samples the prior
+    predictive.
     """
     values = _group_values(data, priors)
     mean = law_mean(data, values)
     # A law whose parameters make the loss non-positive is outside the model: give it no mass.
     numpyro.factor("positive_loss", jnp.where(jnp.all(mean > 0), 0.0, -jnp.inf))
     log_mean = jnp.log(jnp.clip(mean, 1e-6))
-    sigma = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
+    if scale is None:
+        scale = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
     with numpyro.plate("points", data.n_points):
-        numpyro.sample("log_loss", dist.StudentT(STUDENT_DF, log_mean, sigma), obs=obs)
+        numpyro.sample("log_loss", dist.StudentT(STUDENT_DF, log_mean, scale), obs=obs)

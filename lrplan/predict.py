@@ -91,7 +91,7 @@ def _target_values(fit: CurveFit, group: int | None, key: GroupKey, rng: np.rand
     out = {}
     pooled = law_parameters(cfg.law)[1:]
     G = len(cfg.groups)
-    n = fit.flat("sigma").shape[0]
+    n = fit.flat("L0_group").shape[0]
     for name in pooled:
         if G == 1:
             out[name] = fit.flat(name)
@@ -160,8 +160,7 @@ def predict_curve(
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
-    sigma = fit.flat("sigma")[:, None]
-    noise = sigma * rng.standard_t(STUDENT_DF, size=law_curves.shape)
+    noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
     # An unseen run's departure from the law is smooth: one offset per draw, not per point.
     disc = cfg.discrepancy * rng.standard_normal((law_curves.shape[0], 1))
     draws = law_curves * np.exp(noise + disc)

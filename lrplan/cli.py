@@ -1,0 +1,292 @@
+"""The ``lrplan`` command line: parse arguments, call the library, render the result.
+
+Results go to stdout (``--json``: one JSON document and nothing else); logs and progress go to
+stderr. Every `LrplanError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import LrplanError
+
+__all__ = ["main", "cli"]
+
+log = logging.getLogger("lrplan")
+
+
+def _setup_jax(chains: int = 2) -> None:
+    """Configure JAX before its first import: one CPU device per chain, x64, a compile cache."""
+    flag = f"--xla_force_host_platform_device_count={max(chains, 1)}"
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    cache = os.environ.get("LRPLAN_CACHE_DIR") or str(Path.home() / ".cache" / "lrplan" / "jax")
+    try:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except OSError:  # a read-only home only costs compile time
+        pass
+
+
+def _echo_json(doc: dict) -> None:
+    click.echo(json.dumps(doc, indent=2, allow_nan=False))
+
+
+def _parse_steps(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        steps = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter("give integers separated by commas, e.g. 1000,2000,5000") from None
+    if not steps or min(steps) < 1:
+        raise click.BadParameter("steps must be positive integers")
+    return sorted(set(steps))
+
+
+def _positive(ctx, param, value):
+    if value is not None and not value > 0:
+        raise click.BadParameter("must be > 0")
+    return value
+
+
+seed_option = click.option("--seed", default=0, show_default=True, help="Random seed.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lrplan")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Plan a large training run's learning rate and loss from a few small runs."""
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="lrplan: %(message)s", stream=sys.stderr)
+    for noisy in ("jax", "absl", "numpyro"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------------- fit
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
+@click.option("--law", type=click.Choice(["multipower", "annealing"]), default="multipower",
+              show_default=True, help="Curve law.")
+@click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
+              help="TOML file overriding priors by name.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Posterior file to write (NetCDF).")
+@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--warmup", "num_warmup", default=300, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=300, show_default=True, type=click.IntRange(50))
+@seed_option
+@json_option
+def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):
+    """Fit a loss-curve law to the runs in RUNS with NUTS and save the posterior."""
+    from .data import load_runs
+    from .inference import fit_curves, save_fit
+    from .priors import load_priors
+
+    runset = load_runs(runs, meta=meta)
+    priors = load_priors(law, priors_file)
+    result = fit_curves(runset, law=law, priors=priors, seed=seed, chains=chains,
+                        num_warmup=num_warmup, num_samples=num_samples,
+                        progress=not as_json and sys.stderr.isatty())
+    save_fit(result, output)
+    d = result.diagnostics
+    doc = {"fit": str(output), "law": law, "runs": len(set(result.observed["run"])),
+           "points": int(len(result.observed["step"])), "groups": len(result.config.groups),
+           "discrepancy": result.config.discrepancy, "noise": result.config.noise,
+           "diagnostics": _diag(d), "notes": list(result.config.notes)}
+    if as_json:
+        _echo_json(doc)
+        return
+    for note in result.config.notes:
+        log.info(note)
+    click.echo(f"{law} law fitted to {doc['runs']} runs ({doc['points']} points, "
+               f"{doc['groups']} group(s)) -> {output}")
+    click.echo(_diag_line(d))
+
+
+def _diag(d) -> dict:
+    return {"r_hat_max": d.r_hat_max, "ess_bulk_min": d.ess_bulk_min, "divergences": d.divergences}
+
+
+def _diag_line(d) -> str:
+    flag = "ok" if d.ok else "WARNING: the sampler did not converge cleanly"
+    return (f"R-hat max {d.r_hat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, "
+            f"divergences {d.divergences} ({flag})")
+
+
+# ------------------------------------------------------------------------- predict
+
+
+def _target_lr(lr_file, schedule, steps, peak_lr, warmup_steps):
+    """Per-step LR of the target and its warmup, from an LR file or a schedule spec."""
+    import numpy as np
+
+    from .schedules import lr_schedule, read_lr_file
+
+    if (lr_file is None) == (schedule is None):
+        raise click.UsageError("give either --lr-file or --schedule (with --steps and --peak-lr)")
+    if lr_file is not None:
+        lr = read_lr_file(lr_file)
+        if warmup_steps is None:
+            # a linear warmup ends where the LR first reaches its maximum
+            warmup_steps = int(np.argmax(lr >= lr.max())) + 1 if lr[0] < lr.max() else 0
+        return lr, warmup_steps, {"lr_file": str(lr_file)}
+    if steps is None or peak_lr is None:
+        raise click.UsageError("--schedule needs --steps and --peak-lr")
+    warmup_steps = warmup_steps or 0
+    lr = lr_schedule(schedule, steps=steps, peak_lr=peak_lr, warmup_steps=warmup_steps)
+    return lr, warmup_steps, {"schedule": schedule}
+
+
+def _default_steps(total: int, warmup: int, n: int = 50):
+    import numpy as np
+
+    first = max(warmup, 1)
+    return sorted(set(np.linspace(first, total, n).round().astype(int).tolist()))
+
+
+@cli.command()
+@click.argument("fit_file", metavar="FIT", type=click.Path(dir_okay=False))
+@click.option("--lr-file", type=click.Path(dir_okay=False), help="CSV step,lr of the target.")
+@click.option("--schedule", help="Schedule spec, e.g. cosine:final=0.1 or wsd:decay=0.2.")
+@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
+@click.option("--warmup-steps", type=click.IntRange(0),
+              help="Warmup steps (default: 0 for a spec, inferred from an LR file).")
+@click.option("--params", type=float, callback=_positive, help="Target model size N.")
+@click.option("--tokens-per-step", type=float, callback=_positive, help="Target batch in tokens.")
+@click.option("--at-steps", callback=_parse_steps, help="Comma-separated steps to predict.")
+@seed_option
+@json_option
+def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, tokens_per_step,
+            at_steps, seed, as_json):
+    """Predict the loss curve of a run under a schedule, with intervals, from a FIT."""
+    from .inference import load_fit
+    from .predict import predict_curve, summarize
+
+    result = load_fit(fit_file)
+    lr, warmup, source = _target_lr(lr_file, schedule, steps, peak_lr, warmup_steps)
+    total = len(lr)
+    at = at_steps or _default_steps(total, warmup)
+    bad = [s for s in at if s > total or s < max(warmup, 1)]
+    if bad:
+        raise click.BadParameter(f"step {bad[0]} is outside [{max(warmup, 1)}, {total}] "
+                                 "(after warmup, within the schedule)", param_hint="--at-steps")
+    pred = predict_curve(result, lr, at, warmup_steps=warmup, params=params,
+                         tokens_per_step=tokens_per_step, seed=seed)
+    q = pred.quantiles()
+    doc = {
+        "target": {**source, "steps": total, "peak_lr": float(lr.max()), "warmup_steps": warmup,
+                   "params": params, "tokens_per_step": tokens_per_step,
+                   "group": "fitted" if pred.group is not None else "new"},
+        "curve": {"step": [int(s) for s in at], "mean": pred.mean.tolist(),
+                  "quantiles": {k: v.tolist() for k, v in q.items()}},
+        "final_loss": summarize(pred.final),
+        "diagnostics": _diag(result.diagnostics),
+        "notes": list(pred.notes),
+    }
+    if as_json:
+        _echo_json(doc)
+        return
+    for note in pred.notes:
+        log.info(note)
+    click.echo(f"{'step':>8} {'mean':>8} {'2.5%':>8} {'50%':>8} {'97.5%':>8}")
+    for i, s in enumerate(at):
+        click.echo(f"{s:>8d} {pred.mean[i]:8.4f} {q['0.025'][i]:8.4f} {q['0.5'][i]:8.4f} "
+                   f"{q['0.975'][i]:8.4f}")
+    f = doc["final_loss"]
+    click.echo(f"final loss at step {at[-1]}: {f['mean']:.4f} "
+               f"(95% {f['quantiles']['0.025']:.4f} - {f['quantiles']['0.975']:.4f})")
+    click.echo(_diag_line(result.diagnostics))
+
+
+# ------------------------------------------------------------------------- schedule
+
+
+@cli.command()
+@click.argument("spec")
+@click.option("--steps", required=True, type=click.IntRange(1), help="Total steps.")
+@click.option("--peak-lr", required=True, type=float, callback=_positive, help="Peak LR.")
+@click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(0))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="CSV file step,lr to write.")
+def schedule(spec, steps, peak_lr, warmup_steps, output):
+    """Write the per-step LR of schedule SPEC (e.g. 'wsd:decay=0.2,shape=sqrt') to a file."""
+    from .schedules import lr_schedule, write_lr_file
+
+    lr = lr_schedule(spec, steps=steps, peak_lr=peak_lr, warmup_steps=warmup_steps)
+    write_lr_file(output, lr)
+    click.echo(f"{spec}: {steps} steps, peak {peak_lr:g}, final {lr[-1]:.3g} -> {output}")
+
+
+# ------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="lrplan-demo", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the demo's outputs.")
+@seed_option
+def demo(out_dir, seed):
+    """Fit the bundled 100M multi-power-law runs and predict their held-out schedules."""
+    from .examples import multipower_example
+
+    import numpy as np
+
+    from .inference import fit_curves, save_fit
+    from .predict import predict_curve
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = multipower_example("100M")
+    click.echo(f"Fitting the multi-power law to {len(train)} runs of a 100M model "
+               f"({', '.join(r.name for r in train)}) ...", err=True)
+    result = fit_curves(train, law="multipower", seed=seed, progress=sys.stderr.isatty())
+    save_fit(result, out / "fit.nc")
+    click.echo(_diag_line(result.diagnostics))
+    click.echo(f"\nPredicting {len(test)} schedules it did not see:")
+    click.echo(f"{'run':28} {'final obs':>9} {'predicted':>9} {'95% interval':>17} "
+               f"{'mean err':>8} {'cover95':>7}")
+    for r in test:
+        keep = r.steps >= max(r.warmup_steps, 1)
+        pred = predict_curve(result, r.lr, r.steps[keep], warmup_steps=r.warmup_steps, seed=seed)
+        q = pred.quantiles()
+        y = r.loss[keep]
+        err = np.mean(np.abs(pred.law.mean(axis=0) - y) / y)
+        cover = np.mean((y >= q["0.025"]) & (y <= q["0.975"]))
+        click.echo(f"{r.name:28} {y[-1]:9.4f} {pred.mean[-1]:9.4f} "
+                   f"{q['0.025'][-1]:8.4f}-{q['0.975'][-1]:8.4f} {err:8.2%} {cover:7.0%}")
+    click.echo(f"\nPosterior saved to {out / 'fit.nc'}")
+
+
+def main(argv=None) -> None:
+    """Console entry point."""
+    _setup_jax()
+    try:
+        cli.main(args=argv, prog_name="lrplan", standalone_mode=False)
+    except LrplanError as e:
+        click.echo(f"lrplan: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("lrplan: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

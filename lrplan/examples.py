@@ -1,0 +1,33 @@
+"""The example data bundled with lrplan (see ``examples/`` in the source tree)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from .data import RunSet, load_runs
+
+__all__ = ["example_path", "multipower_example", "MULTIPOWER_TRAIN"]
+
+#: Luo et al.'s training split; the other six schedules are their test curves.
+MULTIPOWER_TRAIN = ("cosine_24000", "constant_24000", "wsdcon_9")
+
+
+def example_path(*parts: str) -> Path:
+    """Path of a bundled example file."""
+    return Path(str(resources.files("lrplan.example_data").joinpath(*parts)))
+
+
+def multipower_example(size: str = "100M") -> tuple[RunSet, RunSet]:
+    """Luo et al.'s curves of one model size, split into their train and test schedules."""
+    runs = load_runs(example_path("multipower", "runs.csv"),
+                     meta=example_path("multipower", "meta.csv"))
+    prefix = f"{size}_"
+    mine = [r for r in runs if r.name.startswith(prefix)]
+    if not mine:
+        sizes = sorted({r.name.split("_")[0] for r in runs})
+        raise ValueError(f"no example runs of size {size!r}; sizes: {', '.join(sizes)}")
+    train = tuple(r for r in mine if r.name[len(prefix):] in MULTIPOWER_TRAIN)
+    test = tuple(r for r in mine if r.name[len(prefix):] not in MULTIPOWER_TRAIN)
+    return (RunSet(runs=train, source=runs.source, excluded=()),
+            RunSet(runs=test, source=runs.source, excluded=()))

@@ -1,0 +1,93 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrplan import laws
+from lrplan.schedules import lr_schedule
+
+MPL = dict(L0=2.8, A=1.0, alpha=0.45, B=0.18, C=20.0, beta=0.45, gamma=0.6)
+
+
+def annealing_by_recursion(lr, warmup, peak, decay):
+    eta = np.array(lr, dtype=float)
+    eta[:warmup] = peak
+    s1 = s2 = m = 0.0
+    prev = peak
+    out1, out2 = [], []
+    for e in eta:
+        m = decay * m + (prev - e)
+        s1 += e
+        s2 += m
+        prev = e
+        out1.append(s1)
+        out2.append(s2)
+    return np.array(out1), np.array(out2)
+
+
+@pytest.mark.parametrize("spec", ["cosine:final=0.1", "wsd:decay=0.3,shape=sqrt", "twostage:at=600,ratio=0.3"])
+def test_annealing_closed_form_matches_recursion(spec):
+    lr = lr_schedule(spec, steps=1000, peak_lr=1.0, warmup_steps=100)
+    steps = np.arange(100, 1001, 7)
+    f = laws.annealing_features(lr, steps, warmup_steps=100, peak_lr=1.0, decay=0.999)
+    s1, s2 = annealing_by_recursion(lr, 100, 1.0, 0.999)
+    np.testing.assert_allclose(f.s1, s1[steps - 1], rtol=1e-12)
+    np.testing.assert_allclose(f.s2, s2[steps - 1], rtol=1e-9, atol=1e-9)
+
+
+def test_constant_lr_has_no_annealing_term():
+    lr = lr_schedule("constant", steps=3000, peak_lr=1.0, warmup_steps=200)
+    steps = np.arange(200, 3001, 100)
+    a = laws.annealing_features(lr, steps, warmup_steps=200, peak_lr=1.0, step_scale=1000.0)
+    assert np.allclose(a.s2, 0.0)
+    m = laws.multipower_features(lr, steps, warmup_steps=200, peak_lr=1.0, step_scale=1000.0)
+    assert m.point.size == 0
+    expect = MPL["L0"] + MPL["A"] * ((steps - 200 + 100) / 1000.0) ** -MPL["alpha"]
+    np.testing.assert_allclose(np.asarray(laws.multipower_loss(m, **MPL)), expect, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("spec", "warmup", "every"),
+    [("cosine:final=0.1", 100, 50), ("linear:final=0.0", 0, 13), ("wsd:decay=0.25,shape=exp,final=0.05", 200, 128),
+     ("wsd:decay=0.2,shape=sqrt", 0, 97), ("twostage:at=700,ratio=0.2", 150, 64),
+     ("multistep:milestones=0.5|0.8,gamma=0.3", 50, 400), ("invsqrt", 100, 33)],
+)
+def test_multipower_compressed_matches_exact(spec, warmup, every):
+    steps_total = 2000
+    lr = lr_schedule(spec, steps=steps_total, peak_lr=1.0, warmup_steps=warmup)
+    at = np.unique(np.r_[np.arange(max(warmup, 1), steps_total + 1, every), steps_total])
+    f = laws.multipower_features(lr, at, warmup_steps=warmup, peak_lr=1.0, step_scale=1000.0)
+    comp = np.asarray(laws.multipower_loss(f, **MPL))
+    exact = np.asarray(laws.multipower_loss_exact(lr, at, warmup_steps=warmup, peak_lr=1.0,
+                                                  step_scale=1000.0, **MPL))
+    np.testing.assert_allclose(comp, exact, rtol=2e-5)
+
+
+def test_multipower_reduction_term_grows_with_decay_depth():
+    at = np.arange(500, 5001, 250)
+    no_area = {**MPL, "A": 0.0}  # isolate L0 - LD(t)
+    reduction = []
+    for final in (1.0, 0.5, 0.1):
+        lr = lr_schedule(f"cosine:final={final}", steps=5000, peak_lr=1.0, warmup_steps=500)
+        f = laws.multipower_features(lr, at, warmup_steps=500, peak_lr=1.0, step_scale=1000.0)
+        reduction.append(MPL["L0"] - float(laws.multipower_loss(f, **no_area)[-1]))
+    assert reduction[0] == 0.0 and 0 < reduction[1] < reduction[2] < MPL["B"]
+
+
+def test_lr_law_scales_as_power_of_size():
+    c = dict(c0=0.1, c_n=-0.7, c_d=0.3, c_b=0.2)
+    k = 8.0
+    lo = laws.log_lr_opt(0.0, 0.5, 0.1, **c)
+    hi = laws.log_lr_opt(np.log(k), 0.5, 0.1, **c)
+    assert np.isclose(np.exp(hi - lo), k ** c["c_n"])
+
+
+def test_bowl_is_asymmetric_and_zero_at_optimum():
+    u = jnp.array([-1.0, 0.0, 1.0])
+    h = np.asarray(laws.lr_bowl(u, curv_lo=0.01, curv_hi=0.03))
+    assert h[1] == 0 and np.isclose(h[0], 0.01) and np.isclose(h[2], 0.03)
+
+
+def test_eval_steps_outside_schedule_raise():
+    lr = np.ones(100)
+    with pytest.raises(ValueError, match="evaluation steps"):
+        laws.multipower_features(lr, np.array([5, 101]), warmup_steps=10)
