@@ -64,7 +64,18 @@ seed_option = click.option("--seed", default=0, show_default=True, help="Random 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns every `LrplanError` into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LrplanError as e:
+            click.echo(f"lrplan: error: {e}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lrplan")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -90,7 +101,7 @@ def cli(verbose: int, quiet: bool) -> None:
               help="Posterior file to write (NetCDF).")
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--warmup", "num_warmup", default=300, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=300, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(50))
 @seed_option
 @json_option
 def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):
@@ -244,10 +255,9 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
 @seed_option
 def demo(out_dir, seed):
     """Fit the bundled 100M multi-power-law runs and predict their held-out schedules."""
-    from .examples import multipower_example
-
     import numpy as np
 
+    from .examples import multipower_example
     from .inference import fit_curves, save_fit
     from .predict import predict_curve
 
@@ -277,16 +287,4 @@ def demo(out_dir, seed):
 def main(argv=None) -> None:
     """Console entry point."""
     _setup_jax()
-    try:
-        cli.main(args=argv, prog_name="lrplan", standalone_mode=False)
-    except LrplanError as e:
-        click.echo(f"lrplan: error: {e}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("lrplan: aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+    cli.main(args=argv, prog_name="lrplan")

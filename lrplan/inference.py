@@ -13,13 +13,13 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import __version__
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .data import Run, RunSet
@@ -175,9 +175,9 @@ def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 4
 
     Returns the constrained values of every sample site and the final potential energy.
     """
+    from jax.flatten_util import ravel_pytree
     from numpyro.infer import init_to_median
     from numpyro.infer.util import initialize_model
-    from jax.flatten_util import ravel_pytree
     from scipy.optimize import minimize
 
     key = jax.random.PRNGKey(seed)
@@ -291,7 +291,7 @@ def fit_curves(
     seed: int = 0,
     chains: int = 2,
     num_warmup: int = 300,
-    num_samples: int = 300,
+    num_samples: int = 500,
     progress: bool = False,
 ) -> CurveFit:
     """Fit a curve law to every usable run with NUTS.
@@ -341,7 +341,8 @@ def fit_curves(
         "run": np.concatenate([np.full(_fit_points(r).sum(), r.name, dtype=object) for r in used]),
         "step": np.concatenate([r.steps[_fit_points(r)] for r in used]),
         "loss": np.concatenate([r.loss[_fit_points(r)] for r in used]),
-        "group": np.concatenate([np.full(_fit_points(r).sum(), g) for r, g in zip(used, group_index, strict=True)]),
+        "group": np.concatenate([np.full(_fit_points(r).sum(), g)
+                                 for r, g in zip(used, group_index, strict=True)]),
     }
     return CurveFit(config=config, priors=priors, samples=samples, diagnostics=diag,
                     observed=observed)
@@ -372,15 +373,15 @@ def save_fit(fit: CurveFit, path: str | Path) -> None:
         observed_data={"loss": obs["loss"]},
         constant_data={"run": obs["run"], "step": obs["step"], "group": obs["group"]},
         dims={"loss": ["point"], "run": ["point"], "step": ["point"], "group": ["point"]},
-        attrs={
-            "lrplan_version": fit.version,
-            "lrplan_kind": "curve",
-            "law": fit.law,
-            "config": _config_to_json(fit.config),
-            "priors": fit.priors.to_toml(),
-            "diagnostics": json.dumps(asdict(fit.diagnostics)),
-        },
     )
+    idata.posterior.attrs.update({
+        "lrplan_version": fit.version,
+        "lrplan_kind": "curve",
+        "law": fit.law,
+        "config": _config_to_json(fit.config),
+        "priors": fit.priors.to_toml(),
+        "diagnostics": json.dumps(asdict(fit.diagnostics)),
+    })
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

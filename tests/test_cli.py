@@ -1,0 +1,86 @@
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from lrplan.cli import cli
+from lrplan.simulate import simulate_curves
+
+TRUTH = dict(L0=2.9, A=0.9, alpha=0.5, C=0.25)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    runs, meta = simulate_curves("annealing", TRUTH, {"cos": "cosine:final=0.1", "const": "constant"},
+                                 steps=4000, peak_lr=1e-3, warmup_steps=100, every=100, seed=0,
+                                 params=1e8, tokens_per_step=5e5)
+    runs.to_csv(d / "runs.csv", index=False)
+    meta.to_csv(d / "meta.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def fit_file(files):
+    out = files / "fit.nc"
+    res = CliRunner().invoke(cli, ["fit", str(files / "runs.csv"), "--meta", str(files / "meta.csv"),
+                                   "--law", "annealing", "--warmup", "100", "--samples", "150",
+                                   "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["runs"] == 2 and set(doc["diagnostics"]) == {"r_hat_max", "ess_bulk_min", "divergences"}
+    return out
+
+
+def test_predict_json_contract(fit_file, files):
+    args = ["predict", str(fit_file), "--schedule", "wsd:decay=0.2", "--steps", "6000",
+            "--peak-lr", "1e-3", "--warmup-steps", "100", "--at-steps", "1000,3000,6000", "--json"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc) >= {"target", "curve", "final_loss", "diagnostics"}
+    assert doc["curve"]["step"] == [1000, 3000, 6000]
+    qs = doc["curve"]["quantiles"]
+    assert set(qs) == {"0.025", "0.1", "0.5", "0.9", "0.975"}
+    assert all(qs["0.025"][i] < doc["curve"]["mean"][i] < qs["0.975"][i] for i in range(3))
+    assert doc["curve"]["mean"][0] > doc["curve"]["mean"][2]
+    assert doc["final_loss"]["mean"] == pytest.approx(doc["curve"]["mean"][-1])
+    # same seed, same answer
+    assert json.loads(CliRunner().invoke(cli, args).stdout) == doc
+
+
+def test_predict_from_lr_file_matches_spec(fit_file, files):
+    lr_path = files / "lr.csv"
+    res = CliRunner().invoke(cli, ["schedule", "cosine:final=0.1", "--steps", "5000", "--peak-lr", "1e-3",
+                                   "--warmup-steps", "100", "-o", str(lr_path)])
+    assert res.exit_code == 0 and pd.read_csv(lr_path).shape == (5000, 2)
+    a = CliRunner().invoke(cli, ["predict", str(fit_file), "--lr-file", str(lr_path), "--at-steps", "5000", "--json"])
+    b = CliRunner().invoke(cli, ["predict", str(fit_file), "--schedule", "cosine:final=0.1", "--steps", "5000",
+                                 "--peak-lr", "1e-3", "--warmup-steps", "100", "--at-steps", "5000", "--json"])
+    da, db = json.loads(a.stdout), json.loads(b.stdout)
+    assert da["target"]["warmup_steps"] == 100
+    assert da["final_loss"]["mean"] == pytest.approx(db["final_loss"]["mean"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["fit", "{d}/nope.csv", "-o", "{d}/x.nc"], "nope.csv: no such file"),
+        (["predict", "{d}/runs.csv", "--schedule", "constant", "--steps", "10", "--peak-lr", "1e-3"], "not an lrplan fit file"),
+        (["schedule", "cosine:bogus=1", "--steps", "10", "--peak-lr", "1e-3", "-o", "{d}/s.csv"], "bogus"),
+    ],
+)
+def test_errors_are_one_line_exit_2(files, args, match):
+    res = CliRunner().invoke(cli, [a.format(d=files) for a in args])
+    assert res.exit_code == 2
+    assert match in res.stderr and "Traceback" not in res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_runs_file_exit_2(files):
+    bad = files / "bad.csv"
+    bad.write_text("run,step,loss\na,1,3.0\na,two,2.9\n")
+    res = CliRunner().invoke(cli, ["fit", str(bad), "-o", str(files / "y.nc")])
+    assert res.exit_code == 2
+    assert "bad.csv: column 'step', run 'a', row 2" in res.stderr

@@ -1,0 +1,42 @@
+import jax
+import numpy as np
+from numpyro import handlers
+from numpyro.infer import Predictive
+
+from lrplan.model import curve_data, curve_model
+from lrplan.priors import load_priors
+from lrplan.schedules import lr_schedule
+
+
+def data(law, groups=1, sizes=None, with_loss=True):
+    curves = []
+    for g in range(groups):
+        for spec in ("cosine:final=0.1", "constant"):
+            lr = lr_schedule(spec, steps=2000, peak_lr=1e-3 * (g + 1), warmup_steps=100)
+            steps = np.arange(100, 2001, 100)
+            curves.append((lr, steps, np.full(steps.size, 3.0) if with_loss else None, 100, g))
+    log_n = np.zeros(groups) if sizes is None else np.log(np.asarray(sizes) / np.exp(np.mean(np.log(sizes))))
+    return curve_data(law, curves, lr_ref=2e-3, group_log_n=log_n, size_law=sizes is not None)
+
+
+def test_single_group_sites():
+    d = data("multipower")
+    tr = handlers.trace(handlers.seed(curve_model, 0)).get_trace(d, priors=load_priors("multipower"), obs=d.log_loss)
+    sites = {k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+    assert sites == {"L0", "A", "alpha", "B", "beta", "half_life", "gamma", "sigma"}
+    assert tr["log_loss"]["value"].shape == (d.n_points,)
+
+
+def test_groups_pool_and_sizes_use_size_law():
+    d = data("annealing", groups=2, sizes=[1e8, 4e8])
+    tr = handlers.trace(handlers.seed(curve_model, 1)).get_trace(d, priors=load_priors("annealing"), obs=d.log_loss)
+    assert {"tau", "z_A", "z_alpha", "z_C", "z_L0", "E", "A_N", "a_N"} <= set(tr)
+    assert "L0" not in tr and tr["L0_group"]["value"].shape == (2,)
+
+
+def test_fixed_scale_removes_sigma_and_prior_predictive_is_finite():
+    d = data("multipower", with_loss=False)
+    draws = Predictive(curve_model, num_samples=50)(jax.random.PRNGKey(0), d, priors=load_priors("multipower"), scale=0.01)
+    assert "sigma" not in draws
+    assert draws["log_loss"].shape == (50, d.n_points)
+    assert np.isfinite(np.asarray(draws["log_loss"])).mean() > 0.9
