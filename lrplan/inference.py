@@ -24,10 +24,10 @@ from . import __version__
 if TYPE_CHECKING:
     from .data import Run, RunSet
 from .errors import FitError
-from .model import CurveData, GroupKey, curve_data, curve_model, law_parameters
+from .model import STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, law_parameters
 from .priors import PriorSet, load_priors, priors_from_toml
 
-__all__ = ["CurveFit", "Diagnostics", "fit_curves", "map_fit", "load_fit", "save_fit"]
+__all__ = ["CurveFit", "Diagnostics", "area", "fit_curves", "map_fit", "load_fit", "save_fit"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class FitConfig:
     groups: tuple[GroupKey, ...]
     noise: float
     discrepancy: float
+    discrepancy_growth: float
+    area_ref: float
     seed: int
     chains: int
     num_warmup: int
@@ -209,48 +211,61 @@ def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 4
     return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
 
 
-def _calibrate(law, used, group_index, config_like, priors, seed) -> tuple[float, list[str]]:
-    """Scale of the law's discrepancy on log loss, from runs predicted without them.
+def area(lr: np.ndarray, steps: np.ndarray, lr_ref: float) -> np.ndarray:
+    """Forward LR area at ``steps`` in the model's units (kilo-steps at the reference LR)."""
+    return np.cumsum(lr / lr_ref)[np.asarray(steps) - 1] / STEP_SCALE
 
-    Each run of a group with >= 2 runs is held out in turn; with no such group, each run's
-    last 40% of logged steps is held out. The discrepancy is the root mean square of held-out
-    log residuals beyond the fitted noise, averaged over held-out runs.
+
+def _residuals(law, used, group_index, config_like, priors, seed, *, train, test, cut=None):
+    """Log residuals of ``test`` runs predicted by a MAP fit to ``train`` runs (and its sigma)."""
+    pick = lambda idx: ([used[i] for i in idx], [group_index[i] for i in idx])  # noqa: E731
+    point, _ = map_fit(_build(law, *pick(train), config_like, cut=cut), priors, seed=seed, starts=2)
+    data = _build(law, *pick(test), config_like)
+    return data.log_loss - np.log(np.asarray(_law_at_point(data, point))), float(point["sigma"])
+
+
+def _calibrate(law, used, group_index, config_like, priors, seed):
+    """The law's error on data it did not see, on log loss: a floor and a growth rate.
+
+    The floor comes from predicting each run of a group with >= 2 runs from a fit without it
+    (schedule transfer at seen horizons). The growth comes from fitting every run's first 60%
+    and forecasting the rest: squared errors beyond the floor are regressed on the squared log
+    ratio of the forward LR area to the area fitted, u. An unseen curve's discrepancy is then
+    ``sqrt(floor^2 + (growth * u)^2)``, with u = 0 within the fitted area.
     """
+    lr_ref = config_like[0]
     counts = np.bincount(group_index)
-    folds = [[j] for j, g in enumerate(group_index) if counts[g] >= 2]
-    notes = []
-    if len(used) == 1 or not folds:
-        folds = []
+    folds = [j for j, g in enumerate(group_index) if counts[g] >= 2][:6]
+    everyone = list(range(len(used)))
     sq, sig = [], []
-    if folds:
-        for (j,) in folds[:6]:
-            rest = [i for i in range(len(used)) if i != j]
-            train = _build(law, [used[i] for i in rest], [group_index[i] for i in rest],
-                           config_like)
-            point, _ = map_fit(train, priors, seed=seed, starts=2)
-            test = _build(law, [used[j]], [group_index[j]], config_like)
-            r = test.log_loss - np.log(np.asarray(_law_at_point(test, point)))
-            sq.append(np.mean(r**2))
-            sig.append(float(point["sigma"]))
+    for j in folds:
+        r, s = _residuals(law, used, group_index, config_like, priors, seed,
+                          train=[i for i in everyone if i != j], test=[j])
+        sq.append(np.mean(r**2))
+        sig.append(s)
+    cut = {}
+    for r in used:
+        st = r.steps[_fit_points(r)]
+        cut[r.name] = st[int(0.6 * (len(st) - 1))]
+    res, s = _residuals(law, used, group_index, config_like, priors, seed,
+                        train=everyone, test=everyone, cut=cut)
+    steps = [r.steps[_fit_points(r, thin=True)] for r in used]
+    u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [cut[r.name]], lr_ref)[0])
+                        for r, st in zip(used, steps, strict=True)])
+    late = u > 0
+    noise2 = np.mean(np.square(sig + [s]))
+    if sq:
+        floor = float(np.sqrt(max(0.0, np.mean(sq) - noise2)))
         how = f"leave-one-run-out over {len(sq)} run(s)"
     else:
-        cut = {}
-        for r in used:
-            s = r.steps[_fit_points(r)]
-            cut[r.name] = s[int(0.6 * (len(s) - 1))]
-        train = _build(law, used, group_index, config_like, cut=cut)
-        point, _ = map_fit(train, priors, seed=seed, starts=2)
-        full = _build(law, used, group_index, config_like)
-        steps = np.concatenate([r.steps[_fit_points(r, thin=True)] for r in used])
-        late = steps > np.concatenate(
-            [np.full(_fit_points(r, thin=True).sum(), cut[r.name]) for r in used])
-        r = (full.log_loss - np.log(np.asarray(_law_at_point(full, point))))[late]
-        sq.append(np.mean(r**2))
-        sig.append(float(point["sigma"]))
-        how = "forecasting each run's last 40% from its first 60%"
-    disc = float(np.sqrt(max(0.0, np.mean(sq) - np.mean(np.square(sig)))))
-    notes.append(f"discrepancy {disc:.2e} (log loss) calibrated by {how}")
-    return disc, notes
+        early = res[~late]
+        floor = float(np.sqrt(max(0.0, np.mean(early**2) - noise2))) if early.size else 0.0
+        how = "the fitted part of each run"
+    excess = res[late] ** 2 - floor**2 - noise2
+    growth = float(np.sqrt(max(0.0, np.sum(excess * u[late] ** 2) / np.sum(u[late] ** 4))))
+    notes = [f"discrepancy {floor:.2e} (log loss, from {how}), growing by {growth:.2e} per unit "
+             "log area beyond the fitted area (from forecasting each run's last 40%)"]
+    return floor, growth, notes
 
 
 def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
@@ -316,7 +331,7 @@ def fit_curves(
              data.n_points, data.n_groups)
 
     point, _ = map_fit(data, priors, seed=seed)
-    disc, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
+    disc, growth, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
     notes += cal_notes
 
     noise = float(point["sigma"])
@@ -335,7 +350,9 @@ def fit_curves(
     diag = _diagnostics(samples, divergences, sites)
 
     config = FitConfig(law=law, lr_ref=lr_ref, n_ref=n_ref, size_law=size_law, groups=groups,
-                       noise=noise, discrepancy=disc, seed=seed, chains=chains, num_warmup=num_warmup,
+                       noise=noise, discrepancy=disc, discrepancy_growth=growth,
+                       area_ref=float(max(area(r.lr, r.steps[_fit_points(r)][-1:], lr_ref)[0] for r in used)),
+                       seed=seed, chains=chains, num_warmup=num_warmup,
                        num_samples=num_samples, notes=tuple(runs.excluded) + tuple(notes))
     observed = {
         "run": np.concatenate([np.full(_fit_points(r).sum(), r.name, dtype=object) for r in used]),

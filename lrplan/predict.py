@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import FitError
-from .inference import CurveFit
+from .inference import CurveFit, area
 from .model import STUDENT_DF, GroupKey, curve_data, law_mean, law_parameters
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
@@ -161,8 +161,11 @@ def predict_curve(
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
     noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
-    # An unseen run's departure from the law is smooth: one offset per draw, not per point.
-    disc = cfg.discrepancy * rng.standard_normal((law_curves.shape[0], 1))
+    # An unseen run departs from the law smoothly: one standard-normal offset per draw, scaled
+    # by a discrepancy that grows once the schedule's LR area exceeds anything fitted.
+    u = np.maximum(0.0, np.log(area(lr, steps, cfg.lr_ref) / cfg.area_ref))
+    scale = np.hypot(cfg.discrepancy, cfg.discrepancy_growth * u)
+    disc = rng.standard_normal((law_curves.shape[0], 1)) * scale[None, :]
     draws = law_curves * np.exp(noise + disc)
     return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
                            notes=tuple(notes))
