@@ -83,7 +83,7 @@ def cli(verbose: int, quiet: bool) -> None:
     """Plan a large training run's learning rate and loss from a few small runs."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="lrplan: %(message)s", stream=sys.stderr)
-    for noisy in ("jax", "absl", "numpyro"):
+    for noisy in ("jax", "absl", "numpyro", "arviz"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
