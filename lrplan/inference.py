@@ -235,7 +235,10 @@ def _calibrate(law, used, group_index, config_like, priors, seed):
     """
     lr_ref = config_like[0]
     counts = np.bincount(group_index)
-    folds = [j for j, g in enumerate(group_index) if counts[g] >= 2][:6]
+    eligible = [j for j, g in enumerate(group_index) if counts[g] >= 2]
+    # at most 6 point fits, spread over the runs (and so over groups), not the first six
+    folds = [eligible[i] for i in np.unique(np.linspace(0, len(eligible) - 1, 6).round().astype(int))
+             ] if eligible else []
     everyone = list(range(len(used)))
     sq, sig = [], []
     for j in folds:
