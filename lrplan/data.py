@@ -1,36 +1,133 @@
 """Load and validate runs files: the only module that reads input runs.
 
-Long format, one row per logged measurement: ``run``, ``step``, ``loss`` required; ``lr`` and
-``tokens`` per step; ``params``, ``tokens_per_step``, ``peak_lr``, ``total_steps``,
-``warmup_steps``, ``schedule`` per run (constant within a run, or from a metadata file joined
-on ``run``). Every problem is one `DataError` line naming file, column, run and row; what is
-left out of a fit is reported in `RunSet.excluded`, never dropped silently.
+A runs file is CSV, Parquet or JSONL (chosen by extension) in long format, one row per logged
+measurement:
+
+- required: ``run`` (id), ``step`` (integer >= 1), ``loss`` (float; NaN, inf or empty marks a
+  diverged step);
+- optional, per step: ``lr`` (LR in effect at that step), ``tokens`` (cumulative tokens);
+- optional, per run (constant within a run, or from a metadata file joined on ``run``):
+  ``params``, ``tokens_per_step``, ``peak_lr``, ``total_steps``, ``warmup_steps``, ``schedule``.
+
+Every problem is a `DataError` of one line naming the file, the column, the run and the 1-based
+data row (the header is not counted; for JSONL, the n-th record) and saying how to fix it.
+Nothing is dropped silently: rows with a non-finite loss are not part of a `Run`'s curve, but
+the run is kept, marked diverged, and `RunSet.excluded` says how many rows of which run were
+left out. Rows logged during the warmup are kept; the model layer decides what to fit.
+
+Metadata files
+--------------
+A metadata file (same formats) has a ``run`` column and any of the per-run columns, one row
+per run. A run of the metadata file without rows in the runs file, and a run of the runs file
+without a metadata row, are reported in `RunSet.excluded` rather than refused (the run's
+settings then come from the runs file or stay unknown). A per-run column may be in both files;
+where both give a value for a run, the values must agree. A run listed twice in the metadata
+file is an error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError, ScheduleError
-from .schedules import lr_schedule
+from .schedules import lr_schedule, parse_spec
 
-__all__ = ["Run", "RunSet", "load_runs", "read_table", "PER_RUN_COLUMNS"]
+__all__ = [
+    "Run",
+    "RunSet",
+    "load_runs",
+    "read_table",
+    "REQUIRED_COLUMNS",
+    "PER_STEP_COLUMNS",
+    "PER_RUN_COLUMNS",
+    "EXTENSIONS",
+    "EXPLODE_FACTOR",
+    "EXPLODE_LOSS",
+]
 
-REQUIRED = ("run", "step", "loss")
+REQUIRED_COLUMNS = ("run", "step", "loss")
+PER_STEP_COLUMNS = ("lr", "tokens")
 PER_RUN_COLUMNS = ("params", "tokens_per_step", "peak_lr", "total_steps", "warmup_steps",
                    "schedule")
-_NUMERIC_PER_RUN = ("params", "tokens_per_step", "peak_lr", "total_steps", "warmup_steps")
-#: a loss above this multiple of the run's first finite loss counts as a divergence
+_NUMERIC_PER_RUN = PER_RUN_COLUMNS[:-1]
+_INTEGER_PER_RUN = ("total_steps", "warmup_steps")
+
+#: File extensions accepted for runs and metadata files, and the reader each one selects.
+EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+              ".ndjson": "jsonl"}
+
+#: A finite loss above ``EXPLODE_FACTOR`` times the run's first finite loss marks a divergence.
 EXPLODE_FACTOR = 1.5
+#: A finite loss above this value marks a divergence whatever the run's first loss.
+EXPLODE_LOSS = 20.0
+
+#: Spellings of a missing value in text columns.
+_MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none"})
+
+_FIX = {
+    "step": "write each step as an integer >= 1 (the number of optimizer updates done)",
+    "loss": "write the loss as a number > 0 (leave it empty or write NaN for a diverged step)",
+    "lr": "write the LR as a number >= 0, or leave it empty where it was not logged",
+    "tokens": "write the cumulative tokens as a number >= 0, or leave it empty",
+    "params": "give the non-embedding parameter count as a number > 0 (e.g. 1.2e8)",
+    "tokens_per_step": "give the batch size in tokens as a number > 0",
+    "peak_lr": "give the peak LR as a number > 0",
+    "total_steps": "give the planned number of optimizer steps as an integer >= 1",
+    "warmup_steps": "give the number of warmup steps as an integer >= 0",
+    "schedule": "give a schedule spec such as 'cosine:final=0.1' (see `lrplan schedule --help`)",
+}
 
 
-@dataclass(frozen=True)
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
 class Run:
-    """One training run: its logged finite losses, per-step LR and per-run settings."""
+    """One training run: its logged finite losses, per-step LR and per-run settings.
+
+    Attributes
+    ----------
+    name : str
+        The run id.
+    steps : numpy.ndarray
+        int64 logged steps with a finite loss, sorted ascending, unique.
+    loss : numpy.ndarray
+        float64 losses at ``steps``.
+    lr : numpy.ndarray or None
+        Per-step LR for steps ``1 .. total_steps`` (``lr[i]`` is the LR of step ``i + 1``):
+        from ``schedule`` and ``peak_lr`` if both are known, else interpolated from the ``lr``
+        column, else None.
+    params : float or None
+        Non-embedding parameters N.
+    tokens_per_step : float or None
+        Batch size in tokens; derived from the ``tokens`` column if not given.
+    peak_lr : float or None
+        From the per-run column, else the largest logged ``lr``, else None.
+    warmup_steps : int
+        From the per-run column, else from ``warmup=`` in the schedule spec, else 0.
+    total_steps : int
+        From the per-run column, else the last logged step.
+    schedule : str or None
+        Schedule spec string, if given.
+    diverged : bool
+        Whether any logged loss is non-finite or explodes (above ``EXPLODE_FACTOR`` times the
+        run's first finite loss, or above ``EXPLODE_LOSS``). A diverged run is still kept.
+    diverged_step : int or None
+        First step at which it diverged.
+    final_only : bool
+        Whether the run has a single row (a sweep summary: its step is its last step).
+    """
 
     name: str
     steps: np.ndarray
@@ -51,19 +148,41 @@ class Run:
         """Last finite loss (nan if none)."""
         return float(self.loss[-1]) if self.loss.size else float("nan")
 
+    @property
+    def n_points(self) -> int:
+        """Number of logged points with a finite loss."""
+        return int(self.steps.size)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Run):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or not np.array_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None  # holds arrays: not hashable
+
 
 @dataclass(frozen=True)
 class RunSet:
-    """The runs of one file, and one line per thing excluded or changed on the way."""
+    """The runs of one file, and one line per thing excluded or changed on the way.
+
+    Runs keep the order in which they first appear in the file. Index by position or by name.
+    """
 
     runs: tuple[Run, ...]
     source: str
-    excluded: tuple[str, ...] = field(default_factory=tuple)
+    excluded: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.runs)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Run]:
         return iter(self.runs)
 
     def __getitem__(self, key: int | str) -> Run:
@@ -71,208 +190,561 @@ class RunSet:
             for r in self.runs:
                 if r.name == key:
                     return r
-            raise KeyError(key)
+            raise KeyError(f"no run {key!r} in {self.source}; runs: "
+                           + ", ".join(r.name for r in self.runs))
         return self.runs[key]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Run ids, in file order."""
+        return tuple(r.name for r in self.runs)
+
     def to_frame(self) -> pd.DataFrame:
-        """One row per run with its settings, number of points and final loss."""
-        return pd.DataFrame([
+        """One row per run: its per-run settings, divergence, number of points and final loss."""
+        cols = ["run", "params", "tokens_per_step", "peak_lr", "warmup_steps", "total_steps",
+                "schedule", "has_lr", "diverged", "diverged_step", "final_only", "n_points",
+                "final_loss"]
+        rows = [
             {"run": r.name, "params": r.params, "tokens_per_step": r.tokens_per_step,
-             "peak_lr": r.peak_lr, "warmup_steps": r.warmup_steps,
-             "total_steps": r.total_steps, "schedule": r.schedule, "n_points": int(r.steps.size),
-             "final_loss": r.final_loss, "diverged": r.diverged, "final_only": r.final_only}
+             "peak_lr": r.peak_lr, "warmup_steps": r.warmup_steps, "total_steps": r.total_steps,
+             "schedule": r.schedule, "has_lr": r.lr is not None, "diverged": r.diverged,
+             "diverged_step": r.diverged_step, "final_only": r.final_only,
+             "n_points": r.n_points, "final_loss": r.final_loss}
             for r in self.runs
-        ])
+        ]
+        df = pd.DataFrame(rows, columns=cols)
+        for c in ("params", "tokens_per_step", "peak_lr", "final_loss"):
+            df[c] = df[c].astype("float64")
+        df["diverged_step"] = df["diverged_step"].astype("Int64")
+        return df
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, Parquet or JSONL table, chosen by extension."""
-    path = Path(path)
-    ext = path.suffix.lower()
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    try:
-        if ext == ".csv":
-            return pd.read_csv(path, dtype={"run": str, "schedule": str})
-        if ext in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if ext in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True, dtype={"run": str})
-    except (ValueError, OSError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot be read as {ext[1:]} ({str(e).splitlines()[0]})") from None
-    raise DataError(f"{path}: unknown file type {ext!r}; use .csv, .parquet or .jsonl")
+# --------------------------------------------------------------------------------------------
+# Reading tables
+# --------------------------------------------------------------------------------------------
 
 
-def _numeric(df: pd.DataFrame, col: str, path: Path, *, allow_nan: bool) -> np.ndarray:
-    raw = df[col]
-    num = pd.to_numeric(raw, errors="coerce")
-    spelled_nan = raw.astype(str).str.strip().str.lower().isin(["nan", ""])
-    bad = num.isna() & raw.notna() & ~spelled_nan  # text that is no number
-    if not allow_nan:
-        bad |= num.isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        run = df["run"].iloc[i] if "run" in df else "?"
-        raise DataError(f"{path}: column {col!r}, run {run!r}, row {i + 1}: "
-                        f"{raw.iloc[i]!r} is not a number")
-    return num.to_numpy(dtype=np.float64)
+def _accepted() -> str:
+    return ", ".join(EXTENSIONS)
 
 
-def _per_run_value(df: pd.DataFrame, col: str, run: str, rows: np.ndarray, path: Path):
-    values = df[col].iloc[rows]
-    present = values.dropna()
-    if present.empty:
-        return None
-    if present.nunique() > 1:
-        first = present.iloc[0]
-        other = present[present != first].iloc[0]
-        i = int(rows[values.index.get_loc(present[present != first].index[0])])
-        raise DataError(f"{path}: column {col!r}, run {run!r}, row {i + 1}: value {other!r} "
-                        f"differs from {first!r} earlier in the run; a per-run column must be "
-                        "constant within a run (or move it to a --meta file)")
-    return present.iloc[0]
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSONL table, chosen by the file's extension.
 
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.csv``, ``.parquet`` / ``.pq`` or ``.jsonl`` / ``.ndjson`` file.
 
-def _check_positive(value, col: str, run: str, path: Path, *, allow_zero: bool = False):
-    if value is None:
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: column {col!r}, run {run!r}: {value!r} is not a number") from None
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise DataError(f"{path}: column {col!r}, run {run!r}: must be "
-                        f"{'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return v
-
-
-def _interpolated_lr(steps, lr, total, warmup, peak) -> np.ndarray:
-    s = np.arange(1, total + 1)
-    ok = np.isfinite(lr)
-    xs, ys = steps[ok].astype(float), lr[ok]
-    if warmup > 0 and xs[0] > warmup:
-        xs, ys = np.r_[0.0, warmup, xs], np.r_[0.0, peak, ys]
-    out = np.interp(s, xs, ys)
-    if warmup > 0:
-        out[:warmup] = peak * s[:warmup] / warmup
-    return out
-
-
-def load_runs(path: str | Path, *, meta: str | Path | None = None) -> RunSet:
-    """Load a runs file (and an optional metadata file) into a validated `RunSet`.
+    Returns
+    -------
+    pandas.DataFrame
+        The rows in file order with a fresh 0-based index; ``run`` and ``schedule`` are read
+        as text from CSV files.
 
     Raises
     ------
     DataError
-        On any malformed input, naming the file, column, run and row.
+        If the extension is not accepted, the file does not exist or cannot be parsed.
     """
-    path = Path(path)
-    df = read_table(path).reset_index(drop=True)
-    if df.empty:
-        raise DataError(f"{path}: the file has no rows")
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (found: {', '.join(map(str, df.columns))}); "
-                        "a runs file needs run, step and loss")
-    if df["run"].isna().any():
-        i = int(np.flatnonzero(df["run"].isna().to_numpy())[0])
-        raise DataError(f"{path}: column 'run', row {i + 1}: empty run id")
-    df["run"] = df["run"].astype(str)
-    notes: list[str] = []
-    if meta is not None:
-        mpath = Path(meta)
-        m = read_table(mpath)
-        if "run" not in m.columns:
-            raise DataError(f"{mpath}: missing column 'run' to join on")
-        m["run"] = m["run"].astype(str)
-        dup = m["run"].duplicated()
-        if dup.any():
-            i = int(np.flatnonzero(dup.to_numpy())[0])
-            raise DataError(f"{mpath}: column 'run', row {i + 1}: run {m['run'].iloc[i]!r} listed twice")
-        unknown = sorted(set(m["run"]) - set(df["run"]))
-        if unknown:
-            notes.append(f"{mpath}: {len(unknown)} run(s) in the metadata have no rows in "
-                         f"{path.name} and are ignored: {', '.join(unknown[:5])}")
-        clash = [c for c in m.columns if c != "run" and c in df.columns]
-        if clash:
-            raise DataError(f"{mpath}: column {clash[0]!r} is in both the runs file and the "
-                            "metadata; keep it in one")
-        keep = [c for c in m.columns if c == "run" or c in PER_RUN_COLUMNS]
-        df = df.merge(m[keep], on="run", how="left")
-    steps_f = _numeric(df, "step", path, allow_nan=False)
-    bad = (steps_f < 1) | (steps_f != np.round(steps_f))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: column 'step', run {df['run'].iloc[i]!r}, row {i + 1}: "
-                        f"{df['step'].iloc[i]!r} is not an integer >= 1")
-    loss = _numeric(df, "loss", path, allow_nan=True)
-    lr_col = _numeric(df, "lr", path, allow_nan=True) if "lr" in df.columns else None
-    if lr_col is not None and (lr_col < 0).any():
-        i = int(np.flatnonzero(lr_col < 0)[0])
-        raise DataError(f"{path}: column 'lr', run {df['run'].iloc[i]!r}, row {i + 1}: negative LR")
-    tokens = _numeric(df, "tokens", path, allow_nan=True) if "tokens" in df.columns else None
-    for c in _NUMERIC_PER_RUN:
-        if c in df.columns:
-            df[c] = _numeric(df, c, path, allow_nan=True)
-    dup = df.duplicated(["run", "step"])
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{path}: column 'step', run {df['run'].iloc[i]!r}, row {i + 1}: step "
-                        f"{int(steps_f[i])} logged twice for this run")
-
-    runs = []
-    for name, idx in df.groupby("run", sort=False).indices.items():
-        idx = np.asarray(idx)
-        order = idx[np.argsort(steps_f[idx], kind="stable")]
-        st, ls = steps_f[order].astype(np.int64), loss[order]
-        per = {c: (_per_run_value(df, c, name, order, path) if c in df.columns else None)
-               for c in PER_RUN_COLUMNS}
-        params = _check_positive(per["params"], "params", name, path)
-        tps = _check_positive(per["tokens_per_step"], "tokens_per_step", name, path)
-        if tps is None and tokens is not None and np.isfinite(tokens[order[-1]]):
-            tps = float(tokens[order[-1]]) / float(st[-1])
-        peak = _check_positive(per["peak_lr"], "peak_lr", name, path)
-        warmup = _check_positive(per["warmup_steps"], "warmup_steps", name, path, allow_zero=True)
-        warmup = int(warmup or 0)
-        total = _check_positive(per["total_steps"], "total_steps", name, path)
-        total = int(total) if total is not None else int(st[-1])
-        if total < st[-1]:
-            raise DataError(f"{path}: column 'total_steps', run {name!r}: {total} is before the "
-                            f"last logged step {int(st[-1])}")
-        if warmup >= total:
-            raise DataError(f"{path}: column 'warmup_steps', run {name!r}: {warmup} must be "
-                            f"below total_steps {total}")
-        spec = per["schedule"]
-        spec = None if spec is None or (isinstance(spec, float) and np.isnan(spec)) else str(spec)
-        run_lr = lr_col[order] if lr_col is not None else None
-        if peak is None and run_lr is not None and np.isfinite(run_lr).any():
-            peak = float(np.nanmax(run_lr))
-        lr = None
-        if spec is not None and peak is not None:
-            try:
-                lr = lr_schedule(spec, steps=total, peak_lr=peak, warmup_steps=warmup)
-            except ScheduleError as e:
-                raise DataError(f"{path}: column 'schedule', run {name!r}: {e}") from None
-        elif run_lr is not None and np.isfinite(run_lr).any():
-            lr = _interpolated_lr(st, run_lr, total, warmup, peak)
-        finite = np.isfinite(ls)
-        first_ok = ls[finite][0] if finite.any() else np.nan
-        exploded = finite & (ls > EXPLODE_FACTOR * first_ok)
-        bad_rows = ~finite | exploded
-        diverged = bool(bad_rows.any())
-        div_step = int(st[np.argmax(bad_rows)]) if diverged else None
-        if diverged:
-            # after a divergence nothing of the run is trusted as a curve
-            keep = st < div_step
-            notes.append(f"run {name}: diverged at step {div_step} (non-finite or exploding "
-                         f"loss); {int((~keep).sum())} row(s) from there on are not fitted as "
-                         "a curve, the run is kept as evidence the LR was too high")
+    p = Path(path)
+    kind = EXTENSIONS.get(p.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unknown file type {p.suffix or '(no extension)'!r}; "
+                        f"accepted extensions: {_accepted()}")
+    if not p.exists():
+        raise DataError(f"{path}: no such file; check the path")
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; a runs file needs a header with "
+                        "run, step and loss and one row per logged measurement")
+    try:
+        if kind == "csv":
+            df = pd.read_csv(p, dtype={"run": str, "schedule": str}, skipinitialspace=True)
+        elif kind == "parquet":
+            df = pd.read_parquet(p)
         else:
-            keep = np.ones_like(finite)
-        runs.append(Run(
-            name=name, steps=st[keep], loss=ls[keep], lr=lr, params=params,
-            tokens_per_step=tps, peak_lr=peak, warmup_steps=warmup, total_steps=total,
-            schedule=spec, diverged=diverged, diverged_step=div_step,
-            final_only=len(order) == 1,
-        ))
-    return RunSet(runs=tuple(runs), source=str(path), excluded=tuple(notes))
+            df = _read_jsonl(p, str(path))
+    except DataError:
+        raise
+    except (ValueError, OSError, ImportError) as e:  # pandas' parser errors are ValueErrors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot be read as {kind} ({first}); check that the file "
+                        f"is valid {kind}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df.reset_index(drop=True)
+
+
+def _read_jsonl(p: Path, label: str) -> pd.DataFrame:
+    records = []
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{label}: line {lineno}: not valid JSON ({e.msg}); write one "
+                                "JSON object per line") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{label}: line {lineno}: a {type(rec).__name__}, not a JSON "
+                                "object; write one object per line, e.g. "
+                                '{"run": "a", "step": 100, "loss": 3.2}')
+            records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------------------------
+# Column checks
+# --------------------------------------------------------------------------------------------
+
+
+def _where(file: str, col: str | None = None, run: str | None = None,
+           row: int | None = None) -> str:
+    parts = []
+    if col is not None:
+        parts.append(f"column {col!r}")
+    if run is not None:
+        parts.append(f"run {run!r}")
+    if row is not None:
+        parts.append(f"row {row}")
+    return f"{file}: " + ", ".join(parts) if parts else file
+
+
+def _fail(file: str, col: str | None, run: str | None, row: int | None, problem: str,
+          fix: str | None = None) -> DataError:
+    fix = _FIX.get(col or "") if fix is None else fix
+    return DataError(f"{_where(file, col, run, row)}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+def _is_missing(v: Any) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return isinstance(v, str) and v.strip().lower() in _MISSING_TEXT
+
+
+def _numeric(df: pd.DataFrame, col: str, file: str, runs: np.ndarray | None) -> np.ndarray:
+    """Column ``col`` as float64; missing -> nan; text that is no number -> DataError."""
+    raw = df[col]
+    if pd.api.types.is_bool_dtype(raw):
+        raise _fail(file, col, None, None, "holds true/false values, not numbers")
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    for i in np.flatnonzero(np.isnan(out)):
+        v = raw.iloc[i]
+        if _is_missing(v):
+            continue
+        try:
+            if isinstance(v, bool):
+                raise ValueError
+            out[i] = float(v.strip() if isinstance(v, str) else v)
+        except (TypeError, ValueError):
+            run = None if runs is None else str(runs[i])
+            raise _fail(file, col, run, i + 1, f"{_show(v)} is not a number") from None
+    return out
+
+
+def _show(v: Any) -> str:
+    """A value for a message: numbers compactly (1e+08, 0.001), text quoted."""
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return f"{float(v):.12g}"
+    return repr(v)
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Per-run values
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Value:
+    """A per-run value and where it came from, for messages."""
+
+    value: Any
+    file: str
+    row: int  # 1-based data row
+
+
+def _values_in_runs_file(col: str, values: np.ndarray | pd.Series, rows: np.ndarray, run: str,
+                         file: str) -> _Value | None:
+    """The one value a per-run column takes within a run (rows: 0-based, in file order)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:  # numeric: vectorised
+        v = values[rows]
+        present = np.flatnonzero(~np.isnan(v))
+        if present.size == 0:
+            return None
+        first = v[present[0]]
+        differ = present[~np.isclose(v[present], first, rtol=1e-9, atol=0.0, equal_nan=True)]
+        if differ.size == 0:
+            return _Value(float(first), file, int(rows[present[0]]) + 1)
+        rows = rows[np.r_[present[0], differ[0]]]  # report the first disagreement below
+    found: _Value | None = None
+    for i in rows:
+        v = values[i]
+        if _is_missing(v):
+            continue
+        if isinstance(v, str):
+            v = v.strip()
+        if found is None:
+            found = _Value(v, file, int(i) + 1)
+        elif not _same(found.value, v):
+            raise _fail(file, col, run, int(i) + 1,
+                        f"value {_show(v)} differs from {_show(found.value)} in row {found.row}; a "
+                        "per-run column must be constant within a run",
+                        "fix the run's rows or give the value once in a metadata file (--meta)")
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a).strip() == str(b).strip()
+    return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+
+
+def _positive(v: _Value | None, col: str, run: str, *, allow_zero: bool = False,
+              integer: bool = False) -> float | None:
+    if v is None:
+        return None
+    x = float(v.value)
+    ok = math.isfinite(x) and (x >= 0 if allow_zero else x > 0)
+    if ok and integer:
+        ok = x == round(x)
+    if not ok:
+        need = ("an integer" if integer else "a number") + (" >= 0" if allow_zero else " > 0")
+        raise _fail(v.file, col, run, v.row, f"must be {need}, got {_show(v.value)}")
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Per-step LR
+# --------------------------------------------------------------------------------------------
+
+
+def _interpolate_lr(steps: np.ndarray, lr: np.ndarray, *, total_steps: int, warmup_steps: int,
+                    peak_lr: float) -> np.ndarray:
+    """Per-step LR (steps 1..total_steps) from logged (step, lr) pairs, lr finite somewhere.
+
+    Linear interpolation between logged steps; the last logged LR is held after the last
+    logged step. Before the first logged step s0: with a warmup of W > 0 steps the LR ramps
+    as ``peak_lr * s / W`` up to step W and is interpolated from the peak at W to the first
+    logged LR at s0 (if s0 <= W, it ramps linearly from 0 to the first logged LR); with no
+    warmup the first logged LR is held.
+    """
+    ok = np.isfinite(lr)
+    xs, ys = steps[ok].astype(np.float64), lr[ok].astype(np.float64)
+    if warmup_steps > 0:
+        if xs[0] > warmup_steps:
+            xs, ys = np.r_[0.0, float(warmup_steps), xs], np.r_[0.0, peak_lr, ys]
+        else:
+            xs, ys = np.r_[0.0, xs], np.r_[0.0, ys]
+    return np.interp(np.arange(1, total_steps + 1, dtype=np.float64), xs, ys)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_runs(path: str | os.PathLike[str], *,
+              meta: str | os.PathLike[str] | None = None) -> RunSet:
+    """Load a runs file, and optionally a per-run metadata file, into a validated `RunSet`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Runs file: ``.csv``, ``.parquet`` / ``.pq`` or ``.jsonl`` / ``.ndjson``, long format
+        (see the module docstring for the columns).
+    meta : str or path-like, optional
+        Metadata file with a ``run`` column and per-run columns, joined on ``run``.
+
+    Returns
+    -------
+    RunSet
+        One `Run` per run id, in order of first appearance, and the notes of what was left
+        out of the curves (non-finite losses) or could not be matched (metadata).
+
+    Raises
+    ------
+    DataError
+        On any malformed input; one line naming the file, column, run and row, and the fix.
+
+    Notes
+    -----
+    Per-step LR: if ``schedule`` and ``peak_lr`` are known (``peak_lr`` possibly taken from
+    the largest logged ``lr``), ``lr_schedule(schedule, steps=total_steps, peak_lr=peak_lr,
+    warmup_steps=warmup_steps)``; a logged ``lr`` column that disagrees with it by more than
+    1% of the peak is reported in ``excluded``. Otherwise, if the ``lr`` column has finite
+    values for the run, their linear interpolation (see `_interpolate_lr`). Otherwise None.
+
+    Divergence: a run is diverged at the first step whose loss is non-finite, or above
+    ``EXPLODE_FACTOR`` times its first finite loss, or above ``EXPLODE_LOSS``. Rows with a
+    non-finite loss are not in ``Run.steps`` (each such run gets a note); exploding finite
+    losses are kept. Diverged runs are kept: they tell the planner the LR was too high.
+    """
+    file = str(path)
+    df = read_table(path)
+    if df.empty:
+        raise DataError(f"{file}: the file has no rows; a runs file needs one row per logged "
+                        "measurement with run, step and loss")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{file}: missing column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in missing)} (found: "
+                        f"{', '.join(repr(c) for c in df.columns)}); a runs file needs the "
+                        "columns run, step and loss, one row per logged measurement")
+    notes: list[str] = []
+    unknown = [c for c in df.columns
+               if c not in REQUIRED_COLUMNS + PER_STEP_COLUMNS + PER_RUN_COLUMNS]
+    if unknown:
+        notes.append(f"{file}: column{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(unknown)} not used by lrplan")
+
+    run_raw = df["run"]
+    missing_run = run_raw.map(_is_missing).to_numpy(dtype=bool)
+    if missing_run.any():
+        raise _fail(file, "run", None, _first(missing_run) + 1, "empty run id",
+                    "give every row the id of the run it belongs to")
+    runs_col = np.array([str(v).strip() for v in run_raw], dtype=object)
+
+    step = _numeric(df, "step", file, runs_col)
+    bad = ~np.isfinite(step) | (step < 1) | (step != np.round(step))
+    if bad.any():
+        i = _first(bad)
+        shown = "empty" if np.isnan(step[i]) else repr(df["step"].iloc[i])
+        raise _fail(file, "step", runs_col[i], i + 1, f"{shown} is not an integer >= 1")
+    step_i = step.astype(np.int64)
+
+    loss = _numeric(df, "loss", file, runs_col)
+    bad = np.isfinite(loss) & (loss <= 0)
+    if bad.any():
+        i = _first(bad)
+        raise _fail(file, "loss", runs_col[i], i + 1, f"{_show(loss[i])} is not > 0")
+
+    lr_col = _numeric(df, "lr", file, runs_col) if "lr" in df.columns else None
+    if lr_col is not None:
+        bad = (lr_col < 0) | np.isinf(lr_col)
+        if bad.any():
+            i = _first(bad)
+            raise _fail(file, "lr", runs_col[i], i + 1, f"{_show(lr_col[i])} is not a finite LR >= 0")
+    tokens = _numeric(df, "tokens", file, runs_col) if "tokens" in df.columns else None
+    if tokens is not None:
+        bad = (tokens < 0) | np.isinf(tokens)
+        if bad.any():
+            i = _first(bad)
+            raise _fail(file, "tokens", runs_col[i], i + 1,
+                        f"{_show(tokens[i])} is not a finite token count >= 0")
+
+    keys = pd.DataFrame({"run": runs_col, "step": step_i})
+    dup = keys.duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = _first(dup)
+        j = _first((runs_col == runs_col[i]) & (step_i == step_i[i]))
+        raise _fail(file, "step", runs_col[i], i + 1,
+                    f"step {step_i[i]} of this run is already in row {j + 1}",
+                    "keep one row per (run, step)")
+
+    # per-run columns of the runs file, parsed column by column (errors name their row)
+    in_file: dict[str, np.ndarray | pd.Series] = {}
+    for c in PER_RUN_COLUMNS:
+        if c in df.columns:
+            in_file[c] = (_numeric(df, c, file, runs_col) if c in _NUMERIC_PER_RUN
+                          else df[c].to_numpy(dtype=object))
+
+    order_of_runs = list(dict.fromkeys(runs_col))
+    meta_values, meta_notes = _read_meta(meta, order_of_runs) if meta is not None else ({}, [])
+    notes.extend(meta_notes)
+
+    groups = pd.Series(np.arange(len(df))).groupby(runs_col, sort=False).indices
+    runs = []
+    for name in order_of_runs:
+        rows = np.asarray(groups[name])  # 0-based, in file order
+        per: dict[str, _Value | None] = {}
+        for c in PER_RUN_COLUMNS:
+            from_file = (_values_in_runs_file(c, in_file[c], rows, name, file)
+                         if c in in_file else None)
+            from_meta = meta_values.get(name, {}).get(c)
+            if from_file is not None and from_meta is not None and not _same(
+                    from_file.value, from_meta.value):
+                raise _fail(from_meta.file, c, name, from_meta.row,
+                            f"{_show(from_meta.value)} differs from {_show(from_file.value)} in row "
+                            f"{from_file.row} of {file}",
+                            "give the value in one file, or make them agree")
+            per[c] = from_meta if from_meta is not None else from_file
+        run, run_notes = _make_run(name, rows, file=file, step=step_i, loss=loss, lr_col=lr_col,
+                                   tokens=tokens, per=per)
+        runs.append(run)
+        notes.extend(run_notes)
+    return RunSet(runs=tuple(runs), source=file, excluded=tuple(notes))
+
+
+def _read_meta(meta: str | os.PathLike[str],
+               names: list[str]) -> tuple[dict[str, dict[str, _Value | None]], list[str]]:
+    """Per-run values of a metadata file, keyed by run then column, and notes."""
+    mfile = str(meta)
+    m = read_table(meta)
+    if m.empty:
+        raise DataError(f"{mfile}: the metadata file has no rows; give one row per run with "
+                        "a run column and per-run columns")
+    if "run" not in m.columns:
+        raise DataError(f"{mfile}: missing column 'run' (found: "
+                        f"{', '.join(repr(c) for c in m.columns)}); a metadata file needs a "
+                        "run column to join on")
+    notes = []
+    unknown = [c for c in m.columns if c != "run" and c not in PER_RUN_COLUMNS]
+    if unknown:
+        notes.append(f"{mfile}: column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                     f"not used (a metadata file holds only run and {', '.join(PER_RUN_COLUMNS)})")
+    missing_run = m["run"].map(_is_missing).to_numpy(dtype=bool)
+    if missing_run.any():
+        raise _fail(mfile, "run", None, _first(missing_run) + 1, "empty run id",
+                    "give every metadata row the id of its run")
+    mruns = np.array([str(v).strip() for v in m["run"]], dtype=object)
+    seen: dict[str, int] = {}
+    for i, r in enumerate(mruns):
+        if r in seen:
+            raise _fail(mfile, "run", r, i + 1, f"run listed again (first in row {seen[r] + 1})",
+                        "keep one metadata row per run")
+        seen[r] = i
+    cols = {c: (_numeric(m, c, mfile, mruns) if c in _NUMERIC_PER_RUN
+                else m[c].to_numpy(dtype=object))
+            for c in PER_RUN_COLUMNS if c in m.columns}
+    values: dict[str, dict[str, _Value | None]] = {}
+    for r, i in seen.items():
+        values[r] = {}
+        for c, col in cols.items():
+            v = col[i]
+            values[r][c] = None if _is_missing(v) else _Value(
+                v.strip() if isinstance(v, str) else v, mfile, i + 1)
+    known = set(names)
+    extra = [r for r in seen if r not in known]
+    if extra:
+        notes.append(f"{mfile}: {len(extra)} run(s) without rows in the runs file ignored: "
+                     + _list(extra))
+    lacking = [r for r in names if r not in seen]
+    if lacking:
+        notes.append(f"{mfile}: no metadata row for {len(lacking)} run(s), their per-run "
+                     "settings come from the runs file or are unknown: " + _list(lacking))
+    return values, notes
+
+
+def _list(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _make_run(name: str, rows: np.ndarray, *, file: str, step: np.ndarray, loss: np.ndarray,
+              lr_col: np.ndarray | None, tokens: np.ndarray | None,
+              per: dict[str, _Value | None]) -> tuple[Run, list[str]]:
+    notes: list[str] = []
+    order = rows[np.argsort(step[rows], kind="stable")]
+    st, ls = step[order], loss[order]
+    last_step = int(st[-1])
+
+    params = _positive(per["params"], "params", name)
+    tps = _positive(per["tokens_per_step"], "tokens_per_step", name)
+    peak = _positive(per["peak_lr"], "peak_lr", name)
+    total_f = _positive(per["total_steps"], "total_steps", name, integer=True)
+    warmup_f = _positive(per["warmup_steps"], "warmup_steps", name, allow_zero=True,
+                         integer=True)
+
+    spec_v = per["schedule"]
+    spec = None if spec_v is None else str(spec_v.value)
+    if spec is not None:
+        try:
+            _, spec_keys = parse_spec(spec)
+        except ScheduleError as e:
+            raise _fail(spec_v.file, "schedule", name, spec_v.row, str(e), "") from None
+        if "warmup" in spec_keys:
+            w = int(spec_keys["warmup"])
+            if warmup_f is None:
+                warmup_f = float(w)
+            elif int(warmup_f) != w:
+                wv = per["warmup_steps"]
+                raise _fail(spec_v.file, "schedule", name, spec_v.row,
+                            f"warmup={w} in the spec disagrees with warmup_steps "
+                            f"{int(warmup_f)} (row {wv.row} of {wv.file})",
+                            "drop one of them or make them agree")
+
+    total = int(total_f) if total_f is not None else last_step
+    if total < last_step:
+        tv = per["total_steps"]
+        raise _fail(tv.file, "total_steps", name, tv.row,
+                    f"{total} is before the last logged step {last_step}",
+                    "give the planned number of optimizer steps of the run (>= every logged step)")
+    warmup = int(warmup_f) if warmup_f is not None else 0
+    if warmup >= total:
+        wv = per["warmup_steps"]
+        wfile, wrow = (wv.file, wv.row) if wv is not None else (spec_v.file, spec_v.row)
+        raise _fail(wfile, "warmup_steps", name, wrow,
+                    f"{warmup} warmup steps is not below total_steps {total}",
+                    "give a warmup shorter than the run")
+
+    if tps is None and tokens is not None:
+        tok = tokens[order]
+        has = np.flatnonzero(np.isfinite(tok))
+        if has.size:
+            k = has[-1]
+            tps = float(tok[k]) / float(st[k])
+            if not tps > 0:
+                raise _fail(file, "tokens", name, int(order[k]) + 1,
+                            f"{_show(tok[k])} cumulative tokens at step {int(st[k])} gives no "
+                            "tokens_per_step > 0")
+
+    run_lr = lr_col[order] if lr_col is not None else None
+    has_lr = run_lr is not None and bool(np.isfinite(run_lr).any())
+    if peak is None and has_lr:
+        peak = float(np.nanmax(run_lr))
+        if not peak > 0:
+            raise _fail(file, "lr", name, int(order[0]) + 1, "every logged LR of the run is 0",
+                        "give the LR actually used, or a peak_lr and schedule")
+
+    lr: np.ndarray | None = None
+    if spec is not None and peak is not None:
+        try:
+            lr = lr_schedule(spec, steps=total, peak_lr=peak, warmup_steps=warmup)
+        except ScheduleError as e:
+            raise _fail(spec_v.file, "schedule", name, spec_v.row, str(e), "") from None
+        if has_lr:
+            ok = np.isfinite(run_lr)
+            dev = np.abs(run_lr[ok] - lr[st[ok] - 1]) / peak
+            if dev.max() > 0.01:
+                k = int(np.argmax(dev))
+                notes.append(f"run {name}: the logged lr differs from schedule {spec!r} by up "
+                             f"to {100 * dev[k]:.1f}% of the peak (step {int(st[ok][k])}); "
+                             "the schedule is used")
+    elif has_lr:
+        lr = _interpolate_lr(st, run_lr, total_steps=total, warmup_steps=warmup,
+                             peak_lr=peak)
+    elif spec is not None:
+        notes.append(f"run {name}: schedule {spec!r} given but no peak_lr (and no lr column); "
+                     "its per-step LR is unknown")
+
+    finite = np.isfinite(ls)
+    first_loss = ls[finite][0] if finite.any() else np.nan
+    exploded = finite & ((ls > EXPLODE_FACTOR * first_loss) | (ls > EXPLODE_LOSS))
+    bad = ~finite | exploded
+    diverged = bool(bad.any())
+    div_step = int(st[_first(bad)]) if diverged else None
+    n_nonfinite = int((~finite).sum())
+    if n_nonfinite:
+        notes.append(f"run {name}: {n_nonfinite} row(s) with non-finite loss (from step "
+                     f"{int(st[_first(~finite)])}) not fitted; treated as divergence, run kept")
+    if exploded.any():
+        k = _first(exploded)
+        notes.append(f"run {name}: loss exploded at step {int(st[k])} ({ls[k]:.4g} > "
+                     f"{EXPLODE_FACTOR} x first loss {first_loss:.4g} or > {EXPLODE_LOSS:g}); "
+                     "treated as divergence, run kept")
+
+    run = Run(
+        name=name, steps=st[finite].astype(np.int64), loss=ls[finite].astype(np.float64),
+        lr=lr, params=params, tokens_per_step=tps, peak_lr=peak, warmup_steps=warmup,
+        total_steps=total, schedule=spec, diverged=diverged, diverged_step=div_step,
+        final_only=rows.size == 1,
+    )
+    return run, notes
