@@ -28,6 +28,7 @@ __all__ = [
     "lr_bowl",
     "log_lr_opt",
     "loss_nd",
+    "transfer_loss",
 ]
 
 
@@ -305,3 +306,26 @@ def loss_nd(log_n, log_d, *, E, A, a, B, b):
     Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", arXiv:2203.15556.
     """
     return E + A * jnp.exp(-a * log_n) + B * jnp.exp(-b * log_d)
+
+
+def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, c_d, c_b, c_nn,
+                  kappa, asym, k_anneal):
+    r"""Expected loss of a run of size N after D tokens at batch B and peak LR :math:`\eta`.
+
+    .. math::
+
+        L = L^*(N, D) + h(u) + k\,w\,e^{u}, \qquad u = \log\eta - \log\eta^*(N, D, B)
+
+    with `loss_nd`, `log_lr_opt` and the bowl `lr_bowl` (:math:`\kappa_- = \kappa`,
+    :math:`\kappa_+ = \kappa e^{\mathrm{asym}}`). :math:`w \in [0, 1]` is how far the run is
+    from annealed at that point: its momentum-lagged LR over its peak (1 on a constant LR, near
+    0 at the end of a decay to 0). The last term is the annealing law's :math:`-C S_2` seen
+    from the other side: loss left on the table by the LR still in effect, proportional to that
+    LR (Tissue et al. 2024). It lets an intermediate point of a long run inform the law at its
+    shorter horizon. Inputs are normalised logs (:math:`x_N = \log N/N_0` ...).
+    """
+    log_opt = log_lr_opt(x_n, x_d, x_b, c0=c0, c_n=c_n, c_d=c_d, c_b=c_b, c_nn=c_nn)
+    u = log_lr - log_opt
+    return (loss_nd(x_n, x_d, E=E, A=A, a=a, B=B, b=b)
+            + lr_bowl(u, curv_lo=kappa, curv_hi=kappa * jnp.exp(asym))
+            + k_anneal * unannealed * jnp.exp(u))

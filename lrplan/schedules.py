@@ -36,6 +36,7 @@ __all__ = [
     "lr_schedule",
     "read_lr_file",
     "write_lr_file",
+    "unannealed_fraction",
 ]
 
 SpecValue = float | int | str | tuple[float, ...]
@@ -606,3 +607,28 @@ def write_lr_file(path: str | os.PathLike[str], lr: np.ndarray) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
+
+
+#: The annealing law's memory of an LR drop, as a fraction of the run: Tissue et al.'s momentum
+#: 0.999 per step is a 1000-step memory in their ~20k-step runs.
+ANNEAL_MEMORY = 0.05
+
+
+def unannealed_fraction(lr: np.ndarray, *, memory: float = ANNEAL_MEMORY) -> np.ndarray:
+    """How far a run is from annealed at each step: its lagged LR over its peak.
+
+    An LR drop pays off over a memory of ``memory`` times the run's length (an exponential
+    moving average, the annealing law's momentum), so just after a fast decay the run still
+    behaves as if at a higher LR. 1 on a constant LR, near 0 at the end of a decay to 0. The
+    warmup counts as peak, as in the annealing law.
+    """
+    from scipy.signal import lfilter
+
+    lr = np.asarray(lr, dtype=np.float64)
+    peak = float(lr.max()) if lr.size else 0.0
+    if not peak > 0:
+        return np.zeros_like(lr)
+    momentum = 1.0 - 1.0 / max(1.0, memory * lr.size)
+    x = np.where(np.arange(lr.size) < int(np.argmax(lr)), peak, lr) / peak
+    lagged, _ = lfilter([1 - momentum], [1, -momentum], x, zi=[momentum])
+    return np.clip(lagged, 0.0, 1.0)

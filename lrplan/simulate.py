@@ -7,9 +7,9 @@ import pandas as pd
 
 from . import laws
 from .model import STEP_SCALE
-from .schedules import lr_schedule
+from .schedules import lr_schedule, unannealed_fraction
 
-__all__ = ["simulate_curves"]
+__all__ = ["simulate_curves", "simulate_sweep", "true_lr_star"]
 
 
 def simulate_curves(
@@ -53,3 +53,65 @@ def simulate_curves(
                      "peak_lr": peak_lr, "warmup_steps": warmup_steps, "total_steps": steps,
                      "schedule": spec})
     return pd.concat(rows, ignore_index=True), pd.DataFrame(meta)
+
+
+def _sweep_mean(truth: dict[str, float], refs, params, tokens, batch, lr, w):
+    n0, d0, b0 = refs
+    law = {k: truth[k] for k in ("E", "A", "a", "B", "b", "c_n", "c_d", "c_b", "kappa", "asym",
+                                 "k_anneal")}
+    return np.asarray(laws.transfer_loss(
+        np.log(params / n0), np.log(tokens / d0), np.log(batch / b0), np.log(lr), w,
+        c0=truth["log_lr0"], c_nn=truth.get("c_nn", 0.0), **law))
+
+
+def simulate_sweep(
+    truth: dict[str, float],
+    cells: list[tuple[float, float, float]],
+    lr_factors: np.ndarray,
+    *,
+    refs: tuple[float, float, float],
+    schedule: str = "cosine:final=0.1",
+    warmup_fraction: float = 0.01,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Final losses of an LR sweep drawn from the transfer law, with diverged runs.
+
+    Each cell ``(params, tokens, tokens_per_step)`` is swept over ``lr_factors`` times the
+    cell's true optimum of the bowl (``exp(log_lr0 + ...)`` in `lrplan.laws.log_lr_opt`, with
+    ``x_N = log(N / refs[0])`` etc.). A run diverges with probability
+    ``sigmoid((u - div_offset) / div_width)``; its loss is then NaN. Returns one row per run in
+    the runs-file format (``run, step, loss, params, tokens_per_step, peak_lr, total_steps,
+    warmup_steps, schedule``).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (n, d, b) in enumerate(cells):
+        steps = max(int(round(d / b)), 2)
+        warm = int(round(warmup_fraction * steps))
+        w = float(unannealed_fraction(lr_schedule(schedule, steps=steps, peak_lr=1.0,
+                                                  warmup_steps=warm))[-1])
+        n0, d0, b0 = refs
+        centre = truth["log_lr0"] + truth["c_n"] * np.log(n / n0) + truth["c_d"] * np.log(d / d0) \
+            + truth["c_b"] * np.log(b / b0) + truth.get("c_nn", 0.0) * np.log(n / n0) ** 2
+        for f in lr_factors:
+            lr = float(np.exp(centre) * f)
+            mean = float(_sweep_mean(truth, refs, n, d, b, lr, w))
+            z = (np.log(f) - truth["div_offset"]) / truth["div_width"]
+            diverged = rng.random() < 1.0 / (1.0 + np.exp(-z))
+            loss = np.nan if diverged else mean + truth["sigma"] * rng.standard_normal()
+            rows.append({"run": f"c{i}_lr{lr:.3e}", "step": steps, "loss": loss, "params": n,
+                         "tokens_per_step": b, "peak_lr": lr, "total_steps": steps,
+                         "warmup_steps": warm, "schedule": schedule})
+    return pd.DataFrame(rows)
+
+
+def true_lr_star(truth: dict[str, float], refs, params, tokens, tokens_per_step, *,
+                 unannealed: float, grid: np.ndarray | None = None) -> float:
+    """The LR minimising the true expected final loss at a point (over a fine log grid)."""
+    n0, d0, b0 = refs
+    centre = truth["log_lr0"] + truth["c_n"] * np.log(params / n0) \
+        + truth["c_d"] * np.log(tokens / d0) + truth["c_b"] * np.log(tokens_per_step / b0) \
+        + truth.get("c_nn", 0.0) * np.log(params / n0) ** 2
+    grid = np.exp(centre + np.linspace(-3, 3, 6001)) if grid is None else grid
+    loss = _sweep_mean(truth, refs, params, tokens, tokens_per_step, grid, unannealed)
+    return float(grid[np.argmin(loss)])

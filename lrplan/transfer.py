@@ -1,0 +1,331 @@
+"""Fit the LR-transfer model with NUTS: runs -> observation points -> posterior, LOO, variants."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field, replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import __version__, laws
+from .data import Run, RunSet
+from .errors import FitError
+from .inference import Diagnostics, _diagnostics
+from .priors import PriorSet, load_priors
+from .schedules import unannealed_fraction
+from .transfer_model import BOWLS, LR_LAWS, TransferData, transfer_model, transfer_sites
+
+__all__ = ["TransferConfig", "TransferFit", "transfer_points", "fit_transfer", "compare_variants",
+           "POINTS_PER_CURVE"]
+
+log = logging.getLogger(__name__)
+
+#: Points taken from a logged curve besides its last: log-spaced over its second half-decade.
+POINTS_PER_CURVE = 6
+#: Intermediate points start this far into a run: earlier, warmup transients dominate.
+_FIRST_FRACTION = 0.1
+
+POINT_COLUMNS = ("run", "params", "tokens", "tokens_per_step", "lr", "loss", "diverged",
+                 "unannealed", "final")
+
+
+# ---------------------------------------------------------------- runs -> points
+
+
+def _require(run: Run, source: str) -> None:
+    missing = [c for c in ("params", "tokens_per_step", "peak_lr") if getattr(run, c) is None]
+    if missing:
+        raise FitError(
+            f"{source}: run {run.name} has no {', '.join(missing)}; the transfer model needs "
+            "each run's params, tokens_per_step and peak_lr (columns of the runs file or --meta)"
+        )
+
+
+def _curve_steps(run: Run) -> np.ndarray:
+    """Logged steps used as points: up to POINTS_PER_CURVE log-spaced ones, and the last."""
+    last = run.steps[-1]
+    start = max(_FIRST_FRACTION * run.total_steps, 2 * run.warmup_steps, 1)
+    inner = run.steps[(run.steps >= start) & (run.steps < last)]
+    if inner.size == 0 or run.lr is None:
+        return np.array([last])
+    want = np.geomspace(inner[0], inner[-1], POINTS_PER_CURVE)
+    picked = np.unique(inner[np.searchsorted(inner, want).clip(0, inner.size - 1)])
+    return np.append(picked, last)
+
+
+def transfer_points(runs: RunSet) -> tuple[pd.DataFrame, list[str]]:
+    """One row per observation the transfer model sees, and notes on what was not used.
+
+    A non-diverged run gives its last logged loss and, when it logged a curve with a known LR,
+    a few earlier points (each at its own token count, with how unannealed the run was there).
+    A diverged run gives one row with ``loss`` NaN and ``diverged`` True.
+    """
+    rows, notes = [], []
+    unknown_schedule = []
+    for r in runs:
+        _require(r, runs.source)
+        w_all = unannealed_fraction(r.lr) if r.lr is not None else None
+        if r.lr is None:
+            unknown_schedule.append(r.name)
+        base = dict(run=r.name, params=r.params, tokens_per_step=r.tokens_per_step, lr=r.peak_lr)
+        if r.diverged or not r.loss.size:
+            rows.append({**base, "tokens": r.total_steps * r.tokens_per_step, "loss": np.nan,
+                         "diverged": True, "unannealed": np.nan, "final": True})
+            continue
+        steps = _curve_steps(r)
+        loss = r.loss[np.searchsorted(r.steps, steps)]
+        for i, (s, y) in enumerate(zip(steps, loss, strict=True)):
+            w = float(w_all[min(s, w_all.size) - 1]) if w_all is not None else 0.0
+            rows.append({**base, "tokens": s * r.tokens_per_step, "loss": float(y),
+                         "diverged": False, "unannealed": w, "final": i == steps.size - 1})
+    if unknown_schedule:
+        notes.append(
+            f"{len(unknown_schedule)} run(s) have no LR schedule (e.g. {unknown_schedule[0]}); "
+            "their final losses are taken as fully annealed, and so is the target's"
+        )
+    points = pd.DataFrame(rows, columns=list(POINT_COLUMNS))
+    if (~points["diverged"]).sum() < 3:
+        raise FitError(f"{runs.source}: the transfer model needs at least 3 runs that did not "
+                       "diverge")
+    return points, notes
+
+
+# ---------------------------------------------------------------- fitting
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Normalisation, variant and sampler settings of a transfer fit."""
+
+    lr_law: str
+    bowl: str
+    n0: float
+    d0: float
+    b0: float
+    lr_ref: float
+    schedule_known: bool
+    seed: int
+    chains: int
+    num_warmup: int
+    num_samples: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TransferFit:
+    """A fitted transfer model: draws (chain, draw, ...), the points it saw, diagnostics, LOO.
+
+    ``log_lik[c, s, r]`` is run r's log likelihood under draw (c, s) (all its points and its
+    divergence term), the unit of leave-one-run-out cross-validation.
+    """
+
+    config: TransferConfig
+    priors: PriorSet
+    samples: dict[str, np.ndarray]
+    diagnostics: Diagnostics
+    points: pd.DataFrame
+    log_lik: np.ndarray
+    loo: pd.DataFrame | None = None
+    version: str = __version__
+    runs: tuple[str, ...] = field(default=())
+
+    def flat(self, name: str) -> np.ndarray:
+        """Draws of one site with chains merged."""
+        x = self.samples[name]
+        return x.reshape((-1, *x.shape[2:]))
+
+    @property
+    def n_draws(self) -> int:
+        """Posterior draws in all."""
+        return int(np.prod(self.samples["c0"].shape[:2]))
+
+    def _x(self, params, tokens, tokens_per_step):
+        c = self.config
+        return (np.log(np.asarray(params, float) / c.n0), np.log(np.asarray(tokens, float) / c.d0),
+                np.log(np.asarray(tokens_per_step, float) / c.b0))
+
+    def _law(self) -> dict[str, np.ndarray]:
+        out = {n: self.flat(n) for n in ("E", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b",
+                                         "kappa", "k_anneal")}
+        zero = np.zeros(self.n_draws)
+        out["c_nn"] = self.flat("c_nn") if "c_nn" in self.samples else zero
+        out["asym"] = self.flat("asym") if "asym" in self.samples else zero
+        return out
+
+    def log_lr_center(self, params, tokens, tokens_per_step) -> np.ndarray:
+        """Draws of the bowl's centre, log lr* of a fully annealed run (natural log of LR)."""
+        x_n, x_d, x_b = self._x(params, tokens, tokens_per_step)
+        v = self._law()
+        return np.asarray(laws.log_lr_opt(x_n, x_d, x_b, c0=v["c0"], c_n=v["c_n"], c_d=v["c_d"],
+                                          c_b=v["c_b"], c_nn=v["c_nn"])) + np.log(self.config.lr_ref)
+
+    def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed) -> np.ndarray:
+        """Draws of the law's loss, shape (draws, len(lr)).
+
+        ``lr`` and ``unannealed`` broadcast against each other: several LRs at one point, or
+        one LR along a curve (``tokens`` then an array too).
+        """
+        x_n, x_d, x_b = (np.asarray(x)[..., None] if np.ndim(x) else x
+                         for x in self._x(params, tokens, tokens_per_step))
+        log_lr = np.log(np.atleast_1d(np.asarray(lr, float)) / self.config.lr_ref)
+        w = np.atleast_1d(np.asarray(unannealed, float))
+        v = {k: x[:, None] for k, x in self._law().items()}
+        return np.asarray(laws.transfer_loss(x_n, x_d, x_b, log_lr[None, :], w[None, :], **v))
+
+    def divergence_probability(self, params, tokens, tokens_per_step, lr) -> np.ndarray:
+        """Draws of the probability that a run at each LR diverges, shape (draws, len(lr))."""
+        centre = self.log_lr_center(params, tokens, tokens_per_step)[:, None]
+        u = np.log(np.atleast_1d(np.asarray(lr, float)))[None, :] - centre
+        z = (u - self.flat("div_offset")[:, None]) / self.flat("div_width")[:, None]
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def noise(self) -> np.ndarray:
+        """Draws of the spread of one new run around the law (seed noise and run offset)."""
+        s = self.flat("sigma")
+        return np.hypot(s, self.flat("sigma_run")) if "sigma_run" in self.samples else s
+
+    def lr_grid(self, params, tokens, tokens_per_step, size: int = 401) -> np.ndarray:
+        """A log-spaced LR grid wide enough for every draw's optimum at a target."""
+        c = self.log_lr_center(params, tokens, tokens_per_step)
+        lo, hi = np.quantile(c, [0.001, 0.999])
+        return np.exp(np.linspace(lo - 2.0, hi + 1.5, size))
+
+    def lr_star(self, params, tokens, tokens_per_step, unannealed: float = 0.0) -> np.ndarray:
+        """Draws of the optimal peak LR at a target: each draw's minimiser over a fine grid."""
+        grid = self.lr_grid(params, tokens, tokens_per_step)
+        loss = self.expected_loss(params, tokens, tokens_per_step, grid, unannealed)
+        return grid[np.argmin(loss, axis=1)]
+
+
+def _normalise(points: pd.DataFrame) -> tuple[float, float, float, float]:
+    ok = ~points["diverged"].to_numpy(bool)
+    gm = lambda c: float(np.exp(np.log(points[c].to_numpy(float)).mean()))  # noqa: E731
+    return gm("params"), gm("tokens"), gm("tokens_per_step"), \
+        float(np.exp(np.median(np.log(points.loc[ok, "lr"].to_numpy(float)))))
+
+
+def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferData, np.ndarray]:
+    """Model inputs from the points table, and each loss point's run index (for LOO)."""
+    runs = pd.unique(points["run"])
+    run_index = {r: i for i, r in enumerate(runs)}
+    per_run = points.groupby("run", sort=False).last().loc[runs]
+    ok = points[~points["diverged"]]
+    counts = ok.groupby("run", sort=False).size()
+    curve_runs = [r for r in runs if counts.get(r, 0) > 1]
+    slot = {r: i for i, r in enumerate(curve_runs)}
+    x = lambda df, c, ref: np.log(df[c].to_numpy(float) / ref)  # noqa: E731
+    data = TransferData(
+        x_n=x(ok, "params", n0), x_d=x(ok, "tokens", d0), x_b=x(ok, "tokens_per_step", b0),
+        log_lr=x(ok, "lr", lr_ref), unannealed=ok["unannealed"].to_numpy(float),
+        loss=ok["loss"].to_numpy(float),
+        curve_slot=np.array([slot.get(r, len(curve_runs)) for r in ok["run"]], dtype=np.int64),
+        n_curve_runs=len(curve_runs),
+        run_x_n=x(per_run, "params", n0), run_x_d=x(per_run, "tokens", d0),
+        run_x_b=x(per_run, "tokens_per_step", b0), run_log_lr=x(per_run, "lr", lr_ref),
+        run_diverged=per_run["diverged"].to_numpy(bool).astype(np.float64),
+    )
+    return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
+
+
+def _run_log_lik(samples, data, point_run, priors, lr_law, bowl) -> np.ndarray:
+    from numpyro.infer.util import log_likelihood
+
+    flat = {k: jnp.asarray(v.reshape((-1, *v.shape[2:]))) for k, v in samples.items()}
+    ll = log_likelihood(transfer_model, flat, data=data, priors=priors, lr_law=lr_law, bowl=bowl)
+    per_run = np.array(ll["diverged"])
+    np.add.at(per_run.T, point_run, np.array(ll["loss"]).T)
+    chains, draws = next(iter(samples.values())).shape[:2]
+    return per_run.reshape(chains, draws, -1)
+
+
+def fit_transfer(
+    points: pd.DataFrame,
+    *,
+    lr_law: str = "loglinear",
+    bowl: str = "asymmetric",
+    priors: PriorSet | None = None,
+    seed: int = 0,
+    chains: int = 2,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    progress: bool = False,
+    notes: tuple[str, ...] = (),
+) -> TransferFit:
+    """Fit one variant of the transfer model to a points table (see `transfer_points`)."""
+    from numpyro.infer import MCMC, NUTS, init_to_median
+
+    if lr_law not in LR_LAWS or bowl not in BOWLS:
+        raise FitError(f"unknown variant {lr_law}/{bowl}: lr laws {LR_LAWS}, bowls {BOWLS}")
+    priors = priors or load_priors("transfer")
+    n0, d0, b0, lr_ref = _normalise(points)
+    data, point_run = transfer_data(points, n0, d0, b0, lr_ref)
+    notes = list(notes) + _identifiability_notes(points)
+    log.info("fitting transfer model (%s lr*, %s bowl) to %d runs, %d loss points", lr_law, bowl,
+             len(data.run_log_lr), len(data.loss))
+    kernel = NUTS(transfer_model, init_strategy=init_to_median(num_samples=31), target_accept_prob=0.9,
+                  dense_mass=True)
+    method = "parallel" if jax.local_device_count() >= chains else "sequential"
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
+                chain_method=method, progress_bar=progress)
+    mcmc.run(jax.random.PRNGKey(seed), data=data, priors=priors, lr_law=lr_law, bowl=bowl,
+             extra_fields=("diverging",))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    sites = [s for s in transfer_sites(lr_law, bowl)] + (["sigma_run"] if data.n_curve_runs else [])
+    diag = _diagnostics(samples, divergences, sites)
+    config = TransferConfig(
+        lr_law=lr_law, bowl=bowl, n0=n0, d0=d0, b0=b0, lr_ref=lr_ref,
+        schedule_known=not any("no LR schedule" in n for n in notes), seed=seed, chains=chains,
+        num_warmup=num_warmup, num_samples=num_samples, notes=tuple(notes),
+    )
+    log_lik = _run_log_lik(samples, data, point_run, priors, lr_law, bowl)
+    return TransferFit(config=config, priors=priors, samples=samples, diagnostics=diag,
+                       points=points, log_lik=log_lik, runs=tuple(pd.unique(points["run"])))
+
+
+def _identifiability_notes(points: pd.DataFrame) -> list[str]:
+    finals = points[points["final"]]
+    notes = []
+    for col, what, src in (("params", "size", "the prior (Porian et al., Li et al.)"),
+                           ("tokens", "horizon", "the prior (Bjorck et al.)"),
+                           ("tokens_per_step", "batch", "the prior (square-root rule)")):
+        if finals[col].nunique() < 2:
+            notes.append(f"the runs have one {what}: lr*'s {what} exponent comes from {src}")
+    return notes
+
+
+def _inference_data(fit: TransferFit):
+    import arviz as az
+
+    return az.from_dict(posterior={k: v for k, v in fit.samples.items() if k != "z_run"},
+                        log_likelihood={"run": fit.log_lik})
+
+
+def loo(fit: TransferFit):
+    """PSIS-LOO over runs (ArviZ): expected log predictive density of a run left out."""
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # high Pareto k is reported in the table, not warned
+        return az.loo(_inference_data(fit), pointwise=True)
+
+
+def compare_variants(points: pd.DataFrame, *, variants=None, **kwargs) -> tuple[TransferFit, pd.DataFrame]:
+    """Fit each (lr law, bowl) variant, compare them by PSIS-LOO, return the best and the table.
+
+    The table is `arviz.compare`'s (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse, warning)
+    indexed by ``"<lr law>/<bowl>"``; the returned fit carries it as ``loo``.
+    """
+    import arviz as az
+
+    variants = variants or [(a, b) for a in LR_LAWS for b in BOWLS]
+    fits = {f"{a}/{b}": fit_transfer(points, lr_law=a, bowl=b, **kwargs) for a, b in variants}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.compare({k: _inference_data(f) for k, f in fits.items()}, ic="loo")
+    best = fits[table.index[0]]
+    return replace(best, loo=table), table

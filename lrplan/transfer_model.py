@@ -1,0 +1,96 @@
+r"""The NumPyro transfer model: final (and intermediate) losses across size, horizon, batch and LR.
+
+Each observation is a run's loss after D tokens at size N, batch B and peak LR eta:
+
+.. math::
+
+    y \sim \mathrm{StudentT}_5\big(L^*(N, D) + h(u) + k\,w\,e^{u} + r_{\mathrm{run}},\ \sigma\big),
+    \qquad u = \log\eta - \log\eta^*(N, D, B)
+
+(`lrplan.laws.transfer_loss`). A run logged at several points gets an offset ``r_run`` shared
+by its points, so a long curve counts as one run with a known shape, not as many independent
+runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
+``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
+being dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from . import laws
+from .model import STUDENT_DF, prior_distribution
+from .priors import PriorSet
+
+__all__ = ["LR_LAWS", "BOWLS", "TransferData", "transfer_model", "transfer_sites"]
+
+LrLaw = Literal["loglinear", "curved"]
+Bowl = Literal["asymmetric", "symmetric"]
+LR_LAWS: tuple[str, ...] = ("loglinear", "curved")
+BOWLS: tuple[str, ...] = ("asymmetric", "symmetric")
+
+_LAW = ("E", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa", "k_anneal")
+
+
+def transfer_sites(lr_law: str, bowl: str) -> tuple[str, ...]:
+    """The sampled global parameters of a variant (the law's, divergence and noise)."""
+    extra = (("c_nn",) if lr_law == "curved" else ()) + (("asym",) if bowl == "asymmetric" else ())
+    return (*_LAW, *extra, "div_offset", "div_width", "sigma")
+
+
+@dataclass(frozen=True)
+class TransferData:
+    """Model inputs in normalised units; ``point_*`` per loss point, ``run_*`` per run."""
+
+    x_n: np.ndarray
+    x_d: np.ndarray
+    x_b: np.ndarray
+    log_lr: np.ndarray
+    unannealed: np.ndarray
+    loss: np.ndarray
+    curve_slot: np.ndarray  # index of the point's run offset; n_curve_runs = no offset
+    n_curve_runs: int
+    run_x_n: np.ndarray
+    run_x_d: np.ndarray
+    run_x_b: np.ndarray
+    run_log_lr: np.ndarray
+    run_diverged: np.ndarray
+
+
+def law_values(priors: PriorSet, lr_law: str, bowl: str) -> dict[str, jnp.ndarray]:
+    """Sample the law's parameters (fixing those the variant leaves out)."""
+    v = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in _LAW}
+    v["c_nn"] = numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved" else 0.0
+    v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
+    return v
+
+
+def transfer_model(
+    data: TransferData, *, priors: PriorSet, lr_law: str = "loglinear", bowl: str = "asymmetric",
+    observe: bool = True,
+) -> None:
+    """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""
+    v = law_values(priors, lr_law, bowl)
+    mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
+    if data.n_curve_runs:
+        sigma_run = numpyro.sample("sigma_run", prior_distribution(priors["sigma_run"]))
+        with numpyro.plate("curve_runs", data.n_curve_runs):
+            z = numpyro.sample("z_run", dist.Normal(0.0, 1.0))
+        mean = mean + jnp.concatenate([sigma_run * z, jnp.zeros(1)])[data.curve_slot]
+    sigma = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
+    with numpyro.plate("points", len(data.loss)):
+        numpyro.sample("loss", dist.StudentT(STUDENT_DF, mean, sigma),
+                       obs=data.loss if observe else None)
+    offset = numpyro.sample("div_offset", prior_distribution(priors["div_offset"]))
+    width = numpyro.sample("div_width", prior_distribution(priors["div_width"]))
+    log_opt = laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"], c_n=v["c_n"],
+                              c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
+    with numpyro.plate("runs", len(data.run_log_lr)):
+        numpyro.sample("diverged", dist.Bernoulli(logits=(data.run_log_lr - log_opt - offset) / width),
+                       obs=data.run_diverged if observe else None)
