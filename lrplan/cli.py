@@ -60,8 +60,20 @@ def _positive(ctx, param, value):
     return value
 
 
+def _positive_all(ctx, param, values):
+    for v in values:
+        _positive(ctx, param, v)
+    return values
+
+
 seed_option = click.option("--seed", default=0, show_default=True, help="Random seed.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def _show_progress(as_json: bool = False) -> bool:
+    """NUTS progress bar on stderr: only on a terminal, and not with ``--quiet`` or ``--json``."""
+    quiet = click.get_current_context().find_root().params.get("quiet")
+    return sys.stderr.isatty() and not quiet and not as_json
 
 
 class _Group(click.Group):
@@ -114,7 +126,7 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
     priors = load_priors(law, priors_file)
     result = fit_curves(runset, law=law, priors=priors, seed=seed, chains=chains,
                         num_warmup=num_warmup, num_samples=num_samples,
-                        progress=not as_json and sys.stderr.isatty())
+                        progress=_show_progress(as_json))
     save_fit(result, output)
     d = result.diagnostics
     doc = {"fit": str(output), "law": law, "runs": len(set(result.observed["run"])),
@@ -246,7 +258,166 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
     click.echo(f"{spec}: {steps} steps, peak {peak_lr:g}, final {lr[-1]:.3g} -> {output}")
 
 
+# ------------------------------------------------------------------------- report
+
+
+@cli.command()
+@click.argument("fit_file", metavar="FIT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Report to write: .html (one self-contained file) or .md (+ a _files folder).")
+@click.option("--runs", "runs_file", type=click.Path(dir_okay=False),
+              help="The fitted runs file: draws each run's predictive band, residuals and PPC.")
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file of --runs.")
+@click.option("--schedule", "schedules", multiple=True,
+              help="Candidate schedule spec for the target (repeatable). Default: cosine:final=0.1, "
+                   "wsd:decay=0.2 and constant at the longest fitted run's steps and peak LR.")
+@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
+@click.option("--warmup-steps", type=click.IntRange(0), help="Warmup steps of the target.")
+@click.option("--params", type=float, callback=_positive, help="Target model size N.")
+@click.option("--tokens-per-step", type=float, callback=_positive, help="Target batch in tokens.")
+@seed_option
+def report(fit_file, output, runs_file, meta, schedules, steps, peak_lr, warmup_steps, params,
+           tokens_per_step, seed):
+    """Write an HTML or Markdown report of a FIT: data, fit quality, schedules, diagnostics."""
+    from .inference import load_fit
+    from .report import write_report
+
+    runs = None
+    if runs_file is not None:
+        from .data import load_runs
+
+        runs = load_runs(runs_file, meta=meta)
+    path = write_report(output, load_fit(fit_file), runs=runs, schedules=list(schedules) or None,
+                        steps=steps, peak_lr=peak_lr, warmup_steps=warmup_steps, params=params,
+                        tokens_per_step=tokens_per_step, seed=seed)
+    click.echo(f"Report written to {path}")
+
+
 # ------------------------------------------------------------------------- demo
+
+
+# ------------------------------------------------------------------------- plan
+
+
+def _default_schedule(runs) -> tuple[str, float]:
+    """The runs' most common schedule spec and median warmup fraction (for the target)."""
+    from collections import Counter
+
+    specs = Counter(r.schedule for r in runs if r.schedule)
+    spec = specs.most_common(1)[0][0] if specs else "cosine:final=0.1"
+    fractions = sorted(r.warmup_steps / r.total_steps for r in runs if r.total_steps)
+    return spec, fractions[len(fractions) // 2] if fractions else 0.0
+
+
+def _money(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _print_plan(result) -> None:
+    doc = result.to_json()
+    t, lr, fl = doc["target"], doc["lr"], doc["final_loss"]
+    q = lr["optimum"]["quantiles"]
+    click.echo(f"Target: N={t['params']:.3g} params, D={t['tokens']:.3g} tokens, batch "
+               f"{t['tokens_per_step']:.3g} tokens ({t['steps']} steps), schedule {t['schedule']}")
+    click.echo(f"\n  recommended peak LR   {_money(lr['recommended'])}")
+    click.echo(f"  optimal LR (median)   {_money(q['0.5'])}   80% {_money(q['0.1'])}-{_money(q['0.9'])}"
+               f"   95% {_money(q['0.025'])}-{_money(q['0.975'])}")
+    click.echo(f"  near-optimal band     {_money(lr['band'][0])}-{_money(lr['band'][1])}"
+               f"   (expected excess loss < {lr['band_excess']:.2%})")
+    click.echo(f"  divergence risk       {lr['divergence_probability']:.1%} at the recommended LR")
+    fq = fl["quantiles"]
+    click.echo(f"  final loss            {fl['mean']:.4f}   95% {fq['0.025']:.4f}-{fq['0.975']:.4f}")
+    for c in lr["compare"]:
+        e = c["excess_loss"]
+        click.echo(f"  LR {_money(c['lr']):>9} costs      {e['mean']:+.4f} nats "
+                   f"({c['excess_relative']:+.2%}; 95% {e['quantiles']['0.025']:+.4f} to "
+                   f"{e['quantiles']['0.975']:+.4f})")
+    if len(result.curves) > 1:
+        click.echo("\n  schedule                      final loss at the recommended LR")
+        for spec, c in result.curves.items():
+            cq = c.quantiles()
+            click.echo(f"  {spec:28} {c.final.mean():.4f}   95% {cq['0.025'][-1]:.4f}-{cq['0.975'][-1]:.4f}")
+    m = doc["model"]
+    click.echo(f"\nModel: {m['lr_law']} lr*, {m['bowl']} bowl; {m['runs']} runs "
+               f"({m['diverged_runs']} diverged), {m['points']} loss points")
+    ex = m["exponents"]
+    click.echo("  lr* ~ N^{:.3f} D^{:.3f} B^{:.3f}".format(
+        ex["c_n"]["quantiles"]["0.5"], ex["c_d"]["quantiles"]["0.5"], ex["c_b"]["quantiles"]["0.5"]))
+    if m["loo"]:
+        click.echo("  LOO (leave one run out):  " + ", ".join(
+            f"{v['variant']} {v['elpd_loo']:.1f}" + (f" (-{v['elpd_diff']:.1f} +- {v['dse']:.1f})"
+                                                    if v['elpd_diff'] else "")
+            for v in m["loo"]))
+    click.echo(_diag_line(result.fit.diagnostics))
+    notes = doc["notes"]
+    for n in notes[:6]:
+        click.echo(f"  note: {n}")
+    if len(notes) > 6:
+        click.echo(f"  ... and {len(notes) - 6} more notes (all in --json)")
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
+@click.option("--params", required=True, type=float, callback=_positive, help="Target model size N.")
+@click.option("--tokens", required=True, type=float, callback=_positive, help="Target training tokens D.")
+@click.option("--tokens-per-step", type=float, callback=_positive,
+              help="Target batch in tokens [default: the runs' batch, when they share one].")
+@click.option("--schedule", "schedules", multiple=True,
+              help="Target schedule spec; repeat to compare candidates (the first decides) "
+                   "[default: the runs' most common].")
+@click.option("--warmup-steps", type=click.IntRange(0),
+              help="Target warmup steps [default: the runs' median warmup fraction].")
+@click.option("--compare-lr", "compare_lrs", multiple=True, type=float, callback=_positive_all,
+              help="An LR to price against the recommendation (repeatable).")
+@click.option("--variants", type=click.Choice(["default", "compare"]), default="default",
+              show_default=True,
+              help="'compare' fits log-linear and curved lr* laws with symmetric and asymmetric "
+                   "bowls, ranks them by LOO and decides with the best.")
+@click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
+              help="TOML overriding transfer priors by name.")
+@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--warmup", "num_warmup", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(50))
+@seed_option
+@json_option
+def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, compare_lrs, variants,
+         priors_file, chains, num_warmup, num_samples, seed, as_json):
+    """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
+    from .data import load_runs
+    from .decide import Target
+    from .decide import plan as decide_plan
+    from .priors import load_priors
+    from .transfer import compare_variants, fit_transfer, transfer_points
+
+    runset = load_runs(runs, meta=meta)
+    points, notes = transfer_points(runset)
+    batches = set(points["tokens_per_step"])
+    if tokens_per_step is None:
+        if len(batches) > 1:
+            raise click.UsageError("the runs use several batch sizes: give the target's --tokens-per-step")
+        tokens_per_step = batches.pop()
+    spec, warm_frac = _default_schedule(runset)
+    schedules = schedules or (spec,)
+    steps = max(int(round(tokens / tokens_per_step)), 1)
+    warmup_steps = int(round(warm_frac * steps)) if warmup_steps is None else warmup_steps
+    target = Target(params=params, tokens=tokens, tokens_per_step=tokens_per_step,
+                    schedule=schedules[0], steps=steps, warmup_steps=warmup_steps)
+    target.lr_shape()  # a bad spec fails before the fit
+    kwargs = dict(priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
+                  num_warmup=num_warmup, num_samples=num_samples,
+                  progress=sys.stderr.isatty() and not as_json, notes=tuple(runset.excluded) + tuple(notes))
+    if variants == "compare":
+        fit, _ = compare_variants(points, **kwargs)
+    else:
+        fit = fit_transfer(points, **kwargs)
+    result = decide_plan(fit, target, compare_lrs=tuple(compare_lrs), schedules=tuple(schedules[1:]),
+                         seed=seed)
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        _print_plan(result)
 
 
 @cli.command()
@@ -260,13 +431,14 @@ def demo(out_dir, seed):
     from .examples import multipower_example
     from .inference import fit_curves, save_fit
     from .predict import predict_curve
+    from .report import write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, test = multipower_example("100M")
     click.echo(f"Fitting the multi-power law to {len(train)} runs of a 100M model "
                f"({', '.join(r.name for r in train)}) ...", err=True)
-    result = fit_curves(train, law="multipower", seed=seed, progress=sys.stderr.isatty())
+    result = fit_curves(train, law="multipower", seed=seed, progress=_show_progress())
     save_fit(result, out / "fit.nc")
     click.echo(_diag_line(result.diagnostics))
     click.echo(f"\nPredicting {len(test)} schedules it did not see:")
@@ -282,6 +454,8 @@ def demo(out_dir, seed):
         click.echo(f"{r.name:28} {y[-1]:9.4f} {pred.mean[-1]:9.4f} "
                    f"{q['0.025'][-1]:8.4f}-{q['0.975'][-1]:8.4f} {err:8.2%} {cover:7.0%}")
     click.echo(f"\nPosterior saved to {out / 'fit.nc'}")
+    report = write_report(out / "report.html", result, runs=train, seed=seed)
+    click.echo(f"Report written to {report}")
 
 
 def main(argv=None) -> None:

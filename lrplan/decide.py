@@ -1,4 +1,10 @@
-"""Decisions at a target run: the recommended peak LR, its band, the cost of other LRs."""
+"""Decisions at a target run: the recommended peak LR, its band, the cost of other LRs.
+
+Every number comes from the same posterior draws: the target's expected final loss on a fine
+log-LR grid, ``loss_grid[s, g]``. The recommendation minimises its posterior mean (with an
+asymmetric bowl that sits below the median optimum: overshooting costs more), among LRs whose
+posterior-mean divergence probability is at most `MAX_DIVERGENCE`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .predict import CurvePrediction
+from .errors import FitError
+from .predict import CurvePrediction, summarize
+from .schedules import lr_schedule, unannealed_fraction
 
-__all__ = ["PlanResult", "Target"]
+__all__ = ["PlanResult", "Target", "plan", "BAND_EXCESS", "MAX_DIVERGENCE"]
+
+#: The near-optimal band: LRs whose expected excess final loss is below this fraction.
+BAND_EXCESS = 0.0025
+#: An LR whose posterior-mean probability of diverging exceeds this is never recommended.
+MAX_DIVERGENCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -22,15 +35,21 @@ class Target:
     steps: int
     warmup_steps: int
 
+    def lr_shape(self, schedule: str | None = None) -> np.ndarray:
+        """Per-step LR of the target at peak 1."""
+        return lr_schedule(schedule or self.schedule, steps=self.steps, peak_lr=1.0,
+                           warmup_steps=self.warmup_steps)
+
 
 @dataclass(frozen=True)
 class PlanResult:
     """Everything a plan decided, with the draws behind it (draws share one index ``s``).
 
-    ``loss_grid[s, g]`` is draw s of the target's final loss at peak LR ``lr_grid[g]``;
-    ``lr_star[s]`` the optimal LR; ``final_loss[s]`` the final loss at ``recommended_lr``;
-    ``compare`` maps a user-named LR to its draws of excess loss over the recommended LR;
-    ``curves`` maps a schedule spec to the target's predicted curve at ``recommended_lr``.
+    ``loss_grid[s, g]`` is draw s of the target's expected final loss at peak LR ``lr_grid[g]``;
+    ``lr_star[s]`` the optimal LR; ``final_loss[s]`` a predictive draw of the final loss at
+    ``recommended_lr``; ``compare`` maps a user-named LR to its draws of excess loss over the
+    recommended LR; ``curves`` maps a schedule spec to the target's predicted curve at
+    ``recommended_lr``; ``divergence[g]`` the posterior-mean divergence probability.
     """
 
     target: Target
@@ -41,6 +60,142 @@ class PlanResult:
     lr_star: np.ndarray
     band: tuple[float, float]
     final_loss: np.ndarray
+    divergence: np.ndarray
     compare: dict[float, np.ndarray] = field(default_factory=dict)
     curves: dict[str, CurvePrediction] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+
+    @property
+    def expected_loss(self) -> np.ndarray:
+        """Posterior-mean final loss at each grid LR."""
+        return self.loss_grid.mean(axis=0)
+
+    def to_json(self) -> dict:
+        """The JSON document of ``lrplan plan --json`` (DESIGN.md's contract, plus details)."""
+        t, fit = self.target, self.fit
+        rec = int(np.argmin(np.abs(self.lr_grid - self.recommended_lr)))
+        best = float(self.expected_loss[rec])
+        curve = self.curves.get(t.schedule)
+        doc = {
+            "target": {"params": t.params, "tokens": t.tokens, "tokens_per_step": t.tokens_per_step,
+                       "schedule": t.schedule, "steps": t.steps, "warmup_steps": t.warmup_steps},
+            "lr": {
+                "recommended": self.recommended_lr,
+                "optimum": summarize(self.lr_star),
+                "band": [self.band[0], self.band[1]],
+                "band_excess": BAND_EXCESS,
+                "divergence_probability": float(self.divergence[rec]),
+                "compare": [{"lr": lr, "excess_loss": summarize(d),
+                             "excess_relative": float(d.mean() / best)}
+                            for lr, d in self.compare.items()],
+            },
+            "final_loss": summarize(self.final_loss),
+            "model": {
+                "lr_law": fit.config.lr_law, "bowl": fit.config.bowl,
+                "exponents": {k: summarize(fit.flat(k))
+                              for k in ("c_n", "c_d", "c_b", "c_nn", "a", "b") if k in fit.samples},
+                "loo": None if fit.loo is None else [
+                    {"variant": k, "elpd_loo": float(r["elpd_loo"]), "se": float(r["se"]),
+                     "elpd_diff": float(r["elpd_diff"]), "dse": float(r["dse"]),
+                     "weight": float(r["weight"])} for k, r in fit.loo.iterrows()],
+                "runs": len(fit.runs), "points": int((~fit.points["diverged"]).sum()),
+                "diverged_runs": int(fit.points.loc[fit.points["final"], "diverged"].sum()),
+            },
+            "diagnostics": {"r_hat_max": fit.diagnostics.r_hat_max,
+                            "ess_bulk_min": fit.diagnostics.ess_bulk_min,
+                            "divergences": fit.diagnostics.divergences},
+            "notes": list(self.notes),
+        }
+        if curve is not None:
+            q = curve.quantiles()
+            doc["curve"] = {"step": curve.steps.tolist(), "mean": curve.mean.tolist(),
+                            "quantiles": {k: v.tolist() for k, v in q.items()}}
+        return doc
+
+
+def _curve(fit, target: Target, schedule: str, lr: float, rng, n_points: int = 60) -> CurvePrediction:
+    shape = target.lr_shape(schedule)
+    w = unannealed_fraction(shape)
+    first = max(target.warmup_steps, int(0.05 * target.steps), 1)
+    steps = np.unique(np.linspace(first, target.steps, n_points).round().astype(np.int64))
+    law = fit.expected_loss(target.params, steps * target.tokens_per_step, target.tokens_per_step,
+                            lr, w[steps - 1])
+    draws = law + fit.noise()[:, None] * rng.standard_normal((law.shape[0], 1))
+    return CurvePrediction(steps=steps, draws=draws, law=law, group=None,
+                           notes=("curve from the transfer law: L*(N, D) along the schedule, the LR "
+                                  "bowl, and the loss an unannealed LR leaves",))
+
+
+def plan(
+    fit,
+    target: Target,
+    *,
+    compare_lrs: tuple[float, ...] = (),
+    schedules: tuple[str, ...] = (),
+    seed: int = 0,
+    grid_size: int = 401,
+) -> PlanResult:
+    """Decide the peak LR of ``target`` from a `lrplan.transfer.TransferFit`.
+
+    Returns the recommendation (argmin of the posterior-mean final loss over a log grid, among
+    LRs unlikely to diverge), the draws of the optimum (each draw's own argmin), the band whose
+    expected excess loss is below `BAND_EXCESS` of the best, the excess loss of each LR in
+    ``compare_lrs``, the predictive final loss, and the target's curve under its schedule and
+    each of ``schedules``.
+    """
+    rng = np.random.default_rng(seed)
+    notes = list(fit.config.notes)
+    if not fit.config.schedule_known:
+        w_end = 0.0
+    else:
+        w_end = float(unannealed_fraction(target.lr_shape())[-1])
+    N, D, B = target.params, target.tokens, target.tokens_per_step
+    grid = fit.lr_grid(N, D, B, size=grid_size)
+    loss = fit.expected_loss(N, D, B, grid, w_end)
+    if not np.all(np.isfinite(loss)):
+        raise FitError("the transfer law gives a non-finite loss at this target; check --params "
+                       "and --tokens")
+    mean = loss.mean(axis=0)
+    p_div = fit.divergence_probability(N, D, B, grid).mean(axis=0)
+    safe = p_div <= MAX_DIVERGENCE
+    if not safe.any():
+        raise FitError("every LR on the grid is likely to diverge at this target: the fit is "
+                       "dominated by diverged runs; add runs at lower LRs")
+    rec = int(np.argmin(np.where(safe, mean, np.inf)))
+    if rec != int(np.argmin(mean)):
+        notes.append(f"the loss-optimal LR has a divergence risk above {MAX_DIVERGENCE:.0%}: "
+                     "the recommendation is the best LR below that risk")
+    near = safe & (mean - mean[rec] <= BAND_EXCESS * mean[rec])
+    lo = hi = rec
+    while lo > 0 and near[lo - 1]:
+        lo -= 1
+    while hi < grid.size - 1 and near[hi + 1]:
+        hi += 1
+    if lo == 0 or hi == grid.size - 1:
+        notes.append("the near-optimal band reaches the edge of the LR grid: the bowl is barely "
+                     "constrained; sweep a wider range of LRs")
+    lr_rec = float(grid[rec])
+    best = loss[:, rec]
+    compare = {float(x): fit.expected_loss(N, D, B, [x], w_end)[:, 0] - best for x in compare_lrs}
+    final = best + fit.noise() * rng.standard_normal(best.shape)
+    curves = {s: _curve(fit, target, s, lr_rec, rng) for s in dict.fromkeys((target.schedule, *schedules))}
+    if schedules and not fit.config.schedule_known:
+        notes.append("the fitted runs' schedules are unknown, so the law cannot tell the "
+                     "candidate schedules apart")
+    _extrapolation_notes(fit, target, notes)
+    return PlanResult(target=target, fit=fit, lr_grid=grid, loss_grid=loss, recommended_lr=lr_rec,
+                      lr_star=grid[np.argmin(loss, axis=1)], band=(float(grid[lo]), float(grid[hi])),
+                      final_loss=final, divergence=p_div, compare=compare, curves=curves,
+                      notes=tuple(notes))
+
+
+def _extrapolation_notes(fit, target: Target, notes: list[str]) -> None:
+    finals = fit.points[fit.points["final"]]
+    for col, value, what in (("params", target.params, "size"), ("tokens", target.tokens, "horizon"),
+                             ("tokens_per_step", target.tokens_per_step, "batch")):
+        top = float(finals[col].max())
+        low = float(finals[col].min())
+        if value > top * 1.01 or value < low / 1.01:
+            ratio = value / top if value > top else low / value
+            notes.append(f"the target's {what} ({value:.3g}) is {ratio:.3g}x outside the fitted "
+                         f"runs ({low:.3g}-{top:.3g}): an extrapolation")

@@ -169,7 +169,7 @@ class TransferFit:
         ``lr`` and ``unannealed`` broadcast against each other: several LRs at one point, or
         one LR along a curve (``tokens`` then an array too).
         """
-        x_n, x_d, x_b = (np.asarray(x)[..., None] if np.ndim(x) else x
+        x_n, x_d, x_b = (np.asarray(x)[None, :] if np.ndim(x) else x
                          for x in self._x(params, tokens, tokens_per_step))
         log_lr = np.log(np.atleast_1d(np.asarray(lr, float)) / self.config.lr_ref)
         w = np.atleast_1d(np.asarray(unannealed, float))
@@ -227,6 +227,7 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
         run_x_n=x(per_run, "params", n0), run_x_d=x(per_run, "tokens", d0),
         run_x_b=x(per_run, "tokens_per_step", b0), run_log_lr=x(per_run, "lr", lr_ref),
         run_diverged=per_run["diverged"].to_numpy(bool).astype(np.float64),
+        loss_ref=float(np.median(ok.loc[ok["final"], "loss"])) if ok["final"].any() else float(ok["loss"].median()),
     )
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
 

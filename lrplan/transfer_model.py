@@ -35,7 +35,7 @@ Bowl = Literal["asymmetric", "symmetric"]
 LR_LAWS: tuple[str, ...] = ("loglinear", "curved")
 BOWLS: tuple[str, ...] = ("asymmetric", "symmetric")
 
-_LAW = ("E", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa", "k_anneal")
+_LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa", "k_anneal")
 
 
 def transfer_sites(lr_law: str, bowl: str) -> tuple[str, ...]:
@@ -61,11 +61,15 @@ class TransferData:
     run_x_b: np.ndarray
     run_log_lr: np.ndarray
     run_diverged: np.ndarray
+    loss_ref: float  # median observed final loss; the law's level is sampled around it
 
 
-def law_values(priors: PriorSet, lr_law: str, bowl: str) -> dict[str, jnp.ndarray]:
+def law_values(priors: PriorSet, lr_law: str, bowl: str, loss_ref: float) -> dict[str, jnp.ndarray]:
     """Sample the law's parameters (fixing those the variant leaves out)."""
     v = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in _LAW}
+    # E, A and B trade off when few sizes or horizons are fitted; the loss at the reference
+    # point, E + A + B, is what the data pin down, so sample it and derive E.
+    v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"])
     v["c_nn"] = numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved" else 0.0
     v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
     return v
@@ -76,7 +80,7 @@ def transfer_model(
     observe: bool = True,
 ) -> None:
     """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""
-    v = law_values(priors, lr_law, bowl)
+    v = law_values(priors, lr_law, bowl, data.loss_ref)
     mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
         sigma_run = numpyro.sample("sigma_run", prior_distribution(priors["sigma_run"]))
