@@ -16,11 +16,11 @@ from .data import Run, RunSet
 from .errors import FitError
 from .inference import Diagnostics, _diagnostics
 from .priors import PriorSet, load_priors
-from .schedules import unannealed_fraction
+from .schedules import lr_schedule, unannealed_fraction
 from .transfer_model import BOWLS, LR_LAWS, TransferData, transfer_model, transfer_sites
 
 __all__ = ["TransferConfig", "TransferFit", "transfer_points", "fit_transfer", "compare_variants",
-           "POINTS_PER_CURVE"]
+           "POINTS_PER_CURVE", "points_from_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,31 @@ def transfer_points(runs: RunSet) -> tuple[pd.DataFrame, list[str]]:
         raise FitError(f"{runs.source}: the transfer model needs at least 3 runs that did not "
                        "diverge")
     return points, notes
+
+
+def points_from_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Points table of final-only runs given as a runs-format frame (simulations, sweeps).
+
+    Rows need ``run, loss, params, tokens_per_step, peak_lr, total_steps``; a NaN loss is a
+    diverged run. Runs with a ``schedule`` column get its unannealed fraction at the end.
+    """
+    w = []
+    for r in df.itertuples():
+        spec = getattr(r, "schedule", None)
+        if isinstance(spec, str):
+            shape = lr_schedule(spec, steps=int(r.total_steps), peak_lr=1.0,
+                                warmup_steps=int(getattr(r, "warmup_steps", 0)))
+            w.append(float(unannealed_fraction(shape)[-1]))
+        else:
+            w.append(0.0)
+    loss = df["loss"].to_numpy(float)
+    return pd.DataFrame({
+        "run": df["run"].astype(str).to_numpy(), "params": df["params"].to_numpy(float),
+        "tokens": df["total_steps"].to_numpy(float) * df["tokens_per_step"].to_numpy(float),
+        "tokens_per_step": df["tokens_per_step"].to_numpy(float), "lr": df["peak_lr"].to_numpy(float),
+        "loss": loss, "diverged": ~np.isfinite(loss), "unannealed": np.where(np.isfinite(loss), w, np.nan),
+        "final": True,
+    }, columns=list(POINT_COLUMNS))
 
 
 # ---------------------------------------------------------------- fitting
@@ -227,7 +252,7 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
         run_x_n=x(per_run, "params", n0), run_x_d=x(per_run, "tokens", d0),
         run_x_b=x(per_run, "tokens_per_step", b0), run_log_lr=x(per_run, "lr", lr_ref),
         run_diverged=per_run["diverged"].to_numpy(bool).astype(np.float64),
-        loss_ref=float(np.median(ok.loc[ok["final"], "loss"])) if ok["final"].any() else float(ok["loss"].median()),
+        loss_ref=float(np.median(ok.loc[ok["final"], "loss"] if ok["final"].any() else ok["loss"])),
     )
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
 
