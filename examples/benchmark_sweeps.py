@@ -1,0 +1,146 @@
+"""Benchmark: LR transfer on real sweeps with the largest model size held out (run by hand).
+
+For each data set (Step Law MoE sweeps; the (Mis)Fitting Scaling Laws grid), fits lrplan's
+transfer model to every size but the largest, then for each held-out (N, D, batch) cell with
+at least 3 LRs reports: the recommended LR vs the cell's empirical optimum (vertex of a
+quadratic fit of loss vs log LR), the excess loss of the recommendation (on that quadratic,
+relative to its minimum), whether the optimum falls in lrplan's 80% interval of lr*, and
+the predicted vs observed best loss; the Step Law procedure (OLS of log LR over each cell's
+runs within 0.25% of its best) beside it. Those two sets have no licence: they stay outside
+the repository; pass the folder that holds them.
+
+    python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting] [--variants]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+from lrplan.baselines import cell_optima, step_law_fit  # noqa: E402
+from lrplan.data import load_runs  # noqa: E402
+from lrplan.decide import Target, plan  # noqa: E402
+from lrplan.transfer import compare_variants, fit_transfer, transfer_points  # noqa: E402
+
+
+def steplaw(root: Path) -> pd.DataFrame:
+    s = pd.read_csv(root / "steplaw-moe" / "moe_lr_bs_loss.csv")
+    loss = s["smooth loss"].where(np.isfinite(s["smooth loss"]) & (s["smooth loss"] <= 5))
+    return pd.DataFrame({
+        "run": s["exp_name"], "step": s["ti"], "loss": loss, "params": s["Na"].astype(float),
+        "tokens_per_step": s["bs"] * 2048.0, "peak_lr": s["lr"], "total_steps": s["ti"]})
+
+
+def misfitting(root: Path) -> pd.DataFrame:
+    m = pd.read_csv(root / "misfitting" / "scaling_results_last_ckpt_only.csv")
+    return pd.DataFrame({
+        "run": [f"{a}_{b}_{c}_{d}" for a, b, c, d in zip(m["model"], m["train_tokens"], m["peak_lr"],
+                                                          m["sweep"], strict=True)],
+        "step": m["total_steps"], "loss": m["C4 Eval Loss"], "params": m["N_no_emb"].astype(float),
+        "tokens_per_step": 1048576.0, "peak_lr": m["peak_lr"], "total_steps": m["total_steps"],
+        "warmup_steps": 50, "schedule": "cosine:final=0.1,warmup=50"})
+
+
+def sweep_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"params": df["params"], "tokens": df["total_steps"] * df["tokens_per_step"],
+                         "tokens_per_step": df["tokens_per_step"], "lr": df["peak_lr"],
+                         "loss": df["loss"], "diverged": ~np.isfinite(df["loss"])})
+
+
+def quad_excess(cell: pd.DataFrame, lr: float) -> float:
+    """Loss at ``lr`` on the cell's quadratic in log LR, over its minimum, relative."""
+    ok = cell[~cell["diverged"]]
+    c = np.polyfit(np.log(ok["lr"]), ok["loss"], 2)
+    x_min = -c[1] / (2 * c[0])
+    f = np.poly1d(c)
+    return float((f(np.log(lr)) - f(x_min)) / f(x_min))
+
+
+def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
+    df = df.drop_duplicates("run")
+    top = df["params"].max()
+    train, test = df[df["params"] < top], df[df["params"] == top]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "runs.csv"
+        train.to_csv(path, index=False)
+        runs = load_runs(path)
+        t0 = time.perf_counter()
+        points, notes = transfer_points(runs)
+        if args.variants:
+            fit, table = compare_variants(points, seed=args.seed, notes=tuple(notes))
+            print(table.to_string())
+        else:
+            fit = fit_transfer(points, seed=args.seed, notes=tuple(notes))
+        wall = time.perf_counter() - t0
+    d = fit.diagnostics
+    ex = {k: np.quantile(fit.flat(k), [0.1, 0.5, 0.9]) for k in ("c_n", "c_d", "c_b")}
+    step = step_law_fit(sweep_frame(train))
+    held = sweep_frame(test)
+    optima = cell_optima(held)
+    lines = [f"### {name}: fit on N < {top:.3g} ({len(train)} runs, {int(points['diverged'].sum())} "
+             f"diverged) in {wall:.0f} s; predict N = {top:.3g}",
+             "",
+             f"R-hat max {d.r_hat_max:.3f}, ESS min {d.ess_bulk_min:.0f}, divergences {d.divergences}; "
+             + ", ".join(f"{k} {v[1]:.3f} [{v[0]:.3f}, {v[2]:.3f}]" for k, v in ex.items())
+             + f"; Step Law OLS: {', '.join(f'{k} {v:.3f}' for k, v in step.coef.items())}",
+             "",
+             "| N | D | batch | optimum | lrplan rec | 80% lr* | in 80% | excess | "
+             "Step Law | excess | pred best loss (95%) | obs best |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    hits, ratios, excess, s_ratios, s_excess, loss_err = [], [], [], [], [], []
+    for o in optima.itertuples():
+        if not o.vertex:
+            continue
+        cell = held[(held["params"] == o.params) & (held["tokens"] == o.tokens)
+                    & (held["tokens_per_step"] == o.tokens_per_step)]
+        steps = int(round(o.tokens / o.tokens_per_step))
+        target = Target(o.params, o.tokens, o.tokens_per_step, "cosine:final=0.1", steps,
+                        steps // 100)
+        res = plan(fit, target, seed=args.seed)
+        lo, hi = np.quantile(res.lr_star, [0.1, 0.9])
+        rec, s_lr = res.recommended_lr, float(step.predict(o.params, o.tokens, o.tokens_per_step))
+        hit = lo <= o.lr_opt <= hi
+        e, se = quad_excess(cell, rec), quad_excess(cell, s_lr)
+        q = np.quantile(res.final_loss, [0.025, 0.975])
+        hits.append(hit)
+        ratios.append(np.log(rec / o.lr_opt))
+        s_ratios.append(np.log(s_lr / o.lr_opt))
+        excess.append(e)
+        s_excess.append(se)
+        loss_err.append(abs(res.final_loss.mean() - o.best_loss) / o.best_loss)
+        lines.append(f"| {o.params:.3g} | {o.tokens:.3g} | {o.tokens_per_step:.3g} | {o.lr_opt:.3g} | "
+                     f"{rec:.3g} | {lo:.3g}-{hi:.3g} | {'yes' if hit else 'no'} | {e:.2%} | "
+                     f"{s_lr:.3g} | {se:.2%} | {res.final_loss.mean():.4f} ({q[0]:.3f}-{q[1]:.3f}) | "
+                     f"{o.best_loss:.4f} |")
+    lines += ["",
+              f"{len(hits)} cells with a vertex: lrplan |log(rec/opt)| mean {np.mean(np.abs(ratios)):.3f}, "
+              f"excess mean {np.mean(excess):.2%}, optimum in 80% interval {np.mean(hits):.0%}, "
+              f"best-loss rel. error {np.mean(loss_err):.2%}; Step Law |log(lr/opt)| mean "
+              f"{np.mean(np.abs(s_ratios)):.3f}, excess mean {np.mean(s_excess):.2%}", ""]
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data_dir", type=Path)
+    ap.add_argument("--sets", default="steplaw,misfitting")
+    ap.add_argument("--variants", action="store_true", help="compare the four variants by LOO")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    loaders = {"steplaw": ("Step Law MoE sweeps", steplaw), "misfitting": ("(Mis)Fitting grid", misfitting)}
+    for key in args.sets.split(","):
+        title, load = loaders[key]
+        print("\n".join(run_set(title, load(args.data_dir), args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The transfer model, the decision rule, divergence handling and `lrplan plan`'s JSON."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lrplan import laws
+from lrplan.cli import cli
+from lrplan.data import load_runs
+from lrplan.decide import BAND_EXCESS, Target, plan
+from lrplan.schedules import lr_schedule, unannealed_fraction
+from lrplan.simulate import simulate_curves, simulate_sweep, true_lr_star
+from lrplan.transfer import fit_transfer, transfer_points
+
+TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
+             c_b=0.4, kappa=0.04, asym=0.5, k_anneal=0.1, div_offset=1.5, div_width=0.3,
+             sigma=0.005)
+REFS = (1e8, 2e9, 5e5)
+CELLS = [(n, d, b) for n in (2e7, 5e7, 1.2e8) for d in (5e8, 2e9) for b in (2.5e5, 1e6)]
+TARGET = Target(params=1.2e9, tokens=2e10, tokens_per_step=1e6, schedule="cosine:final=0.1",
+                steps=20000, warmup_steps=200)
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory):
+    df = simulate_sweep(TRUTH, CELLS, np.exp(np.linspace(-1.5, 2.2, 8)), refs=REFS, seed=1)
+    path = tmp_path_factory.mktemp("sweep") / "sweep.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(sweep_file):
+    points, notes = transfer_points(load_runs(sweep_file))
+    return fit_transfer(points, seed=0, num_warmup=300, num_samples=300, notes=tuple(notes))
+
+
+def test_unannealed_fraction_is_scale_free():
+    for spec, end in (("constant", 1.0), ("cosine:final=0.1", 0.11), ("linear:final=0", 0.05)):
+        short, long = (unannealed_fraction(lr_schedule(spec, steps=T, peak_lr=3e-4, warmup_steps=T // 50))
+                       for T in (400, 40000))
+        assert short[-1] == pytest.approx(end, abs=0.01)
+        assert long[-1] == pytest.approx(short[-1], abs=0.01)
+        assert np.all(np.diff(long) <= 1e-12)  # never rises: the warmup counts as peak
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.floats(0.1, 100.0), c_n=st.floats(-1.2, 0.0))
+def test_lr_opt_scales_as_a_power_of_size(k, c_n):
+    kw = dict(c0=-7.0, c_n=c_n, c_d=-0.3, c_b=0.5)
+    ratio = np.exp(laws.log_lr_opt(np.log(k), 0.3, 0.1, **kw) - laws.log_lr_opt(0.0, 0.3, 0.1, **kw))
+    assert ratio == pytest.approx(k**c_n, rel=1e-9)
+
+
+def test_bowl_is_steeper_on_the_high_side():
+    h = lambda u: float(laws.lr_bowl(u, curv_lo=0.04, curv_hi=0.04 * np.exp(0.5)))  # noqa: E731
+    assert h(0.0) == 0.0 and h(0.5) > h(-0.5) > 0.0
+
+
+def test_diverged_runs_are_kept_as_evidence(sweep_file):
+    runs = load_runs(sweep_file)
+    points, _ = transfer_points(runs)
+    n_div = sum(r.diverged for r in runs)
+    assert n_div > 0
+    assert int(points["diverged"].sum()) == n_div
+    assert points.loc[points["diverged"], "loss"].isna().all()
+    assert len(pd.unique(points["run"])) == len(runs)
+
+
+def test_recovers_the_lr_law(fitted):
+    assert fitted.diagnostics.divergences == 0 and fitted.diagnostics.r_hat_max < 1.05
+    for k in ("c_n", "c_d", "c_b", "a"):
+        lo, hi = np.quantile(fitted.flat(k), [0.005, 0.995])
+        assert lo <= TRUTH[k] <= hi, k
+    w = float(unannealed_fraction(TARGET.lr_shape())[-1])
+    true = true_lr_star(TRUTH, REFS, TARGET.params, TARGET.tokens, TARGET.tokens_per_step,
+                        unannealed=w)
+    lo, hi = np.quantile(fitted.lr_star(TARGET.params, TARGET.tokens, TARGET.tokens_per_step, w),
+                         [0.025, 0.975])
+    assert lo <= true <= hi
+
+
+def test_divergence_term_learns_where_runs_blow_up(fitted):
+    centre = np.exp(np.median(fitted.log_lr_center(5e7, 1e9, 5e5)))
+    p = fitted.divergence_probability(5e7, 1e9, 5e5, [centre, centre * np.exp(3.0)]).mean(axis=0)
+    assert p[0] < 0.05 and p[1] > 0.9
+
+
+def test_decision_rule(fitted):
+    res = plan(fitted, TARGET, compare_lrs=(1e-4, 1e-3), schedules=("wsd:decay=0.2",))
+    mean = res.expected_loss
+    rec = int(np.argmin(np.abs(res.lr_grid - res.recommended_lr)))
+    assert rec == int(np.argmin(np.where(res.divergence <= 0.05, mean, np.inf)))
+    lo, hi = res.band
+    assert lo < res.recommended_lr < hi
+    inside = (res.lr_grid >= lo) & (res.lr_grid <= hi)
+    assert np.all(mean[inside] - mean[rec] <= BAND_EXCESS * mean[rec] + 1e-12)
+    edge = np.flatnonzero(inside)[[0, -1]] + [-1, 1]
+    assert np.all(mean[edge] - mean[rec] > BAND_EXCESS * mean[rec])
+    for lr, excess in res.compare.items():
+        assert excess.mean() > 0.0 and (lr < lo or lr > hi)
+    assert set(res.curves) == {"cosine:final=0.1", "wsd:decay=0.2"}
+    curve = res.curves["cosine:final=0.1"]
+    assert curve.steps[-1] == TARGET.steps and np.all(np.diff(curve.law.mean(axis=0)) < 0.01)
+    assert curve.law.mean(axis=0)[-1] == pytest.approx(mean[rec], rel=1e-9)
+
+
+def test_curve_points_count(tmp_path):
+    runs, meta = simulate_curves("annealing", dict(L0=2.9, A=0.9, alpha=0.5, C=0.25),
+                                 {"a": "cosine:final=0.1", "b": "constant", "c": "linear:final=0"},
+                                 steps=4000, peak_lr=1e-3, warmup_steps=100, params=1e8,
+                                 tokens_per_step=5e5)
+    runs.to_csv(tmp_path / "r.csv", index=False)
+    meta.to_csv(tmp_path / "m.csv", index=False)
+    points, _ = transfer_points(load_runs(tmp_path / "r.csv", meta=tmp_path / "m.csv"))
+    per_run = points.groupby("run").size()
+    assert (per_run > 1).all()  # a logged curve gives more than its last point
+    last = points[points["final"]].set_index("run")
+    assert last.loc["b", "unannealed"] == pytest.approx(1.0)
+    assert last.loc["c", "unannealed"] < last.loc["a", "unannealed"] < 0.2
+    assert (points.groupby("run")["tokens"].max() == 4000 * 5e5).all()
+
+
+def _plan(path, *extra):
+    return CliRunner().invoke(cli, ["plan", str(path), "--params", "1.2e9", "--tokens", "2e10",
+                                    "--tokens-per-step", "1e6", "--warmup", "150", "--samples", "150",
+                                    *extra])
+
+
+def test_plan_json_contract_and_reproducible(sweep_file):
+    res = _plan(sweep_file, "--compare-lr", "1e-3", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert {"target", "lr", "final_loss", "diagnostics"} <= set(doc)
+    assert set(doc["lr"]) >= {"recommended", "optimum", "band"}
+    qs = {"0.025", "0.1", "0.5", "0.9", "0.975"}
+    assert set(doc["lr"]["optimum"]["quantiles"]) == qs == set(doc["final_loss"]["quantiles"])
+    lo, hi = doc["lr"]["band"]
+    assert lo < doc["lr"]["recommended"] < hi
+    assert doc["lr"]["compare"][0]["lr"] == 1e-3
+    assert set(doc["diagnostics"]) == {"r_hat_max", "ess_bulk_min", "divergences"}
+    assert doc["target"]["steps"] == 20000
+    again = _plan(sweep_file, "--compare-lr", "1e-3", "--json")
+    assert json.loads(again.stdout) == doc
+
+
+def test_plan_without_sizes_fails_cleanly(tmp_path):
+    pd.DataFrame({"run": ["a", "b"], "step": [100, 100], "loss": [3.0, 3.1]}).to_csv(
+        tmp_path / "r.csv", index=False)
+    res = _plan(tmp_path / "r.csv")
+    assert res.exit_code == 2
+    assert "r.csv" in res.stderr and "params" in res.stderr and "Traceback" not in res.output
