@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .data import RunSet, load_runs
 
-__all__ = ["example_path", "multipower_example", "MULTIPOWER_TRAIN"]
+__all__ = ["example_path", "multipower_example", "sweep_example", "MULTIPOWER_TRAIN"]
 
 #: Luo et al.'s training split; the other six schedules are their test curves.
 MULTIPOWER_TRAIN = ("cosine_24000", "constant_24000", "wsdcon_9")
@@ -31,3 +31,8 @@ def multipower_example(size: str = "100M") -> tuple[RunSet, RunSet]:
     test = tuple(r for r in mine if r.name[len(prefix):] not in MULTIPOWER_TRAIN)
     return (RunSet(runs=train, source=runs.source, excluded=()),
             RunSet(runs=test, source=runs.source, excluded=()))
+
+
+def sweep_example() -> RunSet:
+    """The bundled synthetic LR sweep (3 sizes x 2 horizons x 8 LRs; see examples/sweep/)."""
+    return load_runs(example_path("sweep", "runs.csv"))
