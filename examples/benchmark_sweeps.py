@@ -9,7 +9,7 @@ the predicted vs observed best loss; the Step Law procedure (OLS of log LR over 
 runs within 0.25% of its best) beside it. Those two sets have no licence: they stay outside
 the repository; pass the folder that holds them.
 
-    python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting] [--variants]
+    python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting,misfitting-curves] [--variants]
 """
 
 import argparse
@@ -50,6 +50,21 @@ def misfitting(root: Path) -> pd.DataFrame:
         "warmup_steps": 50, "schedule": "cosine:final=0.1,warmup=50"})
 
 
+def misfitting_curves(root: Path) -> pd.DataFrame:
+    """The same grid with every logged checkpoint: curves, not just final losses."""
+    m = pd.read_csv(root / "misfitting" / "scaling_results.csv")
+    # train_tokens counts tokens so far here: a run is (model, planned steps, lr, sweep)
+    key = ["model", "total_steps", "peak_lr", "sweep"]
+    run = m[key].astype(str).agg("_".join, axis=1)
+    # a few runs log a checkpoint just past their planned steps (256 of 250): plan to that step
+    m["total_steps"] = m.groupby(key)["current_steps"].transform("max").clip(lower=m["total_steps"])
+    return pd.DataFrame({
+        "run": run,
+        "step": m["current_steps"], "loss": m["C4 Eval Loss"], "params": m["N_no_emb"].astype(float),
+        "tokens_per_step": 1048576.0, "peak_lr": m["peak_lr"], "total_steps": m["total_steps"],
+        "warmup_steps": 50, "schedule": "cosine:final=0.1,warmup=50"})
+
+
 def sweep_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"params": df["params"], "tokens": df["total_steps"] * df["tokens_per_step"],
                          "tokens_per_step": df["tokens_per_step"], "lr": df["peak_lr"],
@@ -66,9 +81,10 @@ def quad_excess(cell: pd.DataFrame, lr: float) -> float:
 
 
 def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
-    df = df.drop_duplicates("run")
+    df = df.drop_duplicates(["run", "step"])
     top = df["params"].max()
     train, test = df[df["params"] < top], df[df["params"] == top]
+    test = test.sort_values("step").groupby("run", sort=False).tail(1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "runs.csv"
         train.to_csv(path, index=False)
@@ -83,11 +99,13 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
         wall = time.perf_counter() - t0
     d = fit.diagnostics
     ex = {k: np.quantile(fit.flat(k), [0.1, 0.5, 0.9]) for k in ("c_n", "c_d", "c_b")}
-    step = step_law_fit(sweep_frame(train))
+    step = step_law_fit(sweep_frame(train.sort_values("step").groupby("run", sort=False).tail(1)))
     held = sweep_frame(test)
     optima = cell_optima(held)
-    lines = [f"### {name}: fit on N < {top:.3g} ({len(train)} runs, {int(points['diverged'].sum())} "
-             f"diverged) in {wall:.0f} s; predict N = {top:.3g}",
+    n_div = int(points["diverged"].sum())
+    lines = [f"### {name}: fit on N < {top:.3g} ({train['run'].nunique()} runs, {n_div} diverged, "
+             f"{int((~points['diverged']).sum())} loss points) in {wall:.0f} s; "
+             f"predict N = {top:.3g}",
              "",
              f"R-hat max {d.r_hat_max:.3f}, ESS min {d.ess_bulk_min:.0f}, divergences {d.divergences}; "
              + ", ".join(f"{k} {v[1]:.3f} [{v[0]:.3f}, {v[2]:.3f}]" for k, v in ex.items())
@@ -136,7 +154,8 @@ def main():
     ap.add_argument("--variants", action="store_true", help="compare the four variants by LOO")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    loaders = {"steplaw": ("Step Law MoE sweeps", steplaw), "misfitting": ("(Mis)Fitting grid", misfitting)}
+    loaders = {"steplaw": ("Step Law MoE sweeps", steplaw), "misfitting": ("(Mis)Fitting grid", misfitting),
+               "misfitting-curves": ("(Mis)Fitting grid, every checkpoint", misfitting_curves)}
     for key in args.sets.split(","):
         title, load = loaders[key]
         print("\n".join(run_set(title, load(args.data_dir), args)), flush=True)

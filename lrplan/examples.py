@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .data import RunSet, load_runs
 
-__all__ = ["example_path", "multipower_example", "sweep_example", "MULTIPOWER_TRAIN"]
+__all__ = ["example_path", "multipower_example", "olmo_ladder_example", "sweep_example",
+           "MULTIPOWER_TRAIN"]
 
 #: Luo et al.'s training split; the other six schedules are their test curves.
 MULTIPOWER_TRAIN = ("cosine_24000", "constant_24000", "wsdcon_9")
@@ -36,3 +37,9 @@ def multipower_example(size: str = "100M") -> tuple[RunSet, RunSet]:
 def sweep_example() -> RunSet:
     """The bundled synthetic LR sweep (3 sizes x 2 horizons x 8 LRs; see examples/sweep/)."""
     return load_runs(example_path("sweep", "runs.csv"))
+
+
+def olmo_ladder_example() -> RunSet:
+    """AI2's OLMo ladder: cosine runs of 5 sizes (190M-3B) x 5 horizons (see examples/olmo-ladder/)."""
+    return load_runs(example_path("olmo-ladder", "runs.csv"),
+                     meta=example_path("olmo-ladder", "meta.csv"))
