@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.backtest import backtest_curves, backtest_sweep, markdown_table  # noqa: E402
+from lrplan.backtest import backtest_curves, backtest_sweep, markdown_table, transfer_recommender  # noqa: E402
 from lrplan.data import RunSet, load_runs  # noqa: E402
 from lrplan.examples import MULTIPOWER_TRAIN, example_path  # noqa: E402
 
@@ -97,7 +97,8 @@ def sweeps(args, out):
             "loss": loss, "diverged": ~np.isfinite(loss) | (loss > 5)})
     for name, df in frames.items():
         sizes = np.sort(df["params"].unique())
-        res = backtest_sweep(df, f"size:{sizes[-2]:.6g}")
+        res = backtest_sweep(df, f"size:{sizes[-2]:.6g}",
+                             recommend=transfer_recommender(seed=args.seed, chains=args.chains))
         for rec in res.summary.to_dict(orient="records"):
             out.append({"data": name, "split": f"predict N={sizes[-1]:.3g} from N<={sizes[-2]:.3g}",
                         **rec, "fit_s": res.timings[rec["method"]]})
@@ -138,7 +139,7 @@ def main():
                  "CRPS / loss; lpd mean log predictive density (Gaussian KDE of the draws). "
                  "nearest is a point: no intervals.", "", markdown_table(pd.DataFrame(curves)), ""]
     if lr:
-        text += ["## LR sweeps (baselines only: lrplan's transfer model not plugged in yet)", "",
+        text += ["## LR sweeps", "",
                  "log ratio = ln(recommended / empirical optimum of the held-out cell); rel_excess = "
                  "loss at the recommended LR (interpolated in the cell) over the best, minus 1; "
                  "outside_sweep = recommendations outside the cell's swept LRs (no excess computed).",

@@ -45,6 +45,7 @@ __all__ = [
     "parse_holdout",
     "holdout_folds",
     "sweep_frame",
+    "transfer_recommender",
     "backtest_curves",
     "backtest_sweep",
     "to_json",
@@ -372,6 +373,29 @@ def sweep_frame(runs: RunSet) -> pd.DataFrame:
 #: ``lr_hi``: an interval for the optimum), one row per row of ``cells`` (columns params,
 #: tokens, tokens_per_step).
 Recommender = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
+
+def transfer_recommender(**fit_kwargs) -> Recommender:
+    """The recommender of lrplan for `backtest_sweep`: fit the transfer model, plan each cell.
+
+    ``lr`` is the plan's recommended LR, ``lr_lo``/``lr_hi`` the 80% interval of lr*. Sweep
+    tables carry no schedule, so runs and targets count as annealed alike.
+    """
+    from .decide import Target, plan
+    from .transfer import POINT_COLUMNS, fit_transfer
+
+    def recommend(train: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+        pts = train.assign(run=[f"r{i}" for i in range(len(train))], unannealed=np.nan, final=True)
+        fit = fit_transfer(pts[list(POINT_COLUMNS)], **fit_kwargs)
+        out = []
+        for c in cells.itertuples(index=False):
+            steps = max(int(round(c.tokens / c.tokens_per_step)), 1)
+            res = plan(fit, Target(c.params, c.tokens, c.tokens_per_step, "constant", steps, 0))
+            lo, hi = np.quantile(res.lr_star, [0.1, 0.9])
+            out.append({"lr": res.recommended_lr, "lr_lo": lo, "lr_hi": hi})
+        return pd.DataFrame(out)
+
+    return recommend
+
 
 _SWEEP_COLUMNS = ["lr_rec", "lr_opt", "vertex", "log_ratio", "excess_loss", "rel_excess",
                   "above_diverged", "opt_in_interval"]

@@ -20,7 +20,7 @@ from .schedules import lr_schedule, unannealed_fraction
 from .transfer_model import BOWLS, LR_LAWS, TransferData, transfer_model, transfer_sites
 
 __all__ = ["TransferConfig", "TransferFit", "transfer_points", "fit_transfer", "compare_variants",
-           "POINTS_PER_CURVE", "points_from_frame"]
+           "POINTS_PER_CURVE", "POINT_COLUMNS", "points_from_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def transfer_points(runs: RunSet) -> tuple[pd.DataFrame, list[str]]:
         steps = _curve_steps(r)
         loss = r.loss[np.searchsorted(r.steps, steps)]
         for i, (s, y) in enumerate(zip(steps, loss, strict=True)):
-            w = float(w_all[min(s, w_all.size) - 1]) if w_all is not None else 0.0
+            w = float(w_all[min(s, w_all.size) - 1]) if w_all is not None else np.nan
             rows.append({**base, "tokens": s * r.tokens_per_step, "loss": float(y),
                          "diverged": False, "unannealed": w, "final": i == steps.size - 1})
     if unknown_schedule:
@@ -98,7 +98,8 @@ def points_from_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Points table of final-only runs given as a runs-format frame (simulations, sweeps).
 
     Rows need ``run, loss, params, tokens_per_step, peak_lr, total_steps``; a NaN loss is a
-    diverged run. Runs with a ``schedule`` column get its unannealed fraction at the end.
+    diverged run. Runs with a ``schedule`` get its unannealed fraction at the end; others NaN
+    (unknown: treated as annealed).
     """
     w = []
     for r in df.itertuples():
@@ -108,7 +109,7 @@ def points_from_frame(df: pd.DataFrame) -> pd.DataFrame:
                                 warmup_steps=int(getattr(r, "warmup_steps", 0)))
             w.append(float(unannealed_fraction(shape)[-1]))
         else:
-            w.append(0.0)
+            w.append(np.nan)
     loss = df["loss"].to_numpy(float)
     return pd.DataFrame({
         "run": df["run"].astype(str).to_numpy(), "params": df["params"].to_numpy(float),
@@ -245,7 +246,8 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
     x = lambda df, c, ref: np.log(df[c].to_numpy(float) / ref)  # noqa: E731
     data = TransferData(
         x_n=x(ok, "params", n0), x_d=x(ok, "tokens", d0), x_b=x(ok, "tokens_per_step", b0),
-        log_lr=x(ok, "lr", lr_ref), unannealed=ok["unannealed"].to_numpy(float),
+        # a run of unknown schedule counts as annealed, and so does the target (see `plan`)
+        log_lr=x(ok, "lr", lr_ref), unannealed=np.nan_to_num(ok["unannealed"].to_numpy(float)),
         loss=ok["loss"].to_numpy(float),
         curve_slot=np.array([slot.get(r, len(curve_runs)) for r in ok["run"]], dtype=np.int64),
         n_curve_runs=len(curve_runs),
@@ -305,7 +307,8 @@ def fit_transfer(
     diag = _diagnostics(samples, divergences, sites)
     config = TransferConfig(
         lr_law=lr_law, bowl=bowl, n0=n0, d0=d0, b0=b0, lr_ref=lr_ref,
-        schedule_known=not any("no LR schedule" in n for n in notes), seed=seed, chains=chains,
+        schedule_known=bool(points.loc[~points["diverged"], "unannealed"].notna().all()), seed=seed,
+        chains=chains,
         num_warmup=num_warmup, num_samples=num_samples, notes=tuple(notes),
     )
     log_lik = _run_log_lik(samples, data, point_run, priors, lr_law, bowl)

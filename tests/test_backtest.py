@@ -154,3 +154,16 @@ def test_cli_backtest_olmo_end_to_end(tmp_path):
     assert all(0 < summary[m]["mean_rel_err"] < 0.5 for m in summary)
     assert 0 <= summary["lrplan"]["cover95"] <= 1
     assert "| lrplan |" in report.read_text()
+
+
+def test_sweep_backtest_scores_lrplan_beside_the_baselines():
+    from lrplan.backtest import backtest_sweep, sweep_frame, transfer_recommender
+    from lrplan.examples import sweep_example
+
+    res = backtest_sweep(sweep_frame(sweep_example()), "size:5e7",
+                         recommend=transfer_recommender(seed=0, num_warmup=150, num_samples=150))
+    per = res.per_run.set_index("method")
+    assert set(per.index) == {"step_law", "bjorck", "nearest", "lrplan"}
+    lr = per.loc["lrplan"]
+    # the bundled sweep is drawn from the transfer law: lrplan lands near each cell's optimum
+    assert np.all(np.abs(lr["log_ratio"]) < 0.4) and np.all(lr["rel_excess"] < 0.005)
