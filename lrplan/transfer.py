@@ -20,14 +20,17 @@ from .schedules import lr_schedule, unannealed_fraction
 from .transfer_model import BOWLS, LR_LAWS, TransferData, transfer_model, transfer_sites
 
 __all__ = ["TransferConfig", "TransferFit", "transfer_points", "fit_transfer", "compare_variants",
-           "POINTS_PER_CURVE", "POINT_COLUMNS", "points_from_frame"]
+           "MAX_UNANNEALED", "POINTS_PER_CURVE", "POINT_COLUMNS", "points_from_frame"]
 
 log = logging.getLogger(__name__)
 
-#: Points taken from a logged curve besides its last: log-spaced over its second half-decade.
+#: Points taken from a logged curve besides its last, spread over its nearly annealed tail.
 POINTS_PER_CURVE = 6
-#: Intermediate points start this far into a run: earlier, warmup transients dominate.
-_FIRST_FRACTION = 0.1
+#: A logged point counts as a shorter run's final loss only once the run is this close to
+#: annealed (lagged LR / peak). Earlier points have taken more LR area than a finished run of
+#: that length and annealed less; the law has no term for the first, and on real curves (the
+#: (Mis)Fitting checkpoints) using them turned lr*'s horizon exponent positive.
+MAX_UNANNEALED = 0.3
 
 POINT_COLUMNS = ("run", "params", "tokens", "tokens_per_step", "lr", "loss", "diverged",
                  "unannealed", "final")
@@ -45,15 +48,16 @@ def _require(run: Run, source: str) -> None:
         )
 
 
-def _curve_steps(run: Run) -> np.ndarray:
-    """Logged steps used as points: up to POINTS_PER_CURVE log-spaced ones, and the last."""
+def _curve_steps(run: Run, unannealed: np.ndarray | None) -> np.ndarray:
+    """Logged steps used as points: up to POINTS_PER_CURVE from the annealed tail, and the last."""
     last = run.steps[-1]
-    start = max(_FIRST_FRACTION * run.total_steps, 2 * run.warmup_steps, 1)
-    inner = run.steps[(run.steps >= start) & (run.steps < last)]
-    if inner.size == 0 or run.lr is None:
+    if unannealed is None:
         return np.array([last])
-    want = np.geomspace(inner[0], inner[-1], POINTS_PER_CURVE)
-    picked = np.unique(inner[np.searchsorted(inner, want).clip(0, inner.size - 1)])
+    w = unannealed[np.minimum(run.steps, unannealed.size) - 1]
+    inner = run.steps[(w <= MAX_UNANNEALED) & (run.steps > run.warmup_steps) & (run.steps < last)]
+    if inner.size == 0:
+        return np.array([last])
+    picked = inner[np.unique(np.linspace(0, inner.size - 1, POINTS_PER_CURVE).round().astype(int))]
     return np.append(picked, last)
 
 
@@ -61,7 +65,8 @@ def transfer_points(runs: RunSet) -> tuple[pd.DataFrame, list[str]]:
     """One row per observation the transfer model sees, and notes on what was not used.
 
     A non-diverged run gives its last logged loss and, when it logged a curve with a known LR,
-    a few earlier points (each at its own token count, with how unannealed the run was there).
+    a few earlier points from its annealed tail (each at its own token count, with how
+    unannealed the run was there).
     A diverged run gives one row with ``loss`` NaN and ``diverged`` True.
     """
     rows, notes = [], []
@@ -76,7 +81,7 @@ def transfer_points(runs: RunSet) -> tuple[pd.DataFrame, list[str]]:
             rows.append({**base, "tokens": r.total_steps * r.tokens_per_step, "loss": np.nan,
                          "diverged": True, "unannealed": np.nan, "final": True})
             continue
-        steps = _curve_steps(r)
+        steps = _curve_steps(r, w_all)
         loss = r.loss[np.searchsorted(r.steps, steps)]
         for i, (s, y) in enumerate(zip(steps, loss, strict=True)):
             w = float(w_all[min(s, w_all.size) - 1]) if w_all is not None else np.nan
