@@ -66,6 +66,20 @@ def _positive_all(ctx, param, values):
     return values
 
 
+def _report_path(ctx, param, value):
+    """A report file: a known suffix in an existing folder (checked before any fit)."""
+    if value is None:
+        return None
+    from .report import SUFFIXES
+
+    path = Path(value)
+    if path.suffix.lower() not in SUFFIXES:
+        raise click.BadParameter(f"{value}: name the report .html (one self-contained file) or .md")
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"{value}: folder {path.parent} does not exist; create it first")
+    return path
+
+
 seed_option = click.option("--seed", default=0, show_default=True, help="Random seed.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
@@ -357,6 +371,25 @@ def _print_plan(result) -> None:
         click.echo(f"  ... and {len(notes) - 6} more notes (all in --json)")
 
 
+def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, warmup_steps):
+    """The target run of a plan, with the runs' batch, schedule and warmup fraction as defaults."""
+    from .decide import Target
+
+    batches = set(points["tokens_per_step"])
+    if tokens_per_step is None:
+        if len(batches) > 1:
+            raise click.UsageError("the runs use several batch sizes: give the target's --tokens-per-step")
+        tokens_per_step = batches.pop()
+    spec, warm_frac = _default_schedule(runset)
+    schedules = tuple(schedules) or (spec,)
+    steps = max(int(round(tokens / tokens_per_step)), 1)
+    warmup_steps = int(round(warm_frac * steps)) if warmup_steps is None else warmup_steps
+    target = Target(params=params, tokens=tokens, tokens_per_step=tokens_per_step,
+                    schedule=schedules[0], steps=steps, warmup_steps=warmup_steps)
+    target.lr_shape()  # a bad spec fails before the fit
+    return target, schedules[1:]
+
+
 @cli.command()
 @click.argument("runs", type=click.Path(dir_okay=False))
 @click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
@@ -380,44 +413,41 @@ def _print_plan(result) -> None:
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--warmup", "num_warmup", default=500, show_default=True, type=click.IntRange(50))
 @click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
+              help="Also write a report of the plan: .html (one self-contained file) or .md "
+                   "(+ a _files folder of figures).")
 @seed_option
 @json_option
 def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, compare_lrs, variants,
-         priors_file, chains, num_warmup, num_samples, seed, as_json):
+         priors_file, chains, num_warmup, num_samples, report_file, seed, as_json):
     """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
     from .data import load_runs
-    from .decide import Target
     from .decide import plan as decide_plan
     from .priors import load_priors
     from .transfer import compare_variants, fit_transfer, transfer_points
 
     runset = load_runs(runs, meta=meta)
     points, notes = transfer_points(runset)
-    batches = set(points["tokens_per_step"])
-    if tokens_per_step is None:
-        if len(batches) > 1:
-            raise click.UsageError("the runs use several batch sizes: give the target's --tokens-per-step")
-        tokens_per_step = batches.pop()
-    spec, warm_frac = _default_schedule(runset)
-    schedules = schedules or (spec,)
-    steps = max(int(round(tokens / tokens_per_step)), 1)
-    warmup_steps = int(round(warm_frac * steps)) if warmup_steps is None else warmup_steps
-    target = Target(params=params, tokens=tokens, tokens_per_step=tokens_per_step,
-                    schedule=schedules[0], steps=steps, warmup_steps=warmup_steps)
-    target.lr_shape()  # a bad spec fails before the fit
+    target, others = _plan_target(runset, points, params=params, tokens=tokens,
+                                  tokens_per_step=tokens_per_step, schedules=schedules,
+                                  warmup_steps=warmup_steps)
     kwargs = dict(priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
                   num_warmup=num_warmup, num_samples=num_samples,
-                  progress=sys.stderr.isatty() and not as_json, notes=tuple(runset.excluded) + tuple(notes))
+                  progress=_show_progress(as_json), notes=tuple(runset.excluded) + tuple(notes))
     if variants == "compare":
         fit, _ = compare_variants(points, **kwargs)
     else:
         fit = fit_transfer(points, **kwargs)
-    result = decide_plan(fit, target, compare_lrs=tuple(compare_lrs), schedules=tuple(schedules[1:]),
-                         seed=seed)
+    result = decide_plan(fit, target, compare_lrs=tuple(compare_lrs), schedules=others, seed=seed)
     if as_json:
         _echo_json(result.to_json())
     else:
         _print_plan(result)
+    if report_file is not None:
+        from .report import write_report
+
+        path = write_report(report_file, plan=result, seed=seed)
+        click.echo(f"Report written to {path}", err=as_json)
 
 
 @cli.command()
@@ -425,13 +455,15 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
               type=click.Path(file_okay=False), help="Folder for the demo's outputs.")
 @seed_option
 def demo(out_dir, seed):
-    """Fit the bundled 100M multi-power-law runs and predict their held-out schedules."""
+    """Fit the bundled 100M curves and LR sweep: held-out predictions, a 1.2B LR plan, one report."""
     import numpy as np
 
-    from .examples import multipower_example
+    from .decide import plan as decide_plan
+    from .examples import multipower_example, sweep_example
     from .inference import fit_curves, save_fit
     from .predict import predict_curve
     from .report import write_report
+    from .transfer import fit_transfer, transfer_points
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -454,8 +486,66 @@ def demo(out_dir, seed):
         click.echo(f"{r.name:28} {y[-1]:9.4f} {pred.mean[-1]:9.4f} "
                    f"{q['0.025'][-1]:8.4f}-{q['0.975'][-1]:8.4f} {err:8.2%} {cover:7.0%}")
     click.echo(f"\nPosterior saved to {out / 'fit.nc'}")
-    report = write_report(out / "report.html", result, runs=train, seed=seed)
-    click.echo(f"Report written to {report}")
+
+    sweep = sweep_example()
+    points, notes = transfer_points(sweep)
+    click.echo(f"\nFitting the LR-transfer law to the bundled sweep ({len(sweep)} final-only runs) ...",
+               err=True)
+    tfit = fit_transfer(points, seed=seed, progress=_show_progress(),
+                        notes=tuple(sweep.excluded) + tuple(notes))
+    target, others = _plan_target(sweep, points, params=1.2e9, tokens=2e10, tokens_per_step=5e5,
+                                  schedules=("cosine:final=0.1", "wsd:decay=0.2"), warmup_steps=None)
+    planned = decide_plan(tfit, target, compare_lrs=(3e-3,), schedules=others, seed=seed)
+    click.echo()
+    _print_plan(planned)
+    report = write_report(out / "report.html", result, plan=planned, runs=train, seed=seed)
+    click.echo(f"\nReport written to {report}")
+
+
+# ------------------------------------------------------------------------- backtest
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
+@click.option("--holdout", required=True,
+              help="Runs to predict: schedule:NAME1,NAME2 (or a glob), horizon:STEPS, "
+                   "horizon:tokens=D, horizon:ratio=TOKENS_PER_PARAM, size:N or size:rolling; "
+                   "join clauses with ';'.")
+@click.option("--law", type=click.Choice(["multipower", "annealing"]), default="multipower",
+              show_default=True, help="Curve law (curve data).")
+@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--warmup", "num_warmup", default=300, show_default=True, type=click.IntRange(10))
+@click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(10))
+@click.option("--bootstrap", "n_boot", default=100, show_default=True, type=click.IntRange(1),
+              help="Bootstrap refits of the Huber baseline.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False),
+              help="Markdown file for the summary and per-run tables.")
+@seed_option
+@json_option
+def backtest(runs, meta, holdout, law, chains, num_warmup, num_samples, n_boot, report_file, seed,
+             as_json):
+    """Hold runs of RUNS out, fit lrplan and the baselines on the rest, score the predictions."""
+    from . import backtest as bt
+    from .data import load_runs
+
+    runset = load_runs(runs, meta=meta)
+    if all(r.final_only for r in runset):
+        recommend = bt.transfer_recommender(seed=seed, chains=chains, num_warmup=num_warmup,
+                                            num_samples=num_samples)
+        result = bt.backtest_sweep(bt.sweep_frame(runset), holdout, recommend=recommend)
+    else:
+        result = bt.backtest_curves(runset, holdout, law=law, seed=seed, chains=chains,
+                                 num_warmup=num_warmup, num_samples=num_samples, n_boot=n_boot)
+    if report_file:
+        bt.write_report(report_file, bt.to_markdown(result))
+    if as_json:
+        _echo_json(bt.to_json(result))
+        return
+    for note in result.notes:
+        log.info(note)
+    click.echo(bt.markdown_table(result.summary))
+    click.echo("fit wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
 
 
 def main(argv=None) -> None:

@@ -29,6 +29,8 @@ __all__ = [
     "schedule_curves",
     "prior_posterior",
     "loss_vs_lr",
+    "LrCell",
+    "sweep_cells",
     "LrStarPanel",
     "lr_star_vs",
 ]
@@ -306,6 +308,57 @@ def loss_vs_lr(lr_grid: np.ndarray, loss_grid: np.ndarray, *, recommended: float
     b.set_ylabel("expected excess final loss (nats/token)")
     b.set_title("Cost of missing the optimum")
     _shared_legend(fig, (a, b), ncols=5)
+    return fig
+
+
+@dataclass(frozen=True)
+class LrCell:
+    """One sweep cell (runs sharing N, D, B): the law over an LR grid and the runs observed.
+
+    ``mean``, ``lo`` and ``hi`` are the posterior mean and 95% band of the law at ``lr``;
+    ``lr_obs``/``loss_obs`` the runs that finished, ``lr_diverged`` the LRs of those that did not.
+    """
+
+    params: float
+    tokens: float
+    tokens_per_step: float
+    lr: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    lr_obs: np.ndarray
+    loss_obs: np.ndarray
+    lr_diverged: np.ndarray
+
+
+def sweep_cells(cells: Sequence[LrCell]) -> Figure:
+    """One panel per sweep cell: final loss vs peak LR, observed and the law's posterior.
+
+    Diverged runs have no loss: they are crosses along the top of their panel. The y axis frames
+    the observed losses and the band over the finished runs' LRs, not the band's far ends.
+    """
+    fig, axes = _grid(len(cells), ncols=3, w=3.2, h=2.5)
+    for ax, c in zip(axes, cells, strict=True):
+        ax.fill_between(c.lr, c.lo, c.hi, color=BLUE, alpha=0.2, lw=0, label="law, 95% credible")
+        ax.plot(c.lr, c.mean, color=BLUE, lw=1.4, label="law, posterior mean")
+        ax.plot(c.lr_obs, c.loss_obs, "o", color=BLACK, ms=3.5, label="observed final loss")
+        if c.lr_diverged.size:
+            ax.plot(c.lr_diverged, np.full(c.lr_diverged.size, 0.94), "x", color=VERMILLION, ms=6, mew=1.6,
+                    transform=ax.get_xaxis_transform(), clip_on=False, label="diverged (no loss)")
+        if c.lr_obs.size:
+            inside = (c.lr >= c.lr_obs.min() / 1.2) & (c.lr <= c.lr_obs.max() * 1.2)
+            ys = np.concatenate([c.loss_obs, c.lo[inside], c.hi[inside]])
+            ys = ys[np.isfinite(ys)]
+            lo, hi = ys.min(), ys.max()
+            pad = 0.06 * (hi - lo or abs(hi) * 0.01)
+            ax.set_ylim(lo - pad, hi + 2.5 * pad)  # room for the crosses at the top
+        ax.set_xscale("log")
+        _log_axis(ax.xaxis)
+        ax.set_xlim(c.lr[0], c.lr[-1])
+        ax.set_title(f"N={_sci(c.params)}, D={_sci(c.tokens)}, B={_sci(c.tokens_per_step)}", fontsize=9)
+        ax.set_xlabel(f"{LR_LABEL} (log scale)")
+        ax.set_ylabel(f"final {LOSS_LABEL}")
+    _shared_legend(fig, axes, ncols=4)
     return fig
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from .errors import FitError, LrplanError
 from .inference import MAX_POINTS_PER_RUN, CurveFit, Diagnostics
 from .predict import CurvePrediction, predict_curve
+from .schedules import unannealed_fraction
 
 __all__ = [
     "DEFAULT_SCHEDULES",
@@ -119,6 +120,18 @@ class _Body:
     def __init__(self) -> None:
         self.html: list[str] = []
         self.md: list[str] = []
+        self.figures: list[Figure] = []
+
+    def h(self, text: str) -> None:
+        """A subheading inside the section."""
+        self.html.append(f"<h3>{_inline(text)}</h3>")
+        self.md.append(f"### {text}")
+
+    def figure(self, fig: Figure) -> None:
+        """Place a figure here in the body (figures not placed follow the body)."""
+        self.figures.append(fig)
+        self.html.append(_marker(fig))
+        self.md.append(_marker(fig))
 
     def p(self, text: str, *, cls: str | None = None) -> None:
         """A paragraph; ``**bold**`` and ```code``` spans are rendered in both formats."""
@@ -154,7 +167,22 @@ class _Body:
     def section(self, title: str, sid: str, figures: Sequence[Figure] = ()) -> Section:
         """Close the body into a `Section`."""
         return Section(title=title, id=sid, html="\n".join(self.html), markdown="\n\n".join(self.md),
-                       figures=tuple(figures))
+                       figures=(*self.figures, *figures))
+
+
+def _marker(fig: Figure) -> str:
+    return f"<!--figure:{fig.name}-->"
+
+
+def _place(body: str, figures: Sequence[Figure], render: Callable[[Figure], str]) -> str:
+    """Replace each figure's marker in ``body`` by the rendered figure; the rest go after it."""
+    tail = []
+    for f in figures:
+        if _marker(f) in body:
+            body = body.replace(_marker(f), render(f))
+        else:
+            tail.append(render(f))
+    return "\n\n".join([body, *tail])
 
 
 def _inline(text: str) -> str:
@@ -209,13 +237,25 @@ class _Candidate:
 
 @dataclass
 class _Context:
-    fit: CurveFit
+    fit: CurveFit | None
     plan: object | None
     runs: list[_RunInfo]
     candidates: list[_Candidate]
     target_desc: str
     run_preds: dict[str, CurvePrediction] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def fits(self) -> list[tuple[str, object]]:
+        """(label, fit) of the curve fit and the transfer fit, those present."""
+        return ([("curve fit", self.fit)] if self.fit is not None else []) + \
+            ([("transfer fit", self.plan.fit)] if self.plan is not None else [])
+
+    @property
+    def both(self) -> bool:
+        """Both a curve fit and a plan: sections label their two parts."""
+        return self.fit is not None and self.plan is not None
 
 
 def _fitted_runs(fit: CurveFit, runs) -> list[_RunInfo]:
@@ -268,6 +308,9 @@ def _candidates(fit, plan, infos, schedules, *, steps, peak_lr, warmup_steps, pa
                                                   warmup_steps=warmup_steps), pred)
                      for spec, pred in plan.curves.items()]
             return cands, _target_text(steps, peak_lr, warmup_steps, params, tokens_per_step), notes
+    if fit is None:
+        raise ReportError("candidate schedules other than the plan's need a curve fit; give the "
+                          "schedules to `lrplan plan --schedule` instead")
     if steps is None or peak_lr is None:
         longest = max(infos, key=lambda i: i.steps[-1])
         g = fit.config.groups[longest.group]
@@ -324,8 +367,7 @@ def _diag_problems(d: Diagnostics) -> list[str]:
 
 def _warnings(ctx: _Context) -> list[str]:
     out = []
-    fits = [("curve fit", ctx.fit)] + ([("transfer fit", ctx.plan.fit)] if ctx.plan is not None else [])
-    for label, f in fits:
+    for label, f in ctx.fits:
         d = f.diagnostics
         if not d.ok:
             out.append(f"The {label}'s sampler diagnostics failed: {'; '.join(_diag_problems(d))}. "
@@ -380,13 +422,16 @@ def _summary(ctx: _Context) -> Section:
         total = float(np.var(c.pred.final))
         law = float(np.var(c.pred.law[:, -1]))
         share = law / total if total > 0 else 0.0
+        from_plan = plan is not None and any(c.pred is p for p in plan.curves.values())
+        noise = ("the run-to-run noise of the transfer law (seed noise and run offset)" if from_plan
+                 else "the calibrated discrepancy of an unseen run plus evaluation noise")
         if share >= 0.5:
             what = (f"parameter uncertainty (the spread of the fitted law) dominates the uncertainty of "
                     f"that prediction: {share:.0%} of its variance")
         else:
-            what = (f"the calibrated discrepancy of an unseen run plus evaluation noise dominates the "
-                    f"uncertainty of that prediction: {1 - share:.0%} of its variance (the law's "
-                    f"parameters give {share:.0%}); more runs of the same kind would not shrink it much")
+            what = (f"{noise} dominates the uncertainty of that prediction: {1 - share:.0%} of its "
+                    f"variance (the law's parameters give {share:.0%}); more runs of the same kind "
+                    "would not shrink it much")
         b.p(f"**Uncertainty:** {what}.")
     problems = _warnings(ctx)
     if problems:
@@ -398,6 +443,26 @@ def _summary(ctx: _Context) -> Section:
 
 def _data(ctx: _Context) -> Section:
     b = _Body()
+    if ctx.fit is not None:
+        if ctx.both:
+            b.h("Curve fit")
+        _curve_data(ctx, b)
+    if ctx.plan is not None:
+        if ctx.both:
+            b.h("Transfer fit")
+        _transfer_data(ctx.plan.fit, b)
+    return b.section("Data", "data")
+
+
+def _notes(b: _Body, notes: Sequence[str]) -> None:
+    if notes:
+        b.p("What the loader excluded and what the fit noted:")
+        b.items(list(notes))
+    else:
+        b.p("Nothing was excluded.")
+
+
+def _curve_data(ctx: _Context, b: _Body) -> None:
     fit = ctx.fit
     rows = []
     for info in ctx.runs:
@@ -409,26 +474,44 @@ def _data(ctx: _Context) -> Section:
                      str(len(info.steps)), str(min(len(info.steps), MAX_POINTS_PER_RUN))])
     b.table(["run", "params N", "tokens/step", "peak LR", "steps", "schedule", "points after warmup",
              "points in likelihood"], rows, caption=f"{len(rows)} run(s) in the {fit.law} curve fit")
-    if ctx.plan is not None:
-        pts = ctx.plan.fit.points
-        b.p(f"The transfer fit uses {len(pts)} final loss(es) of {pts['run'].nunique()} run(s), "
-            f"{int(pts['diverged'].sum())} of them diverged (kept as evidence that the LR was too high).")
     c = fit.config
     b.p(f"Fit: {c.law} law, {c.chains} chain(s) × {c.num_samples} draws after {c.num_warmup} warmup, "
         f"seed {c.seed}, lrplan {fit.version}; calibrated discrepancy {_fmt(c.discrepancy, 3)} and "
         f"noise {_fmt(c.noise, 3)} (log loss).")
-    notes = list(c.notes)
-    if notes:
-        b.p("What the loader excluded and what the fit noted:")
-        b.items(notes)
-    else:
-        b.p("Nothing was excluded.")
-    return b.section("Data", "data")
+    _notes(b, c.notes)
+
+
+def _transfer_data(tfit, b: _Body) -> None:
+    pts = tfit.points
+    finals = pts[pts["final"].astype(bool)].sort_values(["params", "tokens", "tokens_per_step", "lr"])
+    used = (~pts["diverged"].astype(bool)).groupby(pts["run"]).sum()
+    rows = [[str(r.run), r.params, r.tokens, r.tokens_per_step, r.lr, r.loss,
+             "diverged" if r.diverged else "", str(int(used.get(r.run, 0)))] for r in finals.itertuples()]
+    n_div = int(finals["diverged"].astype(bool).sum())
+    b.table(["run", "params N", "tokens D", "tokens/step", "peak LR", "final loss", "diverged",
+             "loss points"], rows, caption=f"{len(rows)} run(s) in the transfer fit")
+    b.p(f"The transfer fit uses {int(used.sum())} loss point(s) of {len(rows)} run(s); {n_div} run(s) "
+        "diverged and are kept as evidence that their LR was too high.")
+    c = tfit.config
+    b.p(f"Fit: {c.lr_law} lr* law, {c.bowl} bowl, {c.chains} chain(s) × {c.num_samples} draws after "
+        f"{c.num_warmup} warmup, seed {c.seed}, lrplan {tfit.version}.")
+    _notes(b, c.notes)
 
 
 def _fit_quality(ctx: _Context, plots) -> Section:
     b = _Body()
-    figs = []
+    if ctx.fit is not None:
+        if ctx.both:
+            b.h("Curve fit")
+        _curve_quality(ctx, b, plots)
+    if ctx.plan is not None:
+        if ctx.both:
+            b.h("Transfer fit")
+        _transfer_quality(ctx.plan.fit, b, plots, ctx.seed)
+    return b.section("Fit quality", "fit-quality")
+
+
+def _curve_quality(ctx: _Context, b: _Body, plots) -> None:
     preds = ctx.run_preds
     bands = []
     for info in ctx.runs:
@@ -440,8 +523,8 @@ def _fit_quality(ctx: _Context, plots) -> Section:
         b.p("The posterior predictive bands, residuals and predictive check need each run's "
             "per-step LR, which the fit file does not store: give the runs file "
             "(`lrplan report FIT --runs RUNS`) to draw them. Observed curves only:")
-        figs.append(_draw("run_curves", "Observed loss curves of the fitted runs.", plots.run_curves, bands))
-        return b.section("Fit quality", "fit-quality", figs)
+        b.figure(_draw("run_curves", "Observed loss curves of the fitted runs.", plots.run_curves, bands))
+        return
     series, obs, med, lo, hi, pit, rows = [], [], [], [], [], [], []
     for info in ctx.runs:
         pred = preds.get(info.name)
@@ -464,16 +547,69 @@ def _fit_quality(ctx: _Context, plots) -> Section:
         "so close agreement is expected; the Target schedules section extrapolates.")
     b.table(["run", "points", "mean |residual|", "max |residual|", "95% band covers"], rows,
             caption="In-sample agreement (residual relative to the posterior-mean law)")
-    figs.append(_draw("run_curves", "Observed losses (dots) with the posterior predictive median, 50% "
-                      "and 95% bands.", plots.run_curves, bands))
-    figs.append(_draw("residuals", "Relative residuals against step: structure along a curve is the law's "
-                      "misfit, not noise.", plots.residuals, series))
+    b.figure(_draw("run_curves", "Observed losses (dots) with the posterior predictive median, 50% "
+                   "and 95% bands.", plots.run_curves, bands))
+    b.figure(_draw("residuals", "Relative residuals against step: structure along a curve is the law's "
+                   "misfit, not noise.", plots.residuals, series))
     cat = np.concatenate
-    figs.append(_draw("ppc", "Posterior predictive check: observed vs predicted, and the PIT histogram "
-                      "(a hump in the middle means the bands are wider than the in-sample scatter, "
-                      "a U shape that they are too narrow).",
-                      plots.predictive_check, cat(obs), cat(med), cat(lo), cat(hi), cat(pit)))
-    return b.section("Fit quality", "fit-quality", figs)
+    b.figure(_draw("ppc", "Posterior predictive check: observed vs predicted, and the PIT histogram "
+                   "(a hump in the middle means the bands are wider than the in-sample scatter, "
+                   "a U shape that they are too narrow).",
+                   plots.predictive_check, cat(obs), cat(med), cat(lo), cat(hi), cat(pit)))
+
+
+#: Sweep cells drawn in the transfer fit's quality figure (the table lists them all).
+MAX_CELLS = 12
+
+
+def _transfer_quality(tfit, b: _Body, plots, seed: int) -> None:
+    """Observed final loss vs LR per (N, D, B) cell against the transfer law's posterior."""
+    rng = np.random.default_rng(seed)
+    pts = tfit.points
+    finals = pts[pts["final"].astype(bool)]
+    cells, rows = [], []
+    for (n, d, bsz), cell in finals.groupby(["params", "tokens", "tokens_per_step"], sort=True):
+        w = _unannealed(cell)
+        div = cell["diverged"].astype(bool).to_numpy()
+        ok = cell[~div]
+        lrs = cell["lr"].to_numpy(dtype=np.float64)
+        ref = ok["lr"].to_numpy(dtype=np.float64) if len(ok) else lrs
+        grid = np.geomspace(lrs.min() / 1.5, lrs.max() * 1.5, 120)
+        law = np.asarray(tfit.expected_loss(n, d, bsz, grid, w), dtype=np.float64)
+        lo, hi = np.quantile(law, [0.025, 0.975], axis=0)
+        cells.append(plots.LrCell(params=float(n), tokens=float(d), tokens_per_step=float(bsz), lr=grid,
+                                  mean=law.mean(axis=0), lo=lo, hi=hi, lr_obs=ref,
+                                  loss_obs=ok["loss"].to_numpy(dtype=np.float64),
+                                  lr_diverged=lrs[div]))
+        if len(ok):
+            at = np.asarray(tfit.expected_loss(n, d, bsz, ref, w), dtype=np.float64)
+            y = ok["loss"].to_numpy(dtype=np.float64)
+            rel = y / at.mean(axis=0) - 1
+            draws = at + tfit.noise()[:, None] * rng.standard_normal(at.shape)
+            plo, phi = np.quantile(draws, [0.025, 0.975], axis=0)
+            fit_cols = [f"{np.mean(np.abs(rel)):.3%}", f"{np.max(np.abs(rel)):.3%}",
+                        f"{np.mean((y >= plo) & (y <= phi)):.0%}"]
+        else:
+            fit_cols = ["—"] * 3
+        rows.append([float(n), float(d), float(bsz), str(len(cell)), str(int(div.sum())), *fit_cols])
+    b.p("The transfer law against each sweep cell (runs sharing size N, tokens D and batch B): the "
+        "observed final losses and the posterior of the law over peak LR at that cell. The fit sees "
+        "these runs, so close agreement is expected; the Transfer section extrapolates to the target.")
+    b.table(["params N", "tokens D", "tokens/step", "runs", "diverged", "mean |residual|",
+             "max |residual|", "95% predictive covers"], rows,
+            caption="In-sample agreement of final losses (residual relative to the posterior-mean law)")
+    if len(cells) > MAX_CELLS:
+        b.p(f"The figure shows the first {MAX_CELLS} of {len(cells)} cells.")
+    b.figure(_draw("transfer_cells", "Final loss against peak LR in each sweep cell: observed runs "
+                   "(dots), diverged runs (crosses along the top), and the transfer law's posterior "
+                   "mean with its 95% credible band.", plots.sweep_cells, cells[:MAX_CELLS]))
+
+
+def _unannealed(cell) -> float:
+    """A cell's median unannealed fraction at its runs' ends (0 when unknown)."""
+    w = cell["unannealed"].to_numpy(dtype=np.float64) if "unannealed" in cell else np.array([])
+    w = w[np.isfinite(w)]
+    return float(np.median(w)) if w.size else 0.0
 
 
 def _cell_optima(points) -> list[dict]:
@@ -496,12 +632,13 @@ def _cell_optima(points) -> list[dict]:
         v = -b / (2 * a)
         if x.min() <= v <= x.max():
             out.append({"params": float(n), "tokens": float(d), "tokens_per_step": float(bsz),
-                        "lr": float(np.exp(v)), "lrs": int(np.unique(x).size)})
+                        "lr": float(np.exp(v)), "lrs": int(np.unique(x).size),
+                        "unannealed": _unannealed(cell)})
     return out
 
 
-def _lr_star_q(tfit, params, tokens, bsz) -> np.ndarray:
-    return np.quantile(np.asarray(tfit.lr_star(params, tokens, bsz), dtype=np.float64),
+def _lr_star_q(tfit, params, tokens, bsz, unannealed: float) -> np.ndarray:
+    return np.quantile(np.asarray(tfit.lr_star(params, tokens, bsz, unannealed), dtype=np.float64),
                        [0.025, 0.1, 0.5, 0.9, 0.975])
 
 
@@ -540,12 +677,14 @@ def _transfer(ctx: _Context, plots) -> Section:
                   risky=_risky(plan))]
     cells = _cell_optima(tfit.points)
     target_q = np.quantile(np.asarray(plan.lr_star, dtype=np.float64), [0.025, 0.1, 0.5, 0.9, 0.975])
+    # lr* depends on how annealed a run ends (the plan's rule): the target's schedule, each cell's runs
+    w_t = float(unannealed_fraction(t.lr_shape())[-1]) if tfit.config.schedule_known else 0.0
     pts = tfit.points
     panels = []
     for axis, label, col in (("N", "parameters N", "params"), ("D", "training tokens D", "tokens")):
         tx = t.params if col == "params" else t.tokens
         x = _axis_grid([*pts[col].astype(float), tx])
-        q = np.stack([_lr_star_q(tfit, *_along(col, v, t.params, t.tokens, t.tokens_per_step))
+        q = np.stack([_lr_star_q(tfit, *_along(col, v, t.params, t.tokens, t.tokens_per_step), w_t)
                       for v in x], axis=1)
         # one dashed model line per setting of the other coordinates, with that setting's optima
         other = ("tokens", "tokens_per_step") if col == "params" else ("params", "tokens_per_step")
@@ -555,7 +694,8 @@ def _transfer(ctx: _Context, plots) -> Section:
         lines = []
         for (o, bsz), cs in list(groups.items())[:5]:
             n, d = (cs[0]["params"], o) if col == "params" else (o, cs[0]["tokens"])
-            med = [np.median(tfit.lr_star(*_along(col, v, n, d, bsz))) for v in x]
+            w = float(np.median([c["unannealed"] for c in cs]))
+            med = [np.median(tfit.lr_star(*_along(col, v, n, d, bsz), w)) for v in x]
             name = "D" if col == "params" else "N"
             lines.append((f"{name}={_fmt(o, 2)}, B={_fmt(bsz, 2)}", x, np.asarray(med),
                           [c[col] for c in cs], [c["lr"] for c in cs]))
@@ -566,19 +706,20 @@ def _transfer(ctx: _Context, plots) -> Section:
                       "other settings (median, 80% and 95% bands), with the target (square: lr* median "
                       "and 95%) and the recommendation (star). Dots are the sweep cells' empirical "
                       "optima (vertex of a quadratic in log LR), the dashed line the model's median at "
-                      "those cells' other settings.", plots.lr_star_vs, panels))
+                      "those cells' other settings and schedule.", plots.lr_star_vs, panels))
     b.p(f"Recommended peak LR {_fmt(plan.recommended_lr, 3)}; near-optimal band "
         f"{_fmt(plan.band[0], 3)}–{_fmt(plan.band[1], 3)} (expected excess loss < {NEAR_OPTIMAL:.2%}, "
         f"here {_fmt(tol, 2)} nats/token).")
     if cells:
         b.table(["params N", "tokens D", "tokens/step", "LRs", "empirical lr*", "model median lr*"],
                 [[c["params"], c["tokens"], c["tokens_per_step"], str(c["lrs"]), c["lr"],
-                  float(np.median(tfit.lr_star(c["params"], c["tokens"], c["tokens_per_step"])))]
+                  float(np.median(tfit.lr_star(c["params"], c["tokens"], c["tokens_per_step"],
+                                               c["unannealed"])))]
                  for c in cells], caption="Empirical optima of the sweep cells")
     else:
         b.p("No sweep cell has three or more non-diverged LRs around a minimum, so no empirical optimum "
             "is shown.")
-    b.items(list(plan.notes))
+    b.items([n for n in plan.notes if n not in tfit.config.notes])  # the fit's are under Data
     return b.section("Transfer", "transfer", figs)
 
 
@@ -621,9 +762,14 @@ def _param_rows(samples: dict[str, np.ndarray]) -> list[list]:
     return rows
 
 
-def _prior_panels(priors, samples: dict[str, np.ndarray]) -> list[tuple]:
+#: Transfer-fit parameters whose prior and posterior the report draws (those the fit has).
+TRANSFER_SHOWN = ("c_n", "c_d", "c_b", "c_nn", "a", "b", "kappa", "asym")
+
+
+def _prior_panels(priors, samples: dict[str, np.ndarray], names: Sequence[str] | None = None) -> list[tuple]:
     """(name, grid, prior density, posterior draws, log) per scalar parameter with a prior.
 
+    ``names`` restricts (and orders) the parameters shown; default: every one with a prior.
     A positive parameter whose prior spans more than a factor 30 is shown on log10 scale.
     """
     import jax
@@ -632,8 +778,11 @@ def _prior_panels(priors, samples: dict[str, np.ndarray]) -> list[tuple]:
     from .model import prior_distribution
 
     panels = []
-    for i, (name, prior) in enumerate(priors.params.items()):
+    for i, name in enumerate(names or priors.params):
+        prior = priors.params.get(name)
         x = samples.get(name)
+        if prior is None:
+            continue
         if x is None or np.ndim(x) != 2:
             continue
         post = np.asarray(x, dtype=np.float64).reshape(-1)
@@ -657,25 +806,27 @@ def _prior_panels(priors, samples: dict[str, np.ndarray]) -> list[tuple]:
 
 def _diagnostics(ctx: _Context, plots) -> Section:
     b = _Body()
-    fits = [("curve fit", ctx.fit)] + ([("transfer fit", ctx.plan.fit)] if ctx.plan is not None else [])
+    fits = ctx.fits
     b.table(["fit", "R-hat max", "bulk ESS min", "divergences", "status"],
             [[label, _fixed(f.diagnostics.r_hat_max, 3), _fixed(f.diagnostics.ess_bulk_min, 0),
               str(f.diagnostics.divergences),
               "ok" if f.diagnostics.ok else "FAILED: " + "; ".join(_diag_problems(f.diagnostics))]
              for label, f in fits],
             caption="Thresholds: R-hat ≤ 1.01, bulk ESS ≥ 200, no divergent transition")
-    figs = []
     for label, f in fits:
+        if ctx.both:
+            b.h(label.capitalize())
         b.table(["parameter", "mean", "sd", "2.5%", "97.5%", "R-hat", "bulk ESS"], _param_rows(f.samples),
                 caption=f"Posterior of the {label}'s scalar parameters")
-        panels = _prior_panels(f.priors, f.samples)
+        slug = label.split()[0]
+        panels = _prior_panels(f.priors, f.samples, TRANSFER_SHOWN if slug == "transfer" else None)
         if panels:
-            slug = label.split()[0]
-            figs.append(_draw(f"prior_posterior_{slug}",
-                              f"Prior (orange) and posterior (blue) of the {label}'s parameters, in the "
-                              "model's normalised units: a posterior no narrower than its "
-                              "prior means the data did not inform that parameter.",
-                              plots.prior_posterior, panels))
+            what = "exponents and bowl" if slug == "transfer" else "parameters"
+            b.figure(_draw(f"prior_posterior_{slug}",
+                           f"Prior (orange) and posterior (blue) of the {label}'s {what}, in the "
+                           "model's normalised units: a posterior no narrower than its "
+                           "prior means the data did not inform that parameter.",
+                           plots.prior_posterior, panels))
     loo = getattr(ctx.plan.fit, "loo", None) if ctx.plan is not None else None
     if loo is not None:
         cols = [c for c in ("rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "warning")
@@ -683,17 +834,19 @@ def _diagnostics(ctx: _Context, plots) -> Section:
         rows = zip(loo.index, loo[cols].itertuples(index=False), strict=True)
         b.table(["model", *cols], [[str(i), *(v if isinstance(v, float) else str(v) for v in row)]
                                    for i, row in rows],
-                caption="Model comparison by PSIS-LOO (higher elpd_loo is better)")
+                caption="Transfer model variants compared by PSIS-LOO over runs (higher elpd_loo is "
+                        "better)")
     else:
-        b.p("No LOO model comparison in these fits.")
-    return b.section("Diagnostics", "diagnostics", figs)
+        b.p("No LOO model comparison in these fits (`lrplan plan --variants compare` ranks the transfer "
+            "model's variants).")
+    return b.section("Diagnostics", "diagnostics")
 
 
 # ---------------------------------------------------------------- building
 
 
 def build_report(
-    fit: CurveFit,
+    fit: CurveFit | None = None,
     *,
     plan=None,
     runs=None,
@@ -710,10 +863,12 @@ def build_report(
 
     Parameters
     ----------
-    fit : CurveFit
-        The curve fit.
+    fit : CurveFit, optional
+        The curve fit. Without one (an LR sweep of final-only runs has none), the report is
+        built from ``plan`` alone: its transfer fit's runs, fit quality and diagnostics.
     plan : PlanResult, optional
-        Adds the Transfer section; its target and recommended LR become the schedule defaults.
+        Adds the Transfer section and the transfer fit's data, fit quality and diagnostics; its
+        target and recommended LR become the schedule defaults. Required without ``fit``.
     runs : RunSet, optional
         The fitted runs; their per-step LRs give the posterior predictive bands, residuals and
         predictive check (a fit file does not store them).
@@ -729,16 +884,23 @@ def build_report(
     """
     from . import plots
 
-    infos = _fitted_runs(fit, runs)
+    if fit is None and plan is None:
+        raise ReportError("a report needs a curve fit, a plan, or both")
+    infos = _fitted_runs(fit, runs) if fit is not None else []
     cands, desc, notes = _candidates(fit, plan, infos, schedules, steps=steps, peak_lr=peak_lr,
                                      warmup_steps=warmup_steps, params=params,
                                      tokens_per_step=tokens_per_step, seed=seed)
     ctx = _Context(fit=fit, plan=plan, runs=infos, candidates=cands, target_desc=desc,
-                   run_preds=_predict_runs(fit, infos, seed), notes=notes)
+                   run_preds=_predict_runs(fit, infos, seed) if fit is not None else {}, notes=notes,
+                   seed=seed)
     sections = (_summary(ctx), _data(ctx), _fit_quality(ctx, plots), _transfer(ctx, plots),
                 _schedules(ctx, plots), _diagnostics(ctx, plots))
-    return Report(title=title or f"lrplan report: {fit.law} law, {len(infos)} run(s)",
-                  sections=sections, warnings=tuple(_warnings(ctx)))
+    if title is None:
+        parts = [f"{fit.law} law, {len(infos)} run(s)"] if fit is not None else []
+        if plan is not None:
+            parts.append(f"LR plan from {plan.fit.points['run'].nunique()} run(s)")
+        title = "lrplan report: " + "; ".join(parts)
+    return Report(title=title, sections=sections, warnings=tuple(_warnings(ctx)))
 
 
 # ---------------------------------------------------------------- rendering and writing
@@ -770,13 +932,14 @@ def render_html(report: Report) -> str:
     for w in report.warnings:
         out.append(f'<div class="warning" role="alert"><strong>Warning:</strong> {esc(w)}</div>')
     out.append("<nav>" + "".join(f'<a href="#{s.id}">{esc(s.title)}</a>' for s in report.sections) + "</nav>")
+    def figure(f: Figure) -> str:
+        data = base64.b64encode(f.png).decode("ascii")
+        return (f'<figure id="fig-{f.name}"><img src="data:image/png;base64,{data}" '
+                f'alt="{esc(f.caption)}"><figcaption>{esc(f.caption)}</figcaption></figure>')
+
     for s in report.sections:
         out.append(f'<section id="{s.id}" aria-labelledby="{s.id}-h"><h2 id="{s.id}-h">{esc(s.title)}</h2>')
-        out.append(s.html)
-        for f in s.figures:
-            data = base64.b64encode(f.png).decode("ascii")
-            out.append(f'<figure id="fig-{f.name}"><img src="data:image/png;base64,{data}" '
-                       f'alt="{esc(f.caption)}"><figcaption>{esc(f.caption)}</figcaption></figure>')
+        out.append(_place(s.html, s.figures, figure))
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -788,10 +951,11 @@ def render_markdown(report: Report, files_dir: str) -> str:
     for w in report.warnings:
         out += [f"> **Warning:** {w}", ""]
     out += [" · ".join(f"[{s.title}](#{s.id})" for s in report.sections), ""]
+    def figure(f: Figure) -> str:
+        return f"![{f.caption}]({files_dir}/{f.name}.png)\n\n*{f.caption}*"
+
     for s in report.sections:
-        out += [f'<a id="{s.id}"></a>', "", f"## {s.title}", "", s.markdown, ""]
-        for f in s.figures:
-            out += [f"![{f.caption}]({files_dir}/{f.name}.png)", "", f"*{f.caption}*", ""]
+        out += [f'<a id="{s.id}"></a>', "", f"## {s.title}", "", _place(s.markdown, s.figures, figure), ""]
     return "\n".join(out)
 
 
@@ -833,7 +997,7 @@ def save_report(report: Report, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_report(path: str | os.PathLike[str], fit: CurveFit, *, plan=None, runs=None,
+def write_report(path: str | os.PathLike[str], fit: CurveFit | None = None, *, plan=None, runs=None,
                  schedules: Sequence[str] | None = None, **kwargs) -> Path:
     """Build a report (see `build_report` for the arguments) and write it to ``path``."""
     _check_suffix(Path(path))

@@ -25,6 +25,7 @@ from lrplan.report import (
     write_report,
 )
 from lrplan.simulate import simulate_curves
+from lrplan.transfer import TransferConfig
 
 TRUTH = dict(L0=2.8, A=1.0, alpha=0.45, B=0.17, C=2.0, beta=0.5, gamma=0.6)
 SCHEDULES = {"cos": "cosine:final=0.1", "const": "constant"}
@@ -73,6 +74,8 @@ def fake_fit(runs, diagnostics=GOOD, chains=2, draws=100) -> CurveFit:
 class FakeTransferFit:
     """Duck-typed transfer fit: log lr* = log 1e-3 - 0.3 log(N/1e8) - 0.3 log(D/1e10) + spread."""
 
+    version = "test"
+
     def __init__(self, chains=2, draws=100):
         rng = np.random.default_rng(1)
         self.samples = {"c0": np.log(1e-3) + 0.05 * rng.standard_normal((chains, draws)),
@@ -88,16 +91,28 @@ class FakeTransferFit:
                 loss = np.nan if diverged else 3.0 + 0.05 * np.log(f) ** 2
                 rows.append({"run": f"n{n:g}_d{d:g}_{i}", "params": n, "tokens": d,
                              "tokens_per_step": BATCH, "lr": opt * f, "loss": loss,
-                             "diverged": diverged, "final": True})
+                             "diverged": diverged, "unannealed": np.nan if diverged else 0.1,
+                             "final": True})
         self.points = pd.DataFrame(rows)
+        self.config = TransferConfig(lr_law="loglinear", bowl="symmetric", n0=1e8, d0=1e10, b0=BATCH,
+                                     lr_ref=1e-3, schedule_known=True, seed=0, chains=chains,
+                                     num_warmup=100, num_samples=draws,
+                                     notes=("run odd: no params; not used",))
         self.loo = pd.DataFrame({"rank": [0, 1], "elpd_loo": [12.3, 10.1], "p_loo": [4.2, 3.9],
                                  "elpd_diff": [0.0, 2.2], "weight": [0.8, 0.2], "se": [1.1, 1.3],
                                  "dse": [0.0, 0.9], "warning": [False, False]},
                                 index=["straight", "curved"])
 
-    def lr_star(self, params, tokens, tokens_per_step):
+    def lr_star(self, params, tokens, tokens_per_step, unannealed=0.0):
         s = {k: v.reshape(-1) for k, v in self.samples.items()}
         return np.exp(s["c0"] + s["c_n"] * np.log(params / 1e8) + s["c_d"] * np.log(tokens / 1e10))
+
+    def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed):
+        u = np.log(np.atleast_1d(lr))[None, :] - np.log(self.lr_star(params, tokens, tokens_per_step))[:, None]
+        return 3.0 + 0.05 * u**2
+
+    def noise(self):
+        return np.full(self.samples["c0"].size, 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +320,95 @@ def test_lr_schedule_of_candidates_matches_target(runs):
                           warmup_steps=0)
     sched = next(s for s in report.sections if s.id == "schedules")
     assert "3000 steps, peak LR 0.0005, 0 warmup steps" in sched.html
+
+
+# ---------------------------------------------------------------- a report from a real plan alone
+
+SWEEP_TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
+                   c_b=0.4, kappa=0.04, asym=0.5, k_anneal=0.1, div_offset=1.5, div_width=0.3, sigma=0.005)
+SWEEP_REFS = (1e8, 2e9, 5e5)
+SWEEP_CELLS = [(n, d, 5e5) for n in (2e7, 1.2e8) for d in (5e8, 2e9)]
+
+
+@pytest.fixture(scope="module")
+def sweep_csv(tmp_path_factory):
+    from lrplan.simulate import simulate_sweep
+
+    df = simulate_sweep(SWEEP_TRUTH, SWEEP_CELLS, np.exp(np.linspace(-1.5, 2.2, 7)), refs=SWEEP_REFS, seed=1)
+    path = tmp_path_factory.mktemp("sweep") / "sweep.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_plan(sweep_csv):
+    from lrplan.decide import plan as decide
+    from lrplan.transfer import fit_transfer, transfer_points
+
+    points, notes = transfer_points(load_runs(sweep_csv))
+    tfit = fit_transfer(points, seed=0, chains=2, num_warmup=100, num_samples=100, notes=tuple(notes))
+    target = Target(params=1.2e9, tokens=2e10, tokens_per_step=5e5, schedule="cosine:final=0.1",
+                    steps=40000, warmup_steps=400)
+    return decide(tfit, target, compare_lrs=(3e-3,), schedules=("wsd:decay=0.2",))
+
+
+def test_report_from_a_plan_alone(real_plan, tmp_path):
+    path = write_report(tmp_path / "plan.html", plan=real_plan)
+    text = path.read_text()
+    assert "<script" not in text.lower() and not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text)
+    for sid in SECTION_IDS:
+        assert re.search(rf'<section id="{sid}" aria-labelledby="{sid}-h"><h2 id="{sid}-h">', text), sid
+    imgs = _images(text)
+    assert len(imgs) >= 5
+    for tag in imgs:
+        _check_png(tag)
+    section = lambda sid: text.split(f'<section id="{sid}"')[1].split("</section>")[0]  # noqa: E731
+    data = section("data")
+    pts = real_plan.fit.points
+    assert all(f"<td>{r}</td>" in data for r in pts["run"])  # every run, diverged ones included
+    assert pts["diverged"].any() and "<td>diverged</td>" in data
+    quality = section("fit-quality")
+    assert 'id="fig-transfer_cells"' in quality and "95% predictive covers" in quality
+    assert 'id="fig-prior_posterior_transfer"' in section("diagnostics")
+    assert "transfer fit" in section("diagnostics") and "curve fit" not in section("diagnostics")
+    assert "<td>wsd:decay=0.2</td>" in section("schedules")
+    assert "Use a peak learning rate" in section("summary")
+    # the figure sits after its own table, not at the end of the section
+    assert quality.index("In-sample agreement") < quality.index('id="fig-transfer_cells"')
+
+
+def test_plan_report_warns_about_the_transfer_fit_only(real_plan):
+    bad = replace(real_plan, fit=replace(real_plan.fit, diagnostics=BAD))
+    report = build_report(plan=bad)
+    assert len(report.warnings) == 1 and "transfer fit" in report.warnings[0]
+    with pytest.raises(ReportError, match="curve fit"):
+        build_report(plan=real_plan, schedules=["constant"])
+    with pytest.raises(ReportError):
+        build_report()
+
+
+def test_cli_plan_report_markdown(sweep_csv, real_plan, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import lrplan.transfer
+    from lrplan.cli import cli
+
+    monkeypatch.setattr(lrplan.transfer, "fit_transfer", lambda points, **kw: real_plan.fit)  # no 2nd NUTS
+    out = tmp_path / "plan.md"
+    res = CliRunner().invoke(cli, ["plan", str(sweep_csv), "--params", "1.2e9", "--tokens", "2e10",
+                                   "--json", "--report", str(out)])
+    assert res.exit_code == 0, res.output
+    json.loads(res.stdout)  # stdout stays one JSON document; the report's path goes to stderr
+    assert str(out) in res.stderr
+    text = out.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 4 and all(link.startswith("plan_files/") for link in links)
+    for link in links:
+        assert mpimg.imread(tmp_path / link).shape[0] > 200
+    for sid in SECTION_IDS:
+        assert f'<a id="{sid}"></a>' in text
+    res = CliRunner().invoke(cli, ["plan", str(sweep_csv), "--params", "1.2e9", "--tokens", "2e10",
+                                   "--report", str(tmp_path / "plan.pdf")])
+    assert res.exit_code == 2 and ".html" in res.output  # refused before any fit
