@@ -146,7 +146,7 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
     doc = {"fit": str(output), "law": law, "runs": len(set(result.observed["run"])),
            "points": int(len(result.observed["step"])), "groups": len(result.config.groups),
            "discrepancy": result.config.discrepancy, "noise": result.config.noise,
-           "diagnostics": _diag(d), "notes": list(result.config.notes)}
+           "diagnostics": d.to_json(), "notes": list(result.config.notes)}
     if as_json:
         _echo_json(doc)
         return
@@ -155,10 +155,6 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
     click.echo(f"{law} law fitted to {doc['runs']} runs ({doc['points']} points, "
                f"{doc['groups']} group(s)) -> {output}")
     click.echo(_diag_line(d))
-
-
-def _diag(d) -> dict:
-    return {"r_hat_max": d.r_hat_max, "ess_bulk_min": d.ess_bulk_min, "divergences": d.divergences}
 
 
 def _diag_line(d) -> str:
@@ -235,7 +231,7 @@ def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, t
         "curve": {"step": [int(s) for s in at], "mean": pred.mean.tolist(),
                   "quantiles": {k: v.tolist() for k, v in q.items()}},
         "final_loss": summarize(pred.final),
-        "diagnostics": _diag(result.diagnostics),
+        "diagnostics": result.diagnostics.to_json(),
         "notes": list(pred.notes),
     }
     if as_json:
@@ -412,7 +408,7 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
               help="TOML overriding transfer priors by name.")
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--warmup", "num_warmup", default=500, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
               help="Also write a report of the plan: .html (one self-contained file) or .md "
                    "(+ a _files folder of figures).")

@@ -101,9 +101,7 @@ class PlanResult:
                 "runs": len(fit.runs), "points": int((~fit.points["diverged"]).sum()),
                 "diverged_runs": int(fit.points.loc[fit.points["final"], "diverged"].sum()),
             },
-            "diagnostics": {"r_hat_max": fit.diagnostics.r_hat_max,
-                            "ess_bulk_min": fit.diagnostics.ess_bulk_min,
-                            "divergences": fit.diagnostics.divergences},
+            "diagnostics": fit.diagnostics.to_json(),
             "notes": list(self.notes),
         }
         if curve is not None:
@@ -180,8 +178,8 @@ def plan(
     final = best + fit.noise() * rng.standard_normal(best.shape)
     curves = {s: _curve(fit, target, s, lr_rec, rng) for s in dict.fromkeys((target.schedule, *schedules))}
     if schedules and not fit.config.schedule_known:
-        notes.append("the fitted runs' schedules are unknown, so the law cannot tell the "
-                     "candidate schedules apart")
+        notes.append("the fitted runs' schedules are unknown, so the transfer law cannot tell the "
+                     "candidate schedules apart (a curve fit can: lrplan predict)")
     _extrapolation_notes(fit, target, notes)
     return PlanResult(target=target, fit=fit, lr_grid=grid, loss_grid=loss, recommended_lr=lr_rec,
                       lr_star=grid[np.argmin(loss, axis=1)], band=(float(grid[lo]), float(grid[hi])),

@@ -40,6 +40,12 @@ class Diagnostics:
     ess_bulk_min: float
     divergences: int
 
+    def to_json(self) -> dict:
+        """JSON form; R-hat is null when undefined (one chain)."""
+        finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+        return {"r_hat_max": finite(self.r_hat_max), "ess_bulk_min": finite(self.ess_bulk_min),
+                "divergences": int(self.divergences)}
+
     @property
     def ok(self) -> bool:
         """R-hat <= 1.01, bulk ESS >= 100 per chain-ish, and no divergence."""

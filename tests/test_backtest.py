@@ -122,11 +122,11 @@ def test_cli_backtest_sweep_json(tmp_path):
                          "tokens_per_step": df["tokens"] / 1000, "peak_lr": df["lr"]})
     runs.to_csv(tmp_path / "sweep.csv", index=False)
     res = CliRunner().invoke(cli, ["backtest", str(tmp_path / "sweep.csv"), "--holdout", "size:3e8",
-                                   "--json"])
+                                   "--warmup", "100", "--samples", "100", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["kind"] == "sweep" and {r["method"] for r in doc["summary"]} == {
-        "step_law", "bjorck", "nearest"}
+        "step_law", "bjorck", "nearest", "lrplan"}
 
 
 def test_cli_backtest_bad_holdout_exits_2(tmp_path):
