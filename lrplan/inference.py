@@ -69,6 +69,7 @@ class FitConfig:
     chains: int
     num_warmup: int
     num_samples: int
+    discrepancy_dof: int = 0  # held-out runs behind the discrepancy (0: taken as exact)
     notes: tuple[str, ...] = ()
 
 
@@ -233,6 +234,9 @@ def _residuals(law, used, group_index, config_like, priors, seed, *, train, test
 def _calibrate(law, used, group_index, config_like, priors, seed):
     """The law's error on data it did not see, on log loss: a floor and a growth rate.
 
+    Returns the floor, the growth, the number of held-out runs behind them (the degrees of
+    freedom of the estimate) and notes.
+
     The floor comes from predicting each run of a group with >= 2 runs from a fit without it
     (schedule transfer at seen horizons). The growth comes from fitting every run's first 60%
     and forecasting the rest: squared errors beyond the floor are regressed on the squared log
@@ -274,7 +278,7 @@ def _calibrate(law, used, group_index, config_like, priors, seed):
     growth = float(np.sqrt(max(0.0, np.sum(excess * u[late] ** 2) / np.sum(u[late] ** 4))))
     notes = [f"discrepancy {floor:.2e} (log loss, from {how}), growing by {growth:.2e} per unit "
              "log area beyond the fitted area (from forecasting each run's last 40%)"]
-    return floor, growth, notes
+    return floor, growth, len(sq) or len(used), notes
 
 
 def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
@@ -340,7 +344,7 @@ def fit_curves(
              data.n_points, data.n_groups)
 
     point, _ = map_fit(data, priors, seed=seed)
-    disc, growth, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
+    disc, growth, dof, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
     notes += cal_notes
 
     noise = float(point["sigma"])
@@ -362,7 +366,8 @@ def fit_curves(
                        noise=noise, discrepancy=disc, discrepancy_growth=growth,
                        area_ref=float(max(area(r.lr, r.steps[_fit_points(r)][-1:], lr_ref)[0] for r in used)),
                        seed=seed, chains=chains, num_warmup=num_warmup,
-                       num_samples=num_samples, notes=tuple(runs.excluded) + tuple(notes))
+                       num_samples=num_samples, discrepancy_dof=dof,
+                       notes=tuple(runs.excluded) + tuple(notes))
     observed = {
         "run": np.concatenate([np.full(_fit_points(r).sum(), r.name, dtype=object) for r in used]),
         "step": np.concatenate([r.steps[_fit_points(r)] for r in used]),

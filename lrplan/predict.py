@@ -166,6 +166,11 @@ def predict_curve(
     u = np.maximum(0.0, np.log(area(lr, steps, cfg.lr_ref) / cfg.area_ref))
     scale = np.hypot(cfg.discrepancy, cfg.discrepancy_growth * u)
     disc = rng.standard_normal((law_curves.shape[0], 1)) * scale[None, :]
+    if cfg.discrepancy_dof > 0:
+        # that scale is estimated from a handful of held-out runs: integrating over its
+        # uncertainty (scaled inverse chi-square) makes the offset Student-t with that many dof
+        dof = cfg.discrepancy_dof
+        disc *= np.sqrt(dof / rng.chisquare(dof, size=(law_curves.shape[0], 1)))
     draws = law_curves * np.exp(noise + disc)
     return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
                            notes=tuple(notes))
