@@ -309,7 +309,7 @@ def loss_nd(log_n, log_d, *, E, A, a, B, b):
 
 
 def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, c_d, c_b, c_nn,
-                  kappa, asym, k_anneal, g_b=0.0, b_opt=0.0, b_d=0.0, lr_offset=0.0):
+                  kappa, asym, k_anneal, g_b=0.0, b_opt=0.0, b_d=0.0):
     r"""Expected loss of a run of size N after D tokens at batch B and peak LR :math:`\eta`.
 
     .. math::
@@ -324,10 +324,9 @@ def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, 
     0 at the end of a decay to 0). The last term is the annealing law's :math:`-C S_2` seen
     from the other side: loss left on the table by the LR still in effect, proportional to that
     LR (Tissue et al. 2024). It lets an intermediate point of a long run inform the law at its
-    shorter horizon. Inputs are normalised logs (:math:`x_N = \log N/N_0` ...); ``lr_offset``
-    shifts :math:`\log\eta^*` (a sweep cell's own departure from the smooth law).
+    shorter horizon. Inputs are normalised logs (:math:`x_N = \log N/N_0` ...).
     """
-    log_opt = log_lr_opt(x_n, x_d, x_b, c0=c0, c_n=c_n, c_d=c_d, c_b=c_b, c_nn=c_nn) + lr_offset
+    log_opt = log_lr_opt(x_n, x_d, x_b, c0=c0, c_n=c_n, c_d=c_d, c_b=c_b, c_nn=c_nn)
     u = log_lr - log_opt
     return (loss_nd(x_n, x_d, E=E, A=A, a=a, B=B, b=b)
             + lr_bowl(u, curv_lo=kappa, curv_hi=kappa * jnp.exp(asym))

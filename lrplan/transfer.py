@@ -189,22 +189,13 @@ class TransferFit:
             out[k] = self.flat(k) if k in self.samples else zero
         return out
 
-    def _cell_offset(self) -> np.ndarray:
-        """Per draw, a new cell's departure of log lr* from the law.
-
-        The seed is fixed so that every call on this fit sees the same draws: curves, grids and
-        optima agree.
-        """
-        z = np.random.default_rng(self.config.seed).standard_normal(self.n_draws)
-        return self.flat("tau_lr") * z
-
     def log_lr_center(self, params, tokens, tokens_per_step) -> np.ndarray:
-        """Draws of the bowl's centre at a new cell, log lr* of a fully annealed run."""
+        """Draws of the bowl's centre, log lr* of a fully annealed run (natural log of LR)."""
         x_n, x_d, x_b = self._x(params, tokens, tokens_per_step)
         v = self._law()
         law = laws.log_lr_opt(x_n, x_d, x_b, c0=v["c0"], c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"],
                               c_nn=v["c_nn"])
-        return np.asarray(law) + self._cell_offset() + np.log(self.config.lr_ref)
+        return np.asarray(law) + np.log(self.config.lr_ref)
 
     def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed) -> np.ndarray:
         """Draws of the law's loss, shape (draws, len(lr)).
@@ -217,8 +208,7 @@ class TransferFit:
         log_lr = np.log(np.atleast_1d(np.asarray(lr, float)) / self.config.lr_ref)
         w = np.atleast_1d(np.asarray(unannealed, float))
         v = {k: x[:, None] for k, x in self._law().items()}
-        return np.asarray(laws.transfer_loss(x_n, x_d, x_b, log_lr[None, :], w[None, :],
-                                             lr_offset=self._cell_offset()[:, None], **v))
+        return np.asarray(laws.transfer_loss(x_n, x_d, x_b, log_lr[None, :], w[None, :], **v))
 
     def divergence_probability(self, params, tokens, tokens_per_step, lr) -> np.ndarray:
         """Draws of the probability that a run at each LR diverges, shape (draws, len(lr))."""
@@ -262,9 +252,6 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
     curve_runs = [r for r in runs if counts.get(r, 0) > 1]
     slot = {r: i for i, r in enumerate(curve_runs)}
     x = lambda df, c, ref: np.log(df[c].to_numpy(float) / ref)  # noqa: E731
-    cell_of = per_run[["params", "tokens", "tokens_per_step"]].apply(tuple, axis=1)
-    cells = {c: i for i, c in enumerate(pd.unique(cell_of))}
-    run_cell = np.array([cells[c] for c in cell_of], dtype=np.int64)
     data = TransferData(
         x_n=x(ok, "params", n0), x_d=x(ok, "tokens", d0), x_b=x(ok, "tokens_per_step", b0),
         # a run of unknown schedule counts as annealed, and so does the target (see `plan`)
@@ -277,7 +264,6 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
         run_diverged=per_run["diverged"].to_numpy(bool).astype(np.float64),
         loss_ref=float(np.median(ok.loc[ok["final"], "loss"] if ok["final"].any() else ok["loss"])),
         batch_term=bool(points["tokens_per_step"].nunique() > 1),
-        point_cell=run_cell[[run_index[r] for r in ok["run"]]], run_cell=run_cell, n_cells=len(cells),
     )
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
 

@@ -11,8 +11,7 @@ Each observation is a run's loss after D tokens at size N, batch B and peak LR e
 by its points, so a long curve counts as one run with a known shape, not as many independent
 runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
 ``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
-being dropped. Each (N, D, B) cell's optimum departs from the smooth law by its own
-``tau_lr * z_cell``; a new cell (the target) draws its departure from the same distribution.
+being dropped.
 """
 
 from __future__ import annotations
@@ -45,8 +44,7 @@ _BATCH = ("g_b", "b_opt", "b_d")
 def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False) -> tuple[str, ...]:
     """The sampled global parameters of a variant (the law's, divergence and noise)."""
     extra = (("c_nn",) if lr_law == "curved" else ()) + (("asym",) if bowl == "asymmetric" else ())
-    return (*_LAW, *extra, *(_BATCH if batch_term else ()), "tau_lr", "div_offset", "div_width",
-            "sigma")
+    return (*_LAW, *extra, *(_BATCH if batch_term else ()), "div_offset", "div_width", "sigma")
 
 
 @dataclass(frozen=True)
@@ -68,9 +66,6 @@ class TransferData:
     run_diverged: np.ndarray
     loss_ref: float  # median observed final loss; the law's level is sampled around it
     batch_term: bool  # runs differ in batch: the loss depends on it at a fixed token budget
-    point_cell: np.ndarray  # the (N, D, B) cell of each loss point's run
-    run_cell: np.ndarray
-    n_cells: int
 
 
 def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> dict[str, jnp.ndarray]:
@@ -92,13 +87,7 @@ def transfer_model(
 ) -> None:
     """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""
     v = law_values(priors, lr_law, bowl, data)
-    # Real sweep cells' optima scatter around any smooth law; without this term the posterior of
-    # lr* at a new cell is as narrow as hundreds of runs make the law, and misses the scatter.
-    tau_lr = numpyro.sample("tau_lr", prior_distribution(priors["tau_lr"]))
-    with numpyro.plate("cells", data.n_cells):
-        cell_lr = tau_lr * numpyro.sample("z_cell", dist.Normal(0.0, 1.0))
-    mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
-                              lr_offset=cell_lr[data.point_cell], **v)
+    mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
         sigma_run = numpyro.sample("sigma_run", prior_distribution(priors["sigma_run"]))
         with numpyro.plate("curve_runs", data.n_curve_runs):
@@ -111,7 +100,7 @@ def transfer_model(
     offset = numpyro.sample("div_offset", prior_distribution(priors["div_offset"]))
     width = numpyro.sample("div_width", prior_distribution(priors["div_width"]))
     log_opt = laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"], c_n=v["c_n"],
-                              c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"]) + cell_lr[data.run_cell]
+                              c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
     with numpyro.plate("runs", len(data.run_log_lr)):
         numpyro.sample("diverged", dist.Bernoulli(logits=(data.run_log_lr - log_opt - offset) / width),
                        obs=data.run_diverged if observe else None)
