@@ -95,7 +95,8 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
             fit, table = compare_variants(points, seed=args.seed, notes=tuple(notes))
             print(table.to_string())
         else:
-            fit = fit_transfer(points, seed=args.seed, notes=tuple(notes))
+            fit = fit_transfer(points, lr_law=args.lr_law, bowl=args.bowl, seed=args.seed,
+                               notes=tuple(notes))
         wall = time.perf_counter() - t0
     d = fit.diagnostics
     ex = {k: np.quantile(fit.flat(k), [0.1, 0.5, 0.9]) for k in ("c_n", "c_d", "c_b")}
@@ -103,7 +104,9 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
     held = sweep_frame(test)
     optima = cell_optima(held)
     n_div = int(points["diverged"].sum())
-    lines = [f"### {name}: fit on N < {top:.3g} ({train['run'].nunique()} runs, {n_div} diverged, "
+    variant = f"{fit.config.lr_law} lr*, {fit.config.bowl} bowl"
+    lines = [f"### {name} ({variant}): fit on N < {top:.3g} ({train['run'].nunique()} runs, "
+             f"{n_div} diverged, "
              f"{int((~points['diverged']).sum())} loss points) in {wall:.0f} s; "
              f"predict N = {top:.3g}",
              "",
@@ -152,6 +155,8 @@ def main():
     ap.add_argument("data_dir", type=Path)
     ap.add_argument("--sets", default="steplaw,misfitting")
     ap.add_argument("--variants", action="store_true", help="compare the four variants by LOO")
+    ap.add_argument("--lr-law", default="loglinear")
+    ap.add_argument("--bowl", default="linex")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     loaders = {"steplaw": ("Step Law MoE sweeps", steplaw), "misfitting": ("(Mis)Fitting grid", misfitting),

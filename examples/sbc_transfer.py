@@ -1,6 +1,6 @@
 """Simulation-based calibration of the transfer model (run by hand; a few minutes per 10 sweeps).
 
-Draws a true law from the model's priors (exponents, bowl, annealing and divergence terms; the
+Draws a true law from the model's priors (exponents, linex bowl, annealing and divergence terms; the
 irreducible loss from N(1.8, 0.3)), simulates an LR sweep of 3 sizes x 2 horizons x 7 LRs at
 one batch (the sweep centred on a guess within a factor ~e of the true optimum, runs diverging
 as the law says, Gaussian seed noise), fits it, and checks whether the true lr* at a target 10x
@@ -45,8 +45,9 @@ def draw(priors, rng):
             return abs(rng.normal(0, a["scale"]))
         raise ValueError(p.dist)
 
-    t = {k: prior(k) for k in ("c_n", "c_d", "c_b", "kappa", "asym", "A", "a", "B", "b",
+    t = {k: prior(k) for k in ("c_n", "c_d", "c_b", "kappa", "skew", "A", "a", "B", "b",
                                "k_anneal", "div_offset", "div_width", "sigma")}
+    t["asym"] = 0.0  # the linex bowl (the default) has its own asymmetry, skew
     t["E"] = rng.normal(1.8, 0.3)
     t["log_lr0"] = np.log(1e-3)
     return t

@@ -26,6 +26,7 @@ __all__ = [
     "multipower_loss",
     "multipower_loss_exact",
     "lr_bowl",
+    "lr_bowl_linex",
     "log_lr_opt",
     "loss_nd",
     "transfer_loss",
@@ -298,6 +299,22 @@ def lr_bowl(log_lr_gap, *, curv_lo, curv_hi):
     return jnp.where(u < 0, curv_lo, curv_hi) * u**2
 
 
+def lr_bowl_linex(log_lr_gap, *, curv, skew):
+    r"""Excess loss of a peak LR away from the optimum: a linex bowl.
+
+    .. math::
+
+        h(u) = 2\kappa\,\frac{e^{s u} - s u - 1}{s^2}
+
+    Quadratic (:math:`\kappa u^2`) near the optimum; with :math:`s > 0` it rises
+    exponentially above it and only linearly below, as LR sweeps do: a too-small LR slows
+    progress, a too-large one approaches instability (Wortsman et al. 2023, arXiv:2309.14322).
+    """
+    s = jnp.where(jnp.abs(skew) > 1e-4, skew, 1e-4)  # s -> 0 is the quadratic; keep it finite
+    su = s * log_lr_gap
+    return 2.0 * curv * (jnp.expm1(su) - su) / s**2
+
+
 def loss_nd(log_n, log_d, *, E, A, a, B, b):
     r"""Chinchilla form :math:`L^*(N, D) = E + A e^{-a x_N} + B e^{-b x_D}` in normalised logs.
 
@@ -309,7 +326,7 @@ def loss_nd(log_n, log_d, *, E, A, a, B, b):
 
 
 def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, c_d, c_b, c_nn,
-                  kappa, asym, k_anneal, g_b=0.0, b_opt=0.0, b_d=0.0):
+                  kappa, asym, k_anneal, g_b=0.0, b_opt=0.0, b_d=0.0, skew=None):
     r"""Expected loss of a run of size N after D tokens at batch B and peak LR :math:`\eta`.
 
     .. math::
@@ -324,11 +341,13 @@ def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, 
     0 at the end of a decay to 0). The last term is the annealing law's :math:`-C S_2` seen
     from the other side: loss left on the table by the LR still in effect, proportional to that
     LR (Tissue et al. 2024). It lets an intermediate point of a long run inform the law at its
-    shorter horizon. Inputs are normalised logs (:math:`x_N = \log N/N_0` ...).
+    shorter horizon. Inputs are normalised logs (:math:`x_N = \log N/N_0` ...). With
+    ``skew`` given, the bowl is `lr_bowl_linex` instead of the quadratic.
     """
     log_opt = log_lr_opt(x_n, x_d, x_b, c0=c0, c_n=c_n, c_d=c_d, c_b=c_b, c_nn=c_nn)
     u = log_lr - log_opt
     return (loss_nd(x_n, x_d, E=E, A=A, a=a, B=B, b=b)
-            + lr_bowl(u, curv_lo=kappa, curv_hi=kappa * jnp.exp(asym))
+            + (lr_bowl(u, curv_lo=kappa, curv_hi=kappa * jnp.exp(asym)) if skew is None
+               else lr_bowl_linex(u, curv=kappa, skew=skew))
             + k_anneal * unannealed * jnp.exp(u)
             + g_b * (x_b - b_opt - b_d * x_d) ** 2)

@@ -60,6 +60,8 @@ def _sweep_mean(truth: dict[str, float], refs, params, tokens, batch, lr, w):
     law = {k: truth[k] for k in ("E", "A", "a", "B", "b", "c_n", "c_d", "c_b", "kappa", "asym",
                                  "k_anneal")}
     batch_law = {k: truth.get(k, 0.0) for k in ("c_nn", "g_b", "b_opt", "b_d")}
+    if "skew" in truth:  # a linex bowl
+        batch_law["skew"] = truth["skew"]
     return np.asarray(laws.transfer_loss(
         np.log(params / n0), np.log(tokens / d0), np.log(batch / b0), np.log(lr), w,
         c0=truth["log_lr0"], **batch_law, **law))

@@ -185,6 +185,8 @@ class TransferFit:
         zero = np.zeros(self.n_draws)
         out["c_nn"] = self.flat("c_nn") if "c_nn" in self.samples else zero
         out["asym"] = self.flat("asym") if "asym" in self.samples else zero
+        if "skew" in self.samples:
+            out["skew"] = self.flat("skew")
         for k in ("g_b", "b_opt", "b_d"):
             out[k] = self.flat(k) if k in self.samples else zero
         return out
@@ -283,7 +285,7 @@ def fit_transfer(
     points: pd.DataFrame,
     *,
     lr_law: str = "loglinear",
-    bowl: str = "asymmetric",
+    bowl: str = "linex",
     priors: PriorSet | None = None,
     seed: int = 0,
     chains: int = 2,

@@ -31,9 +31,9 @@ from .priors import PriorSet
 __all__ = ["LR_LAWS", "BOWLS", "TransferData", "transfer_model", "transfer_sites"]
 
 LrLaw = Literal["loglinear", "curved"]
-Bowl = Literal["asymmetric", "symmetric"]
+Bowl = Literal["asymmetric", "symmetric", "linex"]
 LR_LAWS: tuple[str, ...] = ("loglinear", "curved")
-BOWLS: tuple[str, ...] = ("asymmetric", "symmetric")
+BOWLS: tuple[str, ...] = ("asymmetric", "symmetric", "linex")
 
 _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa", "k_anneal")
 
@@ -43,7 +43,8 @@ _BATCH = ("g_b", "b_opt", "b_d")
 
 def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False) -> tuple[str, ...]:
     """The sampled global parameters of a variant (the law's, divergence and noise)."""
-    extra = (("c_nn",) if lr_law == "curved" else ()) + (("asym",) if bowl == "asymmetric" else ())
+    shape = {"asymmetric": ("asym",), "linex": ("skew",)}.get(bowl, ())
+    extra = (("c_nn",) if lr_law == "curved" else ()) + shape
     return (*_LAW, *extra, *(_BATCH if batch_term else ()), "div_offset", "div_width", "sigma")
 
 
@@ -78,11 +79,13 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"])
     v["c_nn"] = numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved" else 0.0
     v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
+    if bowl == "linex":
+        v["skew"] = numpyro.sample("skew", prior_distribution(priors["skew"]))
     return v
 
 
 def transfer_model(
-    data: TransferData, *, priors: PriorSet, lr_law: str = "loglinear", bowl: str = "asymmetric",
+    data: TransferData, *, priors: PriorSet, lr_law: str = "loglinear", bowl: str = "linex",
     observe: bool = True,
 ) -> None:
     """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""

@@ -18,7 +18,7 @@ from lrplan.simulate import simulate_curves, simulate_sweep, true_lr_star
 from lrplan.transfer import fit_transfer, transfer_points
 
 TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
-             c_b=0.4, kappa=0.04, asym=0.5, k_anneal=0.1, div_offset=1.5, div_width=0.3,
+             c_b=0.4, kappa=0.04, asym=0.0, skew=1.0, k_anneal=0.1, div_offset=1.5, div_width=0.3,
              sigma=0.005)
 REFS = (1e8, 2e9, 5e5)
 CELLS = [(n, d, b) for n in (2e7, 5e7, 1.2e8) for d in (5e8, 2e9) for b in (2.5e5, 1e6)]
