@@ -324,20 +324,11 @@ def test_lr_schedule_of_candidates_matches_target(runs):
 
 # ---------------------------------------------------------------- a report from a real plan alone
 
-SWEEP_TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
-                   c_b=0.4, kappa=0.04, asym=0.5, k_anneal=0.1, div_offset=1.5, div_width=0.3, sigma=0.005)
-SWEEP_REFS = (1e8, 2e9, 5e5)
-SWEEP_CELLS = [(n, d, 5e5) for n in (2e7, 1.2e8) for d in (5e8, 2e9)]
-
-
 @pytest.fixture(scope="module")
-def sweep_csv(tmp_path_factory):
-    from lrplan.simulate import simulate_sweep
+def sweep_csv():
+    from lrplan.examples import example_path
 
-    df = simulate_sweep(SWEEP_TRUTH, SWEEP_CELLS, np.exp(np.linspace(-1.5, 2.2, 7)), refs=SWEEP_REFS, seed=1)
-    path = tmp_path_factory.mktemp("sweep") / "sweep.csv"
-    df.to_csv(path, index=False)
-    return path
+    return example_path("sweep", "runs.csv")
 
 
 @pytest.fixture(scope="module")
