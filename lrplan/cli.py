@@ -126,8 +126,8 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Posterior file to write (NetCDF).")
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=300, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--warmup", "num_warmup", default=400, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
 @seed_option
 @json_option
 def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):
@@ -407,7 +407,7 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
 @click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
               help="TOML overriding transfer priors by name.")
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--warmup", "num_warmup", default=1000, show_default=True, type=click.IntRange(50))
 @click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
               help="Also write a report of the plan: .html (one self-contained file) or .md "
@@ -511,8 +511,8 @@ def demo(out_dir, seed):
 @click.option("--law", type=click.Choice(["multipower", "annealing"]), default="multipower",
               show_default=True, help="Curve law (curve data).")
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=300, show_default=True, type=click.IntRange(10))
-@click.option("--samples", "num_samples", default=500, show_default=True, type=click.IntRange(10))
+@click.option("--warmup", "num_warmup", default=400, show_default=True, type=click.IntRange(10))
+@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(10))
 @click.option("--bootstrap", "n_boot", default=100, show_default=True, type=click.IntRange(1),
               help="Bootstrap refits of the Huber baseline.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),

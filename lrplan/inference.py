@@ -318,8 +318,8 @@ def fit_curves(
     priors: PriorSet | None = None,
     seed: int = 0,
     chains: int = 2,
-    num_warmup: int = 300,
-    num_samples: int = 500,
+    num_warmup: int = 400,
+    num_samples: int = 1000,
     progress: bool = False,
 ) -> CurveFit:
     """Fit a curve law to every usable run with NUTS.

@@ -289,7 +289,7 @@ def fit_transfer(
     priors: PriorSet | None = None,
     seed: int = 0,
     chains: int = 2,
-    num_warmup: int = 500,
+    num_warmup: int = 1000,
     num_samples: int = 1000,
     progress: bool = False,
     notes: tuple[str, ...] = (),
