@@ -109,7 +109,7 @@ def cli(verbose: int, quiet: bool) -> None:
     """Plan a large training run's learning rate and loss from a few small runs."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="lrplan: %(message)s", stream=sys.stderr)
-    for noisy in ("jax", "absl", "numpyro", "arviz"):
+    for noisy in ("jax", "absl", "numpyro", "arviz", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -546,5 +546,9 @@ def backtest(runs, meta, holdout, law, chains, num_warmup, num_samples, n_boot, 
 
 def main(argv=None) -> None:
     """Console entry point."""
+    import warnings
+
+    # ArviZ announces its 1.0 refactor once a day on import; stderr is for lrplan's own news
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
     _setup_jax()
     cli.main(args=argv, prog_name="lrplan")

@@ -32,6 +32,9 @@ POINTS_PER_CURVE = 6
 #: (Mis)Fitting checkpoints) using them turned lr*'s horizon exponent positive.
 MAX_UNANNEALED = 0.3
 
+#: The annealing term is fitted only when the points' unannealed fractions span this much.
+ANNEAL_SPREAD = 0.1
+
 POINT_COLUMNS = ("run", "params", "tokens", "tokens_per_step", "lr", "loss", "diverged",
                  "unannealed", "final")
 
@@ -180,9 +183,9 @@ class TransferFit:
                 np.log(np.asarray(tokens_per_step, float) / c.b0))
 
     def _law(self) -> dict[str, np.ndarray]:
-        out = {n: self.flat(n) for n in ("E", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b",
-                                         "kappa", "k_anneal")}
+        out = {n: self.flat(n) for n in ("E", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")}
         zero = np.zeros(self.n_draws)
+        out["k_anneal"] = self.flat("k_anneal") if "k_anneal" in self.samples else zero
         out["c_nn"] = self.flat("c_nn") if "c_nn" in self.samples else zero
         out["asym"] = self.flat("asym") if "asym" in self.samples else zero
         if "skew" in self.samples:
@@ -266,6 +269,7 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
         run_diverged=per_run["diverged"].to_numpy(bool).astype(np.float64),
         loss_ref=float(np.median(ok.loc[ok["final"], "loss"] if ok["final"].any() else ok["loss"])),
         batch_term=bool(points["tokens_per_step"].nunique() > 1),
+        anneal_term=bool(np.ptp(np.nan_to_num(ok["unannealed"].to_numpy(float))) >= ANNEAL_SPREAD),
     )
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
 
@@ -314,7 +318,7 @@ def fit_transfer(
              extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    sites = [*transfer_sites(lr_law, bowl, data.batch_term),
+    sites = [*transfer_sites(lr_law, bowl, data.batch_term, data.anneal_term),
              *(["sigma_run"] if data.n_curve_runs else [])]
     diag = _diagnostics(samples, divergences, sites)
     config = TransferConfig(

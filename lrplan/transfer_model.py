@@ -35,17 +35,19 @@ Bowl = Literal["asymmetric", "symmetric", "linex"]
 LR_LAWS: tuple[str, ...] = ("loglinear", "curved")
 BOWLS: tuple[str, ...] = ("asymmetric", "symmetric", "linex")
 
-_LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa", "k_anneal")
+_LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
 
 
-def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False) -> tuple[str, ...]:
+def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False,
+                   anneal_term: bool = True) -> tuple[str, ...]:
     """The sampled global parameters of a variant (the law's, divergence and noise)."""
     shape = {"asymmetric": ("asym",), "linex": ("skew",)}.get(bowl, ())
     extra = (("c_nn",) if lr_law == "curved" else ()) + shape
-    return (*_LAW, *extra, *(_BATCH if batch_term else ()), "div_offset", "div_width", "sigma")
+    return (*_LAW, *extra, *(_BATCH if batch_term else ()), *(("k_anneal",) if anneal_term else ()),
+            "div_offset", "div_width", "sigma")
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,13 @@ class TransferData:
     run_diverged: np.ndarray
     loss_ref: float  # median observed final loss; the law's level is sampled around it
     batch_term: bool  # runs differ in batch: the loss depends on it at a fixed token budget
+    anneal_term: bool  # points differ in how annealed they are, so k_anneal is identified
 
 
 def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> dict[str, jnp.ndarray]:
     """Sample the law's parameters (fixing those the variant leaves out)."""
     loss_ref = data.loss_ref
-    names = _LAW + (_BATCH if data.batch_term else ())
+    names = _LAW + (_BATCH if data.batch_term else ()) + (("k_anneal",) if data.anneal_term else ())
     v = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in names}
     # E, A and B trade off when few sizes or horizons are fitted; the loss at the reference
     # point, E + A + B, is what the data pin down, so sample it and derive E.
@@ -81,6 +84,9 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
     if bowl == "linex":
         v["skew"] = numpyro.sample("skew", prior_distribution(priors["skew"]))
+    # With one annealing state in the data, k w e^u is one more exponential side of the bowl:
+    # k_anneal and the bowl then trade off along a ridge that NUTS crosses slowly.
+    v.setdefault("k_anneal", 0.0)
     return v
 
 
