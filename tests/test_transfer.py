@@ -19,7 +19,7 @@ from lrplan.transfer import fit_transfer, transfer_points
 
 TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
              c_b=0.4, kappa=0.04, asym=0.0, skew=1.0, k_anneal=0.1, div_offset=1.5, div_width=0.3,
-             sigma=0.005)
+             sigma=0.005, g_b=0.01, b_opt=0.0, b_d=0.5)
 REFS = (1e8, 2e9, 5e5)
 CELLS = [(n, d, b) for n in (2e7, 5e7, 1.2e8) for d in (5e8, 2e9) for b in (2.5e5, 1e6)]
 TARGET = Target(params=1.2e9, tokens=2e10, tokens_per_step=1e6, schedule="cosine:final=0.1",
