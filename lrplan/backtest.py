@@ -21,7 +21,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from . import metrics
 from .baselines import bjorck_fit, bootstrap_curves, cell_optima, nearest_curve, nearest_lr_fit, step_law_fit
 from .data import Run, RunSet
 from .errors import DataError, LrplanError
+from .files import atomic_write
 
 __all__ = [
     "CURVE_METHODS",
@@ -565,13 +565,4 @@ def to_markdown(result: BacktestResult) -> str:
 
 def write_report(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -176,10 +176,12 @@ def plan(
     best = loss[:, rec]
     compare = {float(x): fit.expected_loss(N, D, B, [x], w_end)[:, 0] - best for x in compare_lrs}
     final = best + fit.noise() * rng.standard_normal(best.shape)
-    curves = {s: _curve(fit, target, s, lr_rec, rng) for s in dict.fromkeys((target.schedule, *schedules))}
     if schedules and not (fit.config.schedule_known and "k_anneal" in fit.samples):
         notes.append("the fitted runs' schedules are unknown or all anneal alike, so the transfer "
-                     "law cannot tell the candidate schedules apart (a curve fit can: lrplan predict)")
+                     "law cannot tell the candidate schedules apart (a curve fit can: lrplan predict); "
+                     f"only {target.schedule} is predicted")
+        schedules = ()
+    curves = {s: _curve(fit, target, s, lr_rec, rng) for s in dict.fromkeys((target.schedule, *schedules))}
     _extrapolation_notes(fit, target, notes)
     return PlanResult(target=target, fit=fit, lr_grid=grid, loss_grid=loss, recommended_lr=lr_rec,
                       lr_star=grid[np.argmin(loss, axis=1)], band=(float(grid[lo]), float(grid[hi])),

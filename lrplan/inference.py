@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .data import Run, RunSet
 from .errors import FitError
+from .files import atomic_write
 from .model import STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, law_parameters
 from .priors import PriorSet, load_priors, priors_from_toml
 
@@ -413,15 +412,7 @@ def save_fit(fit: CurveFit, path: str | Path) -> None:
         "priors": fit.priors.to_toml(),
         "diagnostics": json.dumps(asdict(fit.diagnostics)),
     })
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def load_fit(path: str | Path) -> CurveFit:

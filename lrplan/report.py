@@ -18,7 +18,6 @@ import base64
 import html
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FitError, LrplanError
+from .files import atomic_write
 from .inference import MAX_POINTS_PER_RUN, CurveFit, Diagnostics
 from .predict import CurvePrediction, predict_curve
 from .schedules import unannealed_fraction
@@ -960,17 +960,7 @@ def render_markdown(report: Report, files_dir: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a normal mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _check_suffix(path: Path) -> str:

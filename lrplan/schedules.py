@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -29,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from lrplan.errors import ScheduleError
+from lrplan.files import atomic_write
 
 __all__ = [
     "SCHEDULE_NAMES",
@@ -588,24 +588,15 @@ def write_lr_file(path: str | os.PathLike[str], lr: np.ndarray) -> None:
             f"cannot write LR file {name!r}: lr at step {bad[0] + 1} is {arr[bad[0]]!r}; "
             "every LR must be finite and >= 0"
         )
-    directory = os.path.dirname(os.path.abspath(name))
     text = "step,lr\n" + "".join(f"{i},{float(v)!r}\n" for i, v in enumerate(arr, start=1))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".lrplan-", suffix=".csv.tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600: keep the mode of the file replaced, else rw-r--r--
-        os.chmod(tmp, os.stat(name).st_mode & 0o777 if os.path.exists(name) else 0o644)
-        os.replace(tmp, name)
-        tmp = None
+
+    try:
+        atomic_write(name, write)
     except OSError as exc:
         raise ScheduleError(f"cannot write LR file {name!r}: {exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 

@@ -362,7 +362,9 @@ def test_report_from_a_plan_alone(real_plan, tmp_path):
     assert 'id="fig-transfer_cells"' in quality and "95% predictive covers" in quality
     assert 'id="fig-prior_posterior_transfer"' in section("diagnostics")
     assert "transfer fit" in section("diagnostics") and "curve fit" not in section("diagnostics")
-    assert "<td>wsd:decay=0.2</td>" in section("schedules")
+    # the bundled sweep has one schedule: the plan predicts the target's and does not rank others
+    assert "<td>cosine:final=0.1</td>" in section("schedules")
+    assert "<td>wsd:decay=0.2</td>" not in section("schedules")
     assert "Use a peak learning rate" in section("summary")
     # the figure sits after its own table, not at the end of the section
     assert quality.index("In-sample agreement") < quality.index('id="fig-transfer_cells"')
