@@ -490,7 +490,7 @@ def demo(out_dir, seed):
     tfit = fit_transfer(points, seed=seed, progress=_show_progress(),
                         notes=tuple(sweep.excluded) + tuple(notes))
     target, others = _plan_target(sweep, points, params=1.2e9, tokens=2e10, tokens_per_step=5e5,
-                                  schedules=("cosine:final=0.1", "wsd:decay=0.2"), warmup_steps=None)
+                                  schedules=("cosine:final=0.1",), warmup_steps=None)
     planned = decide_plan(tfit, target, compare_lrs=(3e-3,), schedules=others, seed=seed)
     click.echo()
     _print_plan(planned)
