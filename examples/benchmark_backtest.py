@@ -12,7 +12,7 @@ model provides lrplan's recommendation.
 
 Writes a Markdown table of every method side by side to ``examples/backtest_results.md``.
 
-    python examples/benchmark_backtest.py [--data-dir ../shared/data] [--parts multipower,olmo,sweeps]
+    python examples/benchmark_backtest.py --data-dir DATA_DIR [--parts multipower,olmo,sweeps]
 """
 
 import argparse
@@ -106,7 +106,8 @@ def sweeps(args, out):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", required=True,
+                    help="folder holding misfitting/ and steplaw-moe/ (not redistributable)")
     ap.add_argument("--parts", default="multipower,olmo,sweeps")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=300)
