@@ -16,7 +16,7 @@ from .errors import FitError
 from .predict import CurvePrediction, summarize
 from .schedules import lr_schedule, unannealed_fraction
 
-__all__ = ["PlanResult", "Target", "plan", "BAND_EXCESS", "MAX_DIVERGENCE"]
+__all__ = ["PlanResult", "Target", "plan", "target_unannealed", "BAND_EXCESS", "MAX_DIVERGENCE"]
 
 #: The near-optimal band: LRs whose expected excess final loss is below this fraction.
 BAND_EXCESS = 0.0025
@@ -98,7 +98,7 @@ class PlanResult:
                     {"variant": k, "elpd_loo": float(r["elpd_loo"]), "se": float(r["se"]),
                      "elpd_diff": float(r["elpd_diff"]), "dse": float(r["dse"]),
                      "weight": float(r["weight"])} for k, r in fit.loo.iterrows()],
-                "runs": len(fit.runs), "points": int((~fit.points["diverged"]).sum()),
+                "runs": int(fit.points["run"].nunique()), "points": int((~fit.points["diverged"]).sum()),
                 "diverged_runs": int(fit.points.loc[fit.points["final"], "diverged"].sum()),
             },
             "diagnostics": fit.diagnostics.to_json(),
@@ -124,6 +124,17 @@ def _curve(fit, target: Target, schedule: str, lr: float, rng, n_points: int = 6
                                   "bowl, and the loss an unannealed LR leaves",))
 
 
+def target_unannealed(fit, target: Target) -> float:
+    """How unannealed the target ends (its lagged final LR over its peak).
+
+    0 (annealed) when the fitted runs' schedules are unknown: their final losses were taken as
+    annealed, and the target must be read on the same footing.
+    """
+    if not fit.config.schedule_known:
+        return 0.0
+    return float(unannealed_fraction(target.lr_shape())[-1])
+
+
 def plan(
     fit,
     target: Target,
@@ -143,10 +154,7 @@ def plan(
     """
     rng = np.random.default_rng(seed)
     notes = list(fit.config.notes)
-    if not fit.config.schedule_known:
-        w_end = 0.0
-    else:
-        w_end = float(unannealed_fraction(target.lr_shape())[-1])
+    w_end = target_unannealed(fit, target)
     N, D, B = target.params, target.tokens, target.tokens_per_step
     grid = fit.lr_grid(N, D, B, size=grid_size)
     loss = fit.expected_loss(N, D, B, grid, w_end)

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .decide import BAND_EXCESS as NEAR_OPTIMAL
+from .decide import MAX_DIVERGENCE, target_unannealed
 from .errors import FitError, LrplanError
 from .files import atomic_write
 from .inference import MAX_POINTS_PER_RUN, CurveFit, Diagnostics
-from .predict import CurvePrediction, predict_curve
-from .schedules import unannealed_fraction
+from .predict import QUANTILES, CurvePrediction, predict_curve
 
 __all__ = [
     "DEFAULT_SCHEDULES",
@@ -48,8 +49,6 @@ __all__ = [
 DEFAULT_SCHEDULES: tuple[str, ...] = ("cosine:final=0.1", "wsd:decay=0.2", "constant")
 #: Output suffixes and the format each selects.
 SUFFIXES = {".html": "html", ".htm": "html", ".md": "markdown"}
-#: Expected excess loss, as a fraction of the loss, that still counts as near-optimal.
-NEAR_OPTIMAL = 0.0025
 _BAND_QS = (0.025, 0.25, 0.5, 0.75, 0.975)
 
 
@@ -613,33 +612,27 @@ def _unannealed(cell) -> float:
 
 
 def _cell_optima(points) -> list[dict]:
-    """Empirical optimum per (params, tokens, tokens_per_step) cell from a quadratic in log LR.
+    """Sweep cells with a quadratic-vertex optimum, and their runs' median unannealed fraction.
 
-    Only cells with >= 3 distinct non-diverged LRs, a parabola opening upward and a vertex
-    inside the cell's LR range give one.
+    The optima are `lrplan.baselines.cell_optima`'s; intermediate points of a curve are not
+    final losses and stay out.
     """
-    out = []
-    if "final" in points.columns:  # intermediate points of a curve are not annealed: not comparable
+    from .baselines import cell_optima
+
+    if "final" in points.columns:
         points = points[points["final"].astype(bool)]
-    ok = points[~points["diverged"].astype(bool) & np.isfinite(points["loss"])]
-    for (n, d, bsz), cell in ok.groupby(["params", "tokens", "tokens_per_step"], sort=True):
-        x = np.log(cell["lr"].to_numpy(dtype=np.float64))
-        if np.unique(x).size < 3:
-            continue
-        a, b, _ = np.polyfit(x, cell["loss"].to_numpy(dtype=np.float64), 2)
-        if a <= 0:
-            continue
-        v = -b / (2 * a)
-        if x.min() <= v <= x.max():
-            out.append({"params": float(n), "tokens": float(d), "tokens_per_step": float(bsz),
-                        "lr": float(np.exp(v)), "lrs": int(np.unique(x).size),
-                        "unannealed": _unannealed(cell)})
-    return out
+    key = ["params", "tokens", "tokens_per_step"]
+    w = points.groupby(key)["unannealed"].median().fillna(0.0) if "unannealed" in points else {}
+    opt = cell_optima(points)
+    return [{"params": c.params, "tokens": c.tokens, "tokens_per_step": c.tokens_per_step,
+             "lr": c.lr_opt, "lrs": c.n_lrs,
+             "unannealed": float(w.get((c.params, c.tokens, c.tokens_per_step), 0.0))}
+            for c in opt[opt["vertex"]].itertuples(index=False)]
 
 
 def _lr_star_q(tfit, params, tokens, bsz, unannealed: float) -> np.ndarray:
     return np.quantile(np.asarray(tfit.lr_star(params, tokens, bsz, unannealed), dtype=np.float64),
-                       [0.025, 0.1, 0.5, 0.9, 0.975])
+                       QUANTILES)
 
 
 def _axis_grid(values: Sequence[float], n: int = 30) -> np.ndarray:
@@ -647,10 +640,9 @@ def _axis_grid(values: Sequence[float], n: int = 30) -> np.ndarray:
     return np.exp(np.linspace(lo, hi, n))
 
 
-def _risky(plan) -> np.ndarray | None:
-    """Grid LRs whose posterior-mean divergence probability is above 5% (None if not given)."""
-    p = getattr(plan, "divergence", None)
-    return None if p is None else np.asarray(p, dtype=np.float64) > 0.05
+def _risky(plan) -> np.ndarray:
+    """Grid LRs the plan never recommends: posterior-mean divergence risk above its limit."""
+    return np.asarray(plan.divergence, dtype=np.float64) > MAX_DIVERGENCE
 
 
 def _along(col: str, v: float, params: float, tokens: float, bsz: float) -> tuple[float, float, float]:
@@ -676,9 +668,9 @@ def _transfer(ctx: _Context, plots) -> Section:
                   tolerance=tol, title=f"Target: N={_fmt(t.params, 3)}, D={_fmt(t.tokens, 3)}",
                   risky=_risky(plan))]
     cells = _cell_optima(tfit.points)
-    target_q = np.quantile(np.asarray(plan.lr_star, dtype=np.float64), [0.025, 0.1, 0.5, 0.9, 0.975])
-    # lr* depends on how annealed a run ends (the plan's rule): the target's schedule, each cell's runs
-    w_t = float(unannealed_fraction(t.lr_shape())[-1]) if tfit.config.schedule_known else 0.0
+    target_q = np.quantile(np.asarray(plan.lr_star, dtype=np.float64), QUANTILES)
+    # lr* depends on how annealed a run ends: the target's schedule, each cell's runs
+    w_t = target_unannealed(tfit, t)
     pts = tfit.points
     panels = []
     for axis, label, col in (("N", "parameters N", "params"), ("D", "training tokens D", "tokens")):

@@ -67,6 +67,14 @@ def _sweep_mean(truth: dict[str, float], refs, params, tokens, batch, lr, w):
         c0=truth["log_lr0"], **batch_law, **law))
 
 
+def _log_lr_centre(truth: dict[str, float], refs, params, tokens, batch) -> float:
+    """The true bowl centre, log lr* of an annealed run, at one point."""
+    n0, d0, b0 = refs
+    return float(laws.log_lr_opt(np.log(params / n0), np.log(tokens / d0), np.log(batch / b0),
+                                 c0=truth["log_lr0"], c_n=truth["c_n"], c_d=truth["c_d"],
+                                 c_b=truth["c_b"], c_nn=truth.get("c_nn", 0.0)))
+
+
 def simulate_sweep(
     truth: dict[str, float],
     cells: list[tuple[float, float, float]],
@@ -93,9 +101,7 @@ def simulate_sweep(
         warm = int(round(warmup_fraction * steps))
         w = float(unannealed_fraction(lr_schedule(schedule, steps=steps, peak_lr=1.0,
                                                   warmup_steps=warm))[-1])
-        n0, d0, b0 = refs
-        centre = truth["log_lr0"] + truth["c_n"] * np.log(n / n0) + truth["c_d"] * np.log(d / d0) \
-            + truth["c_b"] * np.log(b / b0) + truth.get("c_nn", 0.0) * np.log(n / n0) ** 2
+        centre = _log_lr_centre(truth, refs, n, d, b)
         for f in lr_factors:
             lr = float(np.exp(centre) * f)
             mean = float(_sweep_mean(truth, refs, n, d, b, lr, w))
@@ -111,10 +117,7 @@ def simulate_sweep(
 def true_lr_star(truth: dict[str, float], refs, params, tokens, tokens_per_step, *,
                  unannealed: float, grid: np.ndarray | None = None) -> float:
     """The LR minimising the true expected final loss at a point (over a fine log grid)."""
-    n0, d0, b0 = refs
-    centre = truth["log_lr0"] + truth["c_n"] * np.log(params / n0) \
-        + truth["c_d"] * np.log(tokens / d0) + truth["c_b"] * np.log(tokens_per_step / b0) \
-        + truth.get("c_nn", 0.0) * np.log(params / n0) ** 2
+    centre = _log_lr_centre(truth, refs, params, tokens, tokens_per_step)
     grid = np.exp(centre + np.linspace(-3, 3, 6001)) if grid is None else grid
     loss = _sweep_mean(truth, refs, params, tokens, tokens_per_step, grid, unannealed)
     return float(grid[np.argmin(loss)])

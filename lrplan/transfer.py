@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -165,7 +165,6 @@ class TransferFit:
     log_lik: np.ndarray
     loo: pd.DataFrame | None = None
     version: str = __version__
-    runs: tuple[str, ...] = field(default=())
 
     def flat(self, name: str) -> np.ndarray:
         """Draws of one site with chains merged."""
@@ -329,7 +328,7 @@ def fit_transfer(
     )
     log_lik = _run_log_lik(samples, data, point_run, priors, lr_law, bowl)
     return TransferFit(config=config, priors=priors, samples=samples, diagnostics=diag,
-                       points=points, log_lik=log_lik, runs=tuple(pd.unique(points["run"])))
+                       points=points, log_lik=log_lik)
 
 
 def _identifiability_notes(points: pd.DataFrame) -> list[str]:
@@ -348,15 +347,6 @@ def _inference_data(fit: TransferFit):
 
     return az.from_dict(posterior={k: v for k, v in fit.samples.items() if k != "z_run"},
                         log_likelihood={"run": fit.log_lik})
-
-
-def loo(fit: TransferFit):
-    """PSIS-LOO over runs (ArviZ): expected log predictive density of a run left out."""
-    import arviz as az
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # high Pareto k is reported in the table, not warned
-        return az.loo(_inference_data(fit), pointwise=True)
 
 
 def compare_variants(points: pd.DataFrame, *, variants=None, **kwargs) -> tuple[TransferFit, pd.DataFrame]:
