@@ -526,19 +526,17 @@ def load_runs(path: str | os.PathLike[str], *,
         i = _first(bad)
         raise _fail(file, "loss", runs_col[i], i + 1, f"{_show(loss[i])} is not > 0")
 
-    lr_col = _numeric(df, "lr", file, runs_col) if "lr" in df.columns else None
-    if lr_col is not None:
-        bad = (lr_col < 0) | np.isinf(lr_col)
+    optional = {}
+    for col, what in (("lr", "a finite LR"), ("tokens", "a finite token count")):
+        if col not in df.columns:
+            optional[col] = None
+            continue
+        x = optional[col] = _numeric(df, col, file, runs_col)
+        bad = (x < 0) | np.isinf(x)
         if bad.any():
             i = _first(bad)
-            raise _fail(file, "lr", runs_col[i], i + 1, f"{_show(lr_col[i])} is not a finite LR >= 0")
-    tokens = _numeric(df, "tokens", file, runs_col) if "tokens" in df.columns else None
-    if tokens is not None:
-        bad = (tokens < 0) | np.isinf(tokens)
-        if bad.any():
-            i = _first(bad)
-            raise _fail(file, "tokens", runs_col[i], i + 1,
-                        f"{_show(tokens[i])} is not a finite token count >= 0")
+            raise _fail(file, col, runs_col[i], i + 1, f"{_show(x[i])} is not {what} >= 0")
+    lr_col, tokens = optional["lr"], optional["tokens"]
 
     keys = pd.DataFrame({"run": runs_col, "step": step_i})
     dup = keys.duplicated(keep="first").to_numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import numpy as np
 
 from .errors import FitError
 from .inference import CurveFit, area
-from .model import STUDENT_DF, GroupKey, curve_data, law_mean, law_parameters
+from .model import STUDENT_DF, CurveData, GroupKey, curve_data, law_mean, law_parameters
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
 
@@ -114,6 +115,14 @@ def _target_values(fit: CurveFit, group: int | None, key: GroupKey, rng: np.rand
     return out
 
 
+@partial(jax.jit, static_argnums=0)
+def _law_draws(law: str, features, point_group, values: dict) -> jnp.ndarray:
+    """The law's curve for each draw in ``values``; compiled once per law and input shapes."""
+    data = CurveData(law=law, features=features, point_group=point_group, log_loss=None,
+                     n_groups=1, group_log_n=np.zeros(1), size_law=False)
+    return jax.vmap(lambda v: law_mean(data, {k: x[None] for k, x in v.items()}))(values)
+
+
 def predict_curve(
     fit: CurveFit,
     lr: np.ndarray,
@@ -143,10 +152,7 @@ def predict_curve(
     values = _target_values(fit, group, key, rng)
     n = len(values["L0"])
 
-    @jax.jit
-    def batch(vals):
-        return jax.vmap(lambda v: law_mean(data, {k: x[None] for k, x in v.items()}))(vals)
-
+    batch = lambda vals: _law_draws(cfg.law, data.features, data.point_group, vals)  # noqa: E731
     curves = []
     for i in range(0, n, chunk):
         part = {k: jnp.asarray(v[i:i + chunk]) for k, v in values.items()}
