@@ -169,7 +169,12 @@ def predict_curve(
     noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
     # An unseen run departs from the law smoothly: one standard-normal offset per draw, scaled
     # by a discrepancy that grows once the schedule's LR area exceeds anything fitted.
-    u = np.maximum(0.0, np.log(area(lr, steps, cfg.lr_ref) / cfg.area_ref))
+    reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
+    u = np.maximum(0.0, np.log(reach))
+    if reach[-1] > 1.05:
+        notes.append(f"the target's LR area reaches {reach[-1]:.1f}x that of the longest fitted "
+                     "run: beyond it the curve extrapolates the law, and its intervals can be "
+                     "optimistic (README, Honest intervals)")
     scale = np.hypot(cfg.discrepancy, cfg.discrepancy_growth * u)
     disc = rng.standard_normal((law_curves.shape[0], 1)) * scale[None, :]
     if cfg.discrepancy_dof > 0:

@@ -74,3 +74,14 @@ def test_one_size_cannot_predict_another(fitted):
     # a fit without sizes has no size law: naming a size is refused only when sizes are known
     pred = predict_curve(fit, lr, np.array([500, 1000]))
     assert pred.draws.shape[1] == 2
+
+
+def test_extrapolation_beyond_fitted_area_is_flagged(fitted):
+    fit, _ = fitted
+    within = lr_schedule("cosine:final=0.1", steps=5000, peak_lr=1e-3, warmup_steps=200)
+    longer = lr_schedule("constant", steps=15000, peak_lr=1e-3, warmup_steps=200)
+    quiet = predict_curve(fit, within, np.array([1000, 5000]), warmup_steps=200)
+    loud = predict_curve(fit, longer, np.array([1000, 15000]), warmup_steps=200)
+    assert not any("extrapolates" in n for n in quiet.notes)
+    (note,) = [n for n in loud.notes if "extrapolates" in n]
+    assert "3.0x" in note  # 14.9k steps at the peak LR (warmup counts half) against 4.9k
