@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -22,7 +22,9 @@ QUANTILES: tuple[float, ...] = (0.025, 0.1, 0.5, 0.9, 0.975)
 class CurvePrediction:
     """Predictive draws of a loss curve: ``draws[i, j]`` is draw i at ``steps[j]``.
 
-    ``law`` holds the law's draws without noise or discrepancy (the expected curve).
+    ``law`` holds the law's draws without noise or discrepancy (the expected curve);
+    ``reach`` the target's LR area at its last step over the longest fitted run's (> 1: the
+    law is extrapolated).
     """
 
     steps: np.ndarray
@@ -30,6 +32,12 @@ class CurvePrediction:
     law: np.ndarray
     group: int | None
     notes: tuple[str, ...] = ()
+    reach: float = 1.0
+
+    @property
+    def extrapolates(self) -> bool:
+        """Whether the target goes beyond the fitted LR area (5% slack for rounding)."""
+        return self.reach > 1.05
 
     @property
     def mean(self) -> np.ndarray:
@@ -171,10 +179,6 @@ def predict_curve(
     # by a discrepancy that grows once the schedule's LR area exceeds anything fitted.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
     u = np.maximum(0.0, np.log(reach))
-    if reach[-1] > 1.05:
-        notes.append(f"the target's LR area reaches {reach[-1]:.1f}x that of the longest fitted "
-                     "run: beyond it the curve extrapolates the law, and its intervals can be "
-                     "optimistic (README, Honest intervals)")
     scale = np.hypot(cfg.discrepancy, cfg.discrepancy_growth * u)
     disc = rng.standard_normal((law_curves.shape[0], 1)) * scale[None, :]
     if cfg.discrepancy_dof > 0:
@@ -183,5 +187,10 @@ def predict_curve(
         dof = cfg.discrepancy_dof
         disc *= np.sqrt(dof / rng.chisquare(dof, size=(law_curves.shape[0], 1)))
     draws = law_curves * np.exp(noise + disc)
-    return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
-                           notes=tuple(notes))
+    pred = CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
+                           reach=float(reach.max()))
+    if pred.extrapolates:
+        notes.append(f"the target's LR area reaches {pred.reach:.1f}x that of the longest fitted "
+                     "run: beyond it the curve extrapolates the law, and its intervals can be "
+                     "optimistic (README, Honest intervals)")
+    return replace(pred, notes=tuple(notes))

@@ -82,6 +82,7 @@ def test_extrapolation_beyond_fitted_area_is_flagged(fitted):
     longer = lr_schedule("constant", steps=15000, peak_lr=1e-3, warmup_steps=200)
     quiet = predict_curve(fit, within, np.array([1000, 5000]), warmup_steps=200)
     loud = predict_curve(fit, longer, np.array([1000, 15000]), warmup_steps=200)
-    assert not any("extrapolates" in n for n in quiet.notes)
+    assert not quiet.extrapolates and not any("extrapolates" in n for n in quiet.notes)
+    assert loud.extrapolates
     (note,) = [n for n in loud.notes if "extrapolates" in n]
     assert "3.0x" in note  # 14.9k steps at the peak LR (warmup counts half) against 4.9k
