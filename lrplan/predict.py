@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -16,6 +16,8 @@ from .model import STUDENT_DF, CurveData, GroupKey, curve_data, law_mean, law_pa
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
 
 QUANTILES: tuple[float, ...] = (0.025, 0.1, 0.5, 0.9, 0.975)
+#: A target whose LR area exceeds the longest fitted run's by more than this is extrapolated.
+_REACH_SLACK = 1.05
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class CurvePrediction:
 
     @property
     def extrapolates(self) -> bool:
-        """Whether the target goes beyond the fitted LR area (5% slack for rounding)."""
-        return self.reach > 1.05
+        """Whether the target goes beyond the fitted LR area."""
+        return self.reach > _REACH_SLACK
 
     @property
     def mean(self) -> np.ndarray:
@@ -187,10 +189,9 @@ def predict_curve(
         dof = cfg.discrepancy_dof
         disc *= np.sqrt(dof / rng.chisquare(dof, size=(law_curves.shape[0], 1)))
     draws = law_curves * np.exp(noise + disc)
-    pred = CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
-                           reach=float(reach.max()))
-    if pred.extrapolates:
-        notes.append(f"the target's LR area reaches {pred.reach:.1f}x that of the longest fitted "
+    if reach.max() > _REACH_SLACK:
+        notes.append(f"the target's LR area reaches {reach.max():.1f}x that of the longest fitted "
                      "run: beyond it the curve extrapolates the law, and its intervals can be "
                      "optimistic (README, Honest intervals)")
-    return replace(pred, notes=tuple(notes))
+    return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
+                           notes=tuple(notes), reach=float(reach.max()))
