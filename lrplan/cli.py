@@ -479,8 +479,8 @@ def demo(out_dir, seed):
         y = r.loss[keep]
         err = np.mean(np.abs(pred.law.mean(axis=0) - y) / y)
         cover = np.mean((y >= q["0.025"]) & (y <= q["0.975"]))
-        mark = "*" if pred.extrapolates else " "
-        click.echo(f"{r.name:27}{mark} {y[-1]:9.4f} {pred.mean[-1]:9.4f} "
+        name = r.name + ("*" if pred.extrapolates else "")
+        click.echo(f"{name:28} {y[-1]:9.4f} {pred.mean[-1]:9.4f} "
                    f"{q['0.025'][-1]:8.4f}-{q['0.975'][-1]:8.4f} {err:8.2%} {cover:7.0%}")
     click.echo("* goes beyond the LR area of the longest fitted run: there the law extrapolates "
                "and its intervals are optimistic")
