@@ -25,8 +25,8 @@ class CurvePrediction:
     """Predictive draws of a loss curve: ``draws[i, j]`` is draw i at ``steps[j]``.
 
     ``law`` holds the law's draws without noise or discrepancy (the expected curve);
-    ``reach`` the target's LR area at its last step over the longest fitted run's (> 1: the
-    law is extrapolated).
+    ``reach`` the target's LR area at its furthest step over the longest fitted run's (> 1:
+    the law is extrapolated).
     """
 
     steps: np.ndarray
@@ -189,9 +189,10 @@ def predict_curve(
         dof = cfg.discrepancy_dof
         disc *= np.sqrt(dof / rng.chisquare(dof, size=(law_curves.shape[0], 1)))
     draws = law_curves * np.exp(noise + disc)
-    if reach.max() > _REACH_SLACK:
-        notes.append(f"the target's LR area reaches {reach.max():.1f}x that of the longest fitted "
+    furthest = float(reach.max())
+    if furthest > _REACH_SLACK:
+        notes.append(f"the target's LR area reaches {furthest:.1f}x that of the longest fitted "
                      "run: beyond it the curve extrapolates the law, and its intervals can be "
                      "optimistic (README, Honest intervals)")
     return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
-                           notes=tuple(notes), reach=float(reach.max()))
+                           notes=tuple(notes), reach=furthest)

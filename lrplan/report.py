@@ -621,12 +621,11 @@ def _cell_optima(points) -> list[dict]:
 
     if "final" in points.columns:
         points = points[points["final"].astype(bool)]
-    key = ["params", "tokens", "tokens_per_step"]
-    w = points.groupby(key)["unannealed"].median().fillna(0.0) if "unannealed" in points else {}
+    w = {k: _unannealed(cell) for k, cell in points.groupby(["params", "tokens", "tokens_per_step"])}
     opt = cell_optima(points)
     return [{"params": c.params, "tokens": c.tokens, "tokens_per_step": c.tokens_per_step,
              "lr": c.lr_opt, "lrs": c.n_lrs,
-             "unannealed": float(w.get((c.params, c.tokens, c.tokens_per_step), 0.0))}
+             "unannealed": w.get((c.params, c.tokens, c.tokens_per_step), 0.0)}
             for c in opt[opt["vertex"]].itertuples(index=False)]
 
 

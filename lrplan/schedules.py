@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -589,12 +590,8 @@ def write_lr_file(path: str | os.PathLike[str], lr: np.ndarray) -> None:
             "every LR must be finite and >= 0"
         )
     text = "step,lr\n" + "".join(f"{i},{float(v)!r}\n" for i, v in enumerate(arr, start=1))
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
     try:
-        atomic_write(name, write)
+        atomic_write(name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
     except OSError as exc:
         raise ScheduleError(f"cannot write LR file {name!r}: {exc}") from None
 
