@@ -164,15 +164,12 @@ def _group_log_n(groups, n_ref) -> np.ndarray:
     return np.array([0.0 if g.params is None else np.log(g.params / n_ref) for g in groups])
 
 
-def _build(law, used, group_index, config_like, *, loss=True, cut=None) -> CurveData:
-    """Model inputs for ``used`` runs; ``cut[name]`` keeps only steps <= that step."""
+def _build(law, used, group_index, *, lr_ref, n_ref, size_law, groups) -> CurveData:
+    """Model inputs for the ``used`` runs, at the points the likelihood sees."""
     curves = []
     for r, g in zip(used, group_index, strict=True):
-        keep = _fit_points(r, thin=loss)
-        if cut is not None and r.name in cut:
-            keep &= r.steps <= cut[r.name]
-        curves.append((r.lr, r.steps[keep], r.loss[keep] if loss else None, r.warmup_steps, g))
-    lr_ref, n_ref, size_law, groups = config_like
+        keep = _fit_points(r, thin=True)
+        curves.append((r.lr, r.steps[keep], r.loss[keep], r.warmup_steps, g))
     return curve_data(law, curves, lr_ref=lr_ref, group_log_n=_group_log_n(groups, n_ref),
                       size_law=size_law)
 
@@ -180,43 +177,61 @@ def _build(law, used, group_index, config_like, *, loss=True, cut=None) -> Curve
 # ---------------------------------------------------------------- point fit
 
 
+class PointFit:
+    """Maximum a posteriori points of the curve model on one data set, compiled once.
+
+    ``solve(seen)`` fits the points flagged in ``seen`` only; the held-out fits of the
+    calibration differ in nothing else, so they share the set-up and compilation (which,
+    not the optimisation, is most of a point fit's time).
+    """
+
+    def __init__(self, data: CurveData, priors: PriorSet, *, seed: int = 0):
+        from jax.flatten_util import ravel_pytree
+        from numpyro.infer import init_to_median
+        from numpyro.infer.util import initialize_model, potential_energy
+
+        self.data, self.seed = data, seed
+        kwargs = dict(data=data, priors=priors, obs=data.log_loss)
+        info, _, self._postprocess, _ = initialize_model(
+            jax.random.PRNGKey(seed), curve_model, model_kwargs=kwargs,
+            init_strategy=init_to_median(num_samples=15), dynamic_args=False,
+        )
+        self._x0, self._unravel = ravel_pytree(info.z)
+        self._vg = jax.jit(jax.value_and_grad(lambda x, seen: potential_energy(
+            curve_model, (), {**kwargs, "seen": seen}, self._unravel(x))))
+
+    def solve(self, seen: np.ndarray | None = None, *, starts: int = 4):
+        """The best of ``starts`` L-BFGS runs: constrained values of every site, and energy."""
+        from scipy.optimize import minimize
+
+        seen = jnp.ones(self.data.n_points, bool) if seen is None else jnp.asarray(seen, bool)
+
+        def fun(x):
+            v, g = self._vg(x, seen)
+            v, g = float(v), np.asarray(g, dtype=np.float64)
+            if not np.isfinite(v):
+                return 1e30, np.zeros_like(g)
+            return v, np.nan_to_num(g)
+
+        rng = np.random.default_rng(self.seed)
+        best = None
+        for i in range(starts):
+            start = np.asarray(self._x0) + (0.0 if i == 0 else rng.normal(0.0, 0.5, self._x0.shape))
+            res = minimize(fun, start, jac=True, method="L-BFGS-B", options=dict(maxiter=3000))
+            if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+                best = res
+        if best is None:
+            raise FitError("the point fit found no finite posterior density; check the priors")
+        constrained = self._postprocess(self._unravel(jnp.asarray(best.x)))
+        return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
+
+
 def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 4):
     """Maximum a posteriori point, by L-BFGS from several starts drawn near the prior median.
 
     Returns the constrained values of every sample site and the final potential energy.
     """
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import initialize_model
-    from scipy.optimize import minimize
-
-    key = jax.random.PRNGKey(seed)
-    info, potential_fn, postprocess_fn, _ = initialize_model(
-        key, curve_model, model_kwargs=dict(data=data, priors=priors, obs=data.log_loss),
-        init_strategy=init_to_median(num_samples=15), dynamic_args=False,
-    )
-    x0, unravel = ravel_pytree(info.z)
-    vg = jax.jit(jax.value_and_grad(lambda x: potential_fn(unravel(x))))
-
-    def fun(x):
-        v, g = vg(x)
-        v, g = float(v), np.asarray(g, dtype=np.float64)
-        if not np.isfinite(v):
-            return 1e30, np.zeros_like(g)
-        return v, np.nan_to_num(g)
-
-    rng = np.random.default_rng(seed)
-    best = None
-    for i in range(starts):
-        start = np.asarray(x0) + (0.0 if i == 0 else rng.normal(0.0, 0.5, x0.shape))
-        res = minimize(fun, start, jac=True, method="L-BFGS-B", options=dict(maxiter=3000))
-        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-            best = res
-    if best is None:
-        raise FitError("the point fit found no finite posterior density; check the priors")
-    z = unravel(jnp.asarray(best.x))
-    constrained = postprocess_fn(z)
-    return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
+    return PointFit(data, priors, seed=seed).solve(starts=starts)
 
 
 def area(lr: np.ndarray, steps: np.ndarray, lr_ref: float) -> np.ndarray:
@@ -224,15 +239,7 @@ def area(lr: np.ndarray, steps: np.ndarray, lr_ref: float) -> np.ndarray:
     return np.cumsum(lr / lr_ref)[np.asarray(steps) - 1] / STEP_SCALE
 
 
-def _residuals(law, used, group_index, config_like, priors, seed, *, train, test, cut=None):
-    """Log residuals of ``test`` runs predicted by a MAP fit to ``train`` runs (and its sigma)."""
-    pick = lambda idx: ([used[i] for i in idx], [group_index[i] for i in idx])  # noqa: E731
-    point, _ = map_fit(_build(law, *pick(train), config_like, cut=cut), priors, seed=seed, starts=2)
-    data = _build(law, *pick(test), config_like)
-    return data.log_loss - np.log(np.asarray(_law_at_point(data, point))), float(point["sigma"])
-
-
-def _calibrate(law, used, group_index, config_like, priors, seed):
+def _calibrate(fit: PointFit, used: list[Run], group_index: list[int], lr_ref: float):
     """The law's error on data it did not see, on log loss: a floor and a growth rate.
 
     Returns the floor, the growth, the number of held-out runs behind them (the degrees of
@@ -244,28 +251,29 @@ def _calibrate(law, used, group_index, config_like, priors, seed):
     ratio of the forward LR area to the area fitted, u. An unseen curve's discrepancy is then
     ``sqrt(floor^2 + (growth * u)^2)``, with u = 0 within the fitted area.
     """
-    lr_ref = config_like[0]
+    data = fit.data
+    steps = [r.steps[_fit_points(r, thin=True)] for r in used]
+    run_of = np.concatenate([np.full(st.size, i) for i, st in enumerate(steps)])
+
+    def residuals(seen):
+        point, _ = fit.solve(seen, starts=2)
+        return data.log_loss - np.log(np.asarray(_law_at_point(data, point))), float(point["sigma"])
+
     counts = np.bincount(group_index)
     eligible = [j for j, g in enumerate(group_index) if counts[g] >= 2]
     # at most 6 point fits, spread over the runs (and so over groups), not the first six
     folds = [eligible[i] for i in np.unique(np.linspace(0, len(eligible) - 1, 6).round().astype(int))
              ] if eligible else []
-    everyone = list(range(len(used)))
     sq, sig = [], []
     for j in folds:
-        r, s = _residuals(law, used, group_index, config_like, priors, seed,
-                          train=[i for i in everyone if i != j], test=[j])
-        sq.append(np.mean(r**2))
+        r, s = residuals(run_of != j)
+        sq.append(np.mean(r[run_of == j] ** 2))
         sig.append(s)
-    cut = {}
-    for r in used:
-        st = r.steps[_fit_points(r)]
-        cut[r.name] = st[int(0.6 * (len(st) - 1))]
-    res, s = _residuals(law, used, group_index, config_like, priors, seed,
-                        train=everyone, test=everyone, cut=cut)
-    steps = [r.steps[_fit_points(r, thin=True)] for r in used]
-    u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [cut[r.name]], lr_ref)[0])
-                        for r, st in zip(used, steps, strict=True)])
+    cut = [st[int(0.6 * (len(st) - 1))] for st in steps]
+    res, s = residuals(np.concatenate(steps) <= np.concatenate(
+        [np.full(st.size, c) for st, c in zip(steps, cut, strict=True)]))
+    u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [c], lr_ref)[0])
+                        for r, st, c in zip(used, steps, cut, strict=True)])
     late = u > 0
     noise2 = np.mean(np.square(sig + [s]))
     if sq:
@@ -339,13 +347,14 @@ def fit_curves(
     groups, group_index = _groups(used)
     size_law, n_ref = _size_refs(groups)
     lr_ref = max(g.peak_lr for g in groups)
-    config_like = (lr_ref, n_ref, size_law, groups)
-    data = _build(law, used, group_index, config_like)
+    data = _build(law, used, group_index, lr_ref=lr_ref, n_ref=n_ref, size_law=size_law,
+                  groups=groups)
     log.info("fitting %s law to %d runs (%d points, %d groups)", law, len(used),
              data.n_points, data.n_groups)
 
-    point, _ = map_fit(data, priors, seed=seed)
-    disc, growth, dof, cal_notes = _calibrate(law, used, group_index, config_like, priors, seed)
+    point_fit = PointFit(data, priors, seed=seed)
+    point, _ = point_fit.solve()
+    disc, growth, dof, cal_notes = _calibrate(point_fit, used, group_index, lr_ref)
     notes += cal_notes
 
     noise = float(point["sigma"])

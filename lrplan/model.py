@@ -215,7 +215,7 @@ def law_mean(data: CurveData, values: dict[str, jnp.ndarray]) -> jnp.ndarray:
 
 def curve_model(
     data: CurveData, *, priors: PriorSet, obs: np.ndarray | None = None,
-    scale: float | None = None,
+    scale: float | None = None, seen: jnp.ndarray | None = None,
 ) -> None:
     r"""Loss curves of several runs under one law.
 
@@ -228,7 +228,8 @@ def curve_model(
     calibrated error on runs it did not see: a curve's residuals are strongly autocorrelated,
     so treating its points as independent with the small in-sample noise alone gives a
     posterior far narrower than the law's real accuracy. ``obs=None`` samples the prior
-    predictive.
+    predictive. ``seen`` (booleans, one per point) keeps the other points out of the
+    likelihood, so that held-out point fits reuse one compiled model.
     """
     values = _group_values(data, priors)
     mean = law_mean(data, values)
@@ -237,5 +238,6 @@ def curve_model(
     log_mean = jnp.log(jnp.clip(mean, 1e-6))
     if scale is None:
         scale = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
-    with numpyro.plate("points", data.n_points):
+    with numpyro.plate("points", data.n_points), numpyro.handlers.mask(
+            mask=True if seen is None else seen):
         numpyro.sample("log_loss", dist.StudentT(STUDENT_DF, log_mean, scale), obs=obs)
