@@ -86,3 +86,27 @@ def test_extrapolation_beyond_fitted_area_is_flagged(fitted):
     assert loud.extrapolates
     (note,) = [n for n in loud.notes if "extrapolates" in n]
     assert "3.0x" in note  # 14.9k steps at the peak LR (warmup counts half) against 4.9k
+
+
+def test_point_fit_mask_equals_fit_without_the_runs(fitted):
+    # The calibration's held-out fits mask points out of one compiled model; that must be the
+    # same fit as one on the remaining runs alone.
+    from lrplan.inference import PointFit, _build, _groups, _select, _size_refs
+    from lrplan.priors import load_priors
+
+    _, d = fitted
+    used, _ = _select(load_runs(d / "runs.csv", meta=d / "meta.csv"))
+    groups, group_index = _groups(used)
+    size_law, n_ref = _size_refs(groups)
+    build = lambda rs, gi: _build("annealing", rs, gi, lr_ref=1e-3, n_ref=n_ref,  # noqa: E731
+                                  size_law=size_law, groups=groups)
+    priors = load_priors("annealing")
+    whole = build(used, group_index)
+    seen = np.ones(whole.n_points, bool)
+    seen[-len(build(used[-1:], group_index[-1:]).log_loss):] = False
+    masked, _ = PointFit(whole, priors, seed=0).solve(seen, starts=2)
+    alone, _ = PointFit(build(used[:-1], group_index[:-1]), priors, seed=0).solve(starts=2)
+    full, _ = PointFit(whole, priors, seed=0).solve(starts=2)
+    for k in ("L0", "A", "alpha", "C"):
+        assert np.isclose(masked[k], alone[k], rtol=1e-4), k
+    assert not np.isclose(full["sigma"], alone["sigma"], rtol=1e-4)  # the mask did something
