@@ -26,7 +26,7 @@ from .files import atomic_write
 from .model import STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, law_parameters
 from .priors import PriorSet, load_priors, priors_from_toml
 
-__all__ = ["CurveFit", "Diagnostics", "area", "fit_curves", "map_fit", "load_fit", "save_fit"]
+__all__ = ["CurveFit", "Diagnostics", "PointFit", "area", "fit_curves", "load_fit", "save_fit"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,8 @@ def _build(law, used, group_index, *, lr_ref, n_ref, size_law, groups) -> CurveD
 class PointFit:
     """Maximum a posteriori points of the curve model on one data set, compiled once.
 
+    L-BFGS from several starts: the prior median, then random moves from it.
+
     ``solve(seen)`` fits the points flagged in ``seen`` only; the held-out fits of the
     calibration differ in nothing else, so they share the set-up and compilation (which,
     not the optimisation, is most of a point fit's time).
@@ -224,14 +226,6 @@ class PointFit:
             raise FitError("the point fit found no finite posterior density; check the priors")
         constrained = self._postprocess(self._unravel(jnp.asarray(best.x)))
         return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
-
-
-def map_fit(data: CurveData, priors: PriorSet, *, seed: int = 0, starts: int = 4):
-    """Maximum a posteriori point, by L-BFGS from several starts drawn near the prior median.
-
-    Returns the constrained values of every sample site and the final potential energy.
-    """
-    return PointFit(data, priors, seed=seed).solve(starts=starts)
 
 
 def area(lr: np.ndarray, steps: np.ndarray, lr_ref: float) -> np.ndarray:
