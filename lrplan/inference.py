@@ -420,6 +420,16 @@ def save_fit(fit: CurveFit, path: str | Path) -> None:
     atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 
+def _release(version: str) -> tuple[str, ...]:
+    """The part of a version that fit files must share.
+
+    The major, and before 1.0 the minor too: 0.x releases may change a law (0.2 added the
+    warmup's term to the multi-power law).
+    """
+    parts = version.split(".") + ["0"]
+    return tuple(parts[:2]) if parts[0] == "0" else (parts[0],)
+
+
 def load_fit(path: str | Path) -> CurveFit:
     """Read a fit written by `save_fit`; a file of another kind or version raises FitError."""
     import arviz as az
@@ -434,8 +444,7 @@ def load_fit(path: str | Path) -> CurveFit:
     attrs = idata.posterior.attrs
     if attrs.get("lrplan_kind") != "curve" or "config" not in attrs:
         raise FitError(f"{path}: not an lrplan curve fit (no lrplan provenance inside)")
-    major = str(attrs.get("lrplan_version", "0")).split(".")[0]
-    if major != __version__.split(".")[0]:
+    if _release(str(attrs.get("lrplan_version", "0"))) != _release(__version__):
         raise FitError(f"{path}: written by lrplan {attrs['lrplan_version']}, this is "
                        f"{__version__}; refit with this version")
     config = _config_from_json(attrs["config"])

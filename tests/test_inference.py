@@ -110,3 +110,19 @@ def test_point_fit_mask_equals_fit_without_the_runs(fitted):
     for k in ("L0", "A", "alpha", "C"):
         assert np.isclose(masked[k], alone[k], rtol=1e-4), k
     assert not np.isclose(full["sigma"], alone["sigma"], rtol=1e-4)  # the mask did something
+
+
+def test_load_rejects_fits_of_another_release(fitted, tmp_path):
+    import dataclasses
+
+    from lrplan import __version__
+
+    fit, _ = fitted
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    patch = dataclasses.replace(fit, version=f"{major}.{minor}.99")
+    save_fit(patch, tmp_path / "same.nc")
+    assert load_fit(tmp_path / "same.nc").law == "annealing"  # a patch release reads it
+    other = f"{major}.{minor - 1}.0" if major == 0 else f"{major - 1}.0.0"
+    save_fit(dataclasses.replace(fit, version=other), tmp_path / "old.nc")
+    with pytest.raises(FitError, match="refit with this version"):
+        load_fit(tmp_path / "old.nc")
