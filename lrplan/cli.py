@@ -127,7 +127,7 @@ def cli(verbose: int, quiet: bool) -> None:
               help="Posterior file to write (NetCDF).")
 @click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--warmup", "num_warmup", default=400, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=800, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
 @seed_option
 @json_option
 def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):

@@ -322,7 +322,7 @@ def fit_curves(
     seed: int = 0,
     chains: int = 2,
     num_warmup: int = 400,
-    num_samples: int = 800,
+    num_samples: int = 1000,
     progress: bool = False,
 ) -> CurveFit:
     """Fit a curve law to every usable run with NUTS.

@@ -114,14 +114,14 @@ class MultiPowerFeatures(NamedTuple):
 
     ``s1w`` is :math:`S_1(t) + S_W` at each evaluation point. Every pair ``p`` links point
     ``point[p]`` to one earlier segment of the LR decrease with total decrease ``d_lr[p]``,
-    mean LR ``seg_lr[p]``, and area from the segment's first / last decrease to the point
+    log mean LR ``log_lr[p]``, and area from the segment's first / last decrease to the point
     ``area_far[p]`` / ``area_near[p]``.
     """
 
     s1w: np.ndarray
     point: np.ndarray
     d_lr: np.ndarray
-    seg_lr: np.ndarray
+    log_lr: np.ndarray
     area_far: np.ndarray
     area_near: np.ndarray
 
@@ -166,7 +166,7 @@ def multipower_features(
     t_eval = steps
     area = np.concatenate([[0.0], np.cumsum(eta)])  # area[t] = S1(t) + S_W
     delta = np.concatenate([[0.0], eta[:-1]]) - eta  # delta[k-1] = eta_{k-1} - eta_k
-    points, d_lr, seg_lr, far, near = [], [], [], [], []
+    points, d_lr, log_lr, far, near = [], [], [], [], []
 
     def add(lo, hi, later):  # segment k = lo+1..hi, paired with the evaluation points `later`
         d = delta[lo:hi]
@@ -177,7 +177,8 @@ def multipower_features(
         w = np.abs(d[nz])
         points.append(later)
         d_lr.append(np.full(later.size, d.sum()))
-        seg_lr.append(np.full(later.size, np.sum(w * eta[lo + nz]) / np.sum(w)))
+        mean_lr = np.sum(w * eta[lo + nz]) / np.sum(w)
+        log_lr.append(np.full(later.size, np.log(max(mean_lr, 1e-12))))
         far.append(area[t_eval[later]] - area[k_first - 1])
         near.append(area[t_eval[later]] - area[k_last - 1])
 
@@ -205,7 +206,7 @@ def multipower_features(
         s1w=area[t_eval] / step_scale,
         point=cat(points, np.int64),
         d_lr=cat(d_lr, np.float64),
-        seg_lr=cat(seg_lr, np.float64),
+        log_lr=cat(log_lr, np.float64),
         area_far=cat(far, np.float64) / step_scale,
         area_near=cat(near, np.float64) / step_scale,
     )
@@ -223,6 +224,7 @@ def _g_mean(x_near, x_far, C, beta):
     written so that both ratios stay finite (and differentiable) as :math:`a \to b`.
     """
     b = C * x_near + 1.0
+    log_b = jnp.log1p(C * x_near)  # b^-beta as exp(-beta log b): no pow per pair
     r = C * (x_far - x_near) / b  # a/b - 1 >= 0
     ell = jnp.log1p(r)
     small_r = r < 1e-6
@@ -232,7 +234,7 @@ def _g_mean(x_near, x_far, C, beta):
     small_z = jnp.abs(z) < 1e-6
     z_safe = jnp.where(small_z, 1.0, z)
     exprel = jnp.where(small_z, 1.0 + 0.5 * z, jnp.expm1(z_safe) / z_safe)
-    return 1.0 - jnp.power(b, -beta) * exprel * log_ratio
+    return 1.0 - jnp.exp(-beta * log_b) * exprel * log_ratio
 
 
 def multipower_loss(features: MultiPowerFeatures, *, L0, A, alpha, B, C, beta, gamma):
@@ -266,7 +268,7 @@ def multipower_loss(features: MultiPowerFeatures, *, L0, A, alpha, B, C, beta, g
         v = jnp.asarray(v)
         return v[point] if v.ndim else v
 
-    scale = jnp.power(jnp.maximum(features.seg_lr, 1e-12), -at_pair(gamma))
+    scale = jnp.exp(-at_pair(gamma) * features.log_lr)
     g = _g_mean(scale * features.area_near, scale * features.area_far, at_pair(C), at_pair(beta))
     ld = jnp.zeros(n).at[point].add(features.d_lr * g)
     return L0 + A * jnp.power(features.s1w, -alpha) - B * ld

@@ -99,7 +99,7 @@ def _concat_features(law: str, parts: list) -> laws.AnnealingFeatures | laws.Mul
         s1w=np.concatenate([f.s1w for f in parts]),
         point=np.concatenate([f.point + o for f, o in zip(parts, offsets, strict=True)]),
         d_lr=np.concatenate([f.d_lr for f in parts]),
-        seg_lr=np.concatenate([f.seg_lr for f in parts]),
+        log_lr=np.concatenate([f.log_lr for f in parts]),
         area_far=np.concatenate([f.area_far for f in parts]),
         area_near=np.concatenate([f.area_near for f in parts]),
     )
