@@ -34,6 +34,7 @@ import pandas as pd
 from . import laws
 from .data import Run
 from .errors import FitError
+from .inference import lbfgs
 from .model import STEP_SCALE, law_parameters
 
 __all__ = [
@@ -180,20 +181,9 @@ class _Problem:
         self.value_and_grad = jax.jit(jax.value_and_grad(objective))
 
     def minimize(self, theta0: np.ndarray, w: np.ndarray):
-        from scipy.optimize import minimize
-
-        w = np.asarray(w, dtype=np.float64)
-
-        def fun(theta):
-            v, g = self.value_and_grad(theta, w)
-            v, g = float(v), np.asarray(g, dtype=np.float64)
-            if not np.isfinite(v):
-                return 1e30, np.zeros_like(g)
-            return v, np.nan_to_num(g)
-
         x0 = np.clip(theta0, [b[0] for b in self.bounds], [b[1] for b in self.bounds])
-        return minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=self.bounds,
-                        options=dict(maxiter=3000, ftol=1e-13, gtol=1e-9))
+        return lbfgs(self.value_and_grad, x0, np.asarray(w, dtype=np.float64), bounds=self.bounds,
+                     options=dict(maxiter=3000, ftol=1e-13, gtol=1e-9))
 
 
 def _usable(runs: Sequence[Run]) -> list[Run]:

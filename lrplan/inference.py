@@ -177,6 +177,23 @@ def _build(law, used, group_index, *, lr_ref, n_ref, size_law, groups) -> CurveD
 # ---------------------------------------------------------------- point fit
 
 
+def lbfgs(value_and_grad, x0: np.ndarray, *args, **kwargs):
+    """L-BFGS-B (scipy) on a jax ``value_and_grad(x, *args)``; a non-finite value is a wall.
+
+    ``kwargs`` go to `scipy.optimize.minimize` (``bounds``, ``options``).
+    """
+    from scipy.optimize import minimize
+
+    def fun(x):
+        v, g = value_and_grad(x, *args)
+        v, g = float(v), np.asarray(g, dtype=np.float64)
+        if not np.isfinite(v):
+            return 1e30, np.zeros_like(g)
+        return v, np.nan_to_num(g)
+
+    return minimize(fun, x0, jac=True, method="L-BFGS-B", **kwargs)
+
+
 class PointFit:
     """Maximum a posteriori points of the curve model on one data set, compiled once.
 
@@ -204,22 +221,12 @@ class PointFit:
 
     def solve(self, seen: np.ndarray | None = None, *, starts: int = 4):
         """The best of ``starts`` L-BFGS runs: constrained values of every site, and energy."""
-        from scipy.optimize import minimize
-
         seen = jnp.ones(self.data.n_points, bool) if seen is None else jnp.asarray(seen, bool)
-
-        def fun(x):
-            v, g = self._vg(x, seen)
-            v, g = float(v), np.asarray(g, dtype=np.float64)
-            if not np.isfinite(v):
-                return 1e30, np.zeros_like(g)
-            return v, np.nan_to_num(g)
-
         rng = np.random.default_rng(self.seed)
         best = None
         for i in range(starts):
             start = np.asarray(self._x0) + (0.0 if i == 0 else rng.normal(0.0, 0.5, self._x0.shape))
-            res = minimize(fun, start, jac=True, method="L-BFGS-B", options=dict(maxiter=3000))
+            res = lbfgs(self._vg, start, seen, options=dict(maxiter=3000))
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
         if best is None:

@@ -163,7 +163,6 @@ def multipower_features(
     peak = float(lr.max()) if peak_lr is None else float(peak_lr)
     steps = _check_eval_steps(lr, steps, warmup_steps)
     eta = lr  # steps t = 1..T, warmup included, from eta_0 = 0
-    t_eval = steps
     area = np.concatenate([[0.0], np.cumsum(eta)])  # area[t] = S1(t) + S_W
     delta = np.concatenate([[0.0], eta[:-1]]) - eta  # delta[k-1] = eta_{k-1} - eta_k
     points, d_lr, log_lr, far, near = [], [], [], [], []
@@ -179,8 +178,8 @@ def multipower_features(
         d_lr.append(np.full(later.size, d.sum()))
         mean_lr = np.sum(w * eta[lo + nz]) / np.sum(w)
         log_lr.append(np.full(later.size, np.log(max(mean_lr, 1e-12))))
-        far.append(area[t_eval[later]] - area[k_first - 1])
-        near.append(area[t_eval[later]] - area[k_last - 1])
+        far.append(area[steps[later]] - area[k_first - 1])
+        near.append(area[steps[later]] - area[k_last - 1])
 
     def cuts(x, floor, width):  # where the LR has moved by more than `width` in log
         level = np.floor(np.log(np.maximum(x, floor * peak)) / width)
@@ -193,17 +192,17 @@ def multipower_features(
     # This keeps the pairs, and so the fit's cost, down at <= 5e-5 relative error.
     w_steps = min(warmup_steps, eta.size)
     for lo, hi in _segments(delta[w_steps:], np.concatenate(
-            [t_eval - w_steps, cuts(eta[w_steps:], 1e-3, 0.04)]), max_segment):
-        add(lo + w_steps, hi + w_steps, np.flatnonzero(t_eval >= hi + w_steps))
+            [steps - w_steps, cuts(eta[w_steps:], 1e-3, 0.04)]), max_segment):
+        add(lo + w_steps, hi + w_steps, np.flatnonzero(steps >= hi + w_steps))
     if w_steps:
-        close = area[t_eval] - area[w_steps] < WARM_NEAR * area[w_steps]
+        close = area[steps] - area[w_steps] < WARM_NEAR * area[w_steps]
         for width, pts in ((0.2, np.flatnonzero(close)), (0.5, np.flatnonzero(~close))):
             for lo, hi in _segments(delta[:w_steps], cuts(eta[:w_steps], 0.02, width), max_segment):
                 add(lo, hi, pts)
     cat = (lambda xs, dt: np.concatenate(xs).astype(dt)) if points else (
         lambda xs, dt: np.zeros(0, dt))
     return MultiPowerFeatures(
-        s1w=area[t_eval] / step_scale,
+        s1w=area[steps] / step_scale,
         point=cat(points, np.int64),
         d_lr=cat(d_lr, np.float64),
         log_lr=cat(log_lr, np.float64),

@@ -162,16 +162,13 @@ def predict_curve(
     values = _target_values(fit, group, key, rng)
     n = len(values["L0"])
 
-    batch = lambda vals: _law_draws(cfg.law, data.features, data.point_group, vals)  # noqa: E731
     curves = []
     for i in range(0, n, chunk):
         part = {k: jnp.asarray(v[i:i + chunk]) for k, v in values.items()}
-        if len(part["L0"]) < chunk:  # pad so every chunk has one shape (one compilation)
-            pad = chunk - len(part["L0"])
-            part = {k: jnp.concatenate([v, jnp.repeat(v[-1:], pad)]) for k, v in part.items()}
-            curves.append(np.asarray(batch(part))[: chunk - pad])
-        else:
-            curves.append(np.asarray(batch(part)))
+        m = len(part["L0"])
+        if m < chunk:  # pad so every chunk has one shape (one compilation)
+            part = {k: jnp.concatenate([v, jnp.repeat(v[-1:], chunk - m)]) for k, v in part.items()}
+        curves.append(np.asarray(_law_draws(cfg.law, data.features, data.point_group, part))[:m])
     law_curves = np.concatenate(curves)
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
