@@ -31,6 +31,7 @@ __all__ = [
     "curve_data",
     "curve_model",
     "prior_distribution",
+    "held_at_peak",
 ]
 
 Law = Literal["multipower", "annealing"]
@@ -81,6 +82,12 @@ class CurveData:
     def n_points(self) -> int:
         """Number of evaluation points."""
         return int(self.point_group.shape[0])
+
+
+def held_at_peak(lr: np.ndarray, warmup_steps: int) -> np.ndarray:
+    """The schedule's constant-LR counterpart: the same warmup, then the peak LR throughout."""
+    lr = np.asarray(lr, dtype=np.float64)
+    return np.where(np.arange(lr.size) < warmup_steps, lr, lr.max())
 
 
 def _features(law: str, lr: np.ndarray, steps: np.ndarray, *, warmup_steps: int,

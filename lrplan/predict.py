@@ -11,7 +11,8 @@ import numpy as np
 
 from .errors import FitError
 from .inference import CurveFit, area
-from .model import STUDENT_DF, CurveData, GroupKey, curve_data, law_mean, law_parameters
+from .model import (STUDENT_DF, CurveData, GroupKey, curve_data, held_at_peak, law_mean,
+                    law_parameters)
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
 
@@ -133,6 +134,19 @@ def _law_draws(law: str, features, point_group, values: dict) -> jnp.ndarray:
     return jax.vmap(lambda v: law_mean(data, {k: x[None] for k, x in v.items()}))(values)
 
 
+def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
+    """The law's curve for every draw, in chunks of one shape (one compilation)."""
+    n = len(values["L0"])
+    out = []
+    for i in range(0, n, chunk):
+        part = {k: jnp.asarray(v[i:i + chunk]) for k, v in values.items()}
+        m = len(part["L0"])
+        if m < chunk:
+            part = {k: jnp.concatenate([v, jnp.repeat(v[-1:], chunk - m)]) for k, v in part.items()}
+        out.append(np.asarray(_law_draws(law, data.features, data.point_group, part))[:m])
+    return np.concatenate(out)
+
+
 def predict_curve(
     fit: CurveFit,
     lr: np.ndarray,
@@ -160,28 +174,23 @@ def predict_curve(
                       group_log_n=log_n, size_law=cfg.size_law)
     rng = np.random.default_rng(seed)
     values = _target_values(fit, group, key, rng)
-    n = len(values["L0"])
-
-    curves = []
-    for i in range(0, n, chunk):
-        part = {k: jnp.asarray(v[i:i + chunk]) for k, v in values.items()}
-        m = len(part["L0"])
-        if m < chunk:  # pad so every chunk has one shape (one compilation)
-            part = {k: jnp.concatenate([v, jnp.repeat(v[-1:], chunk - m)]) for k, v in part.items()}
-        curves.append(np.asarray(_law_draws(cfg.law, data.features, data.point_group, part))[:m])
-    law_curves = np.concatenate(curves)
+    flat = curve_data(cfg.law, [(held_at_peak(lr, warmup_steps), steps, None, warmup_steps, 0)],
+                      lr_ref=cfg.lr_ref, group_log_n=log_n, size_law=cfg.size_law)
+    law_curves, flat_curves = (_curves(cfg.law, d, values, chunk) for d in (data, flat))
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
     noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
-    # An unseen run departs from the law smoothly: one standard-normal offset per draw, scaled
-    # by a discrepancy that grows once the schedule's LR area exceeds anything fitted.
+    # An unseen run departs from the law smoothly: per draw, one standard-normal offset for
+    # each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
+    # credits to LR decay, a growth once the LR area exceeds anything fitted).
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
     u = np.maximum(0.0, np.log(reach))
-    scale = np.hypot(cfg.discrepancy, cfg.discrepancy_growth * u)
-    disc = rng.standard_normal((law_curves.shape[0], 1)) * scale[None, :]
+    z = rng.standard_normal((3, law_curves.shape[0], 1))
+    disc = (z[0] * cfg.discrepancy + z[1] * cfg.discrepancy_anneal * (flat_curves / law_curves - 1)
+            + z[2] * cfg.discrepancy_growth * u[None, :])
     if cfg.discrepancy_dof > 0:
-        # that scale is estimated from a handful of held-out runs: integrating over its
+        # those scales are estimated from a handful of held-out runs: integrating over their
         # uncertainty (scaled inverse chi-square) makes the offset Student-t with that many dof
         dof = cfg.discrepancy_dof
         disc *= np.sqrt(dof / rng.chisquare(dof, size=(law_curves.shape[0], 1)))
