@@ -145,7 +145,9 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
     d = result.diagnostics
     doc = {"fit": str(output), "law": law, "runs": len(set(result.observed["run"])),
            "points": int(len(result.observed["step"])), "groups": len(result.config.groups),
-           "discrepancy": result.config.discrepancy, "noise": result.config.noise,
+           "discrepancy": result.config.discrepancy,
+           "discrepancy_anneal": result.config.discrepancy_anneal,
+           "discrepancy_growth": result.config.discrepancy_growth, "noise": result.config.noise,
            "diagnostics": d.to_json(), "notes": list(result.config.notes)}
     if as_json:
         _echo_json(doc)

@@ -242,6 +242,29 @@ def area(lr: np.ndarray, steps: np.ndarray, lr_ref: float) -> np.ndarray:
     return np.cumsum(lr / lr_ref)[np.asarray(steps) - 1] / STEP_SCALE
 
 
+def discrepancy_rates(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2: float):
+    """Maximum-likelihood ``(floor, anneal, growth)`` of held-out errors ``e`` on log loss.
+
+    The errors are taken as Gaussian with variance
+    ``noise2 + floor^2 + (anneal * d)^2 + (growth * u)^2`` (rates >= 0).
+    """
+    from scipy.optimize import minimize, nnls
+
+    X = np.c_[np.ones_like(e), d**2, u**2]
+    # each rate in units that give its column the mean squared error: a well-scaled problem
+    mean = X.mean(axis=0)
+    unit = np.divide(np.mean(e**2), mean, out=np.zeros(3), where=mean > 0)
+    X = X * unit
+
+    def nll(c):
+        v = noise2 + X @ c
+        return np.sum(np.log(v) + e**2 / v), X.T @ (1 / v - e**2 / v**2)
+
+    start = np.maximum(nnls(X, e**2)[0], 1e-3)
+    res = minimize(nll, start, jac=True, method="L-BFGS-B", bounds=[(0, None)] * 3)
+    return tuple(float(np.sqrt(k * x)) for k, x in zip(unit, res.x, strict=True))
+
+
 #: Where the calibration cuts every run to forecast the rest: the forecasts reach ~3x the
 #: fitted LR area, the range a planner extrapolates over.
 PREFIXES = (0.3, 0.45, 0.6)
@@ -257,18 +280,18 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     likelihood's), plus notes.
 
     Held-out errors come from predicting each run of a group with >= 2 runs from a fit
-    without it (schedule transfer at seen horizons) and from fitting every run's first
-    `PREFIXES` and forecasting the rest. Their squares, less the noise, are regressed
-    (non-negative least squares) on a constant, the squared relative loss reduction the law
-    credits to LR decay, d (the gap to the schedule held at its peak LR), and the squared log
-    ratio of the forward LR area to the area fitted, u: an unseen curve's discrepancy is
-    ``sqrt(floor^2 + (anneal * d)^2 + (growth * u)^2)``. On Luo et al.'s curves the law is
+    without it (schedule transfer at seen horizons), from fitting every run's first
+    `PREFIXES` and forecasting the rest, and, in groups with runs of several lengths, from
+    forecasting the longest run from the others. An unseen curve's discrepancy at a point is
+    ``sqrt(floor^2 + (anneal * d)^2 + (growth * u)^2)``, with d the relative loss reduction
+    the law credits to LR decay there (the gap to the schedule held at its peak LR) and u the
+    log ratio of the forward LR area to the area fitted (0 within it); the three rates are the
+    maximum-likelihood fit of Gaussian held-out errors. On Luo et al.'s curves the law is
     exact to ~0.05% while the LR is constant and off by 5-25% of the reduction it predicts
     after a decay it has not seen, so one constant scale is too wide before a decay and too
-    narrow after it.
+    narrow after it. Least squares on squared errors would let the few largest misses set all
+    three rates; the likelihood also heeds the many small ones.
     """
-    from scipy.optimize import nnls
-
     data = fit.data
     steps = [r.steps[_fit_points(r, thin=True)] for r in used]
     run_of = np.concatenate([np.full(st.size, i) for i, st in enumerate(steps)])
@@ -285,7 +308,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         law, d = reduction(p)
         return data.log_loss - np.log(law), d, float(p["sigma"]) ** 2
 
-    rows, noise2 = [], []  # (error, d, u) per held-out point
+    loo, ahead, noise2 = [], [], []  # (error, d, u) per held-out point
     counts = np.bincount(group_index)
     eligible = [j for j, g in enumerate(group_index) if counts[g] >= 2]
     # at most 6 point fits, spread over the runs (and so over groups), not the first six
@@ -294,26 +317,39 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     for j in folds:
         e, d, n2 = held_out(run_of != j)
         out = run_of == j
-        rows.append((e[out], d[out], np.zeros(out.sum())))
+        loo.append((e[out], d[out], np.zeros(out.sum())))
         noise2.append(n2)
     for frac in PREFIXES:
-        cut = np.concatenate([np.full(st.size, st[int(frac * (len(st) - 1))]) for st in steps])
-        e, d, n2 = held_out(np.concatenate(steps) <= cut)
-        u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [st[int(frac * (len(st) - 1))]], lr_ref)[0])
-                            for r, st in zip(used, steps, strict=True)])
+        cut = [st[int(frac * (len(st) - 1))] for st in steps]
+        e, d, n2 = held_out(np.concatenate(steps) <= np.repeat(cut, [st.size for st in steps]))
+        u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [c], lr_ref)[0])
+                            for r, st, c in zip(used, steps, cut, strict=True)])
         late = u > 0
-        rows.append((e[late], d[late], u[late]))
+        ahead.append((e[late], d[late], u[late]))
         noise2.append(n2)
-    e, d, u = (np.concatenate(x) for x in zip(*rows, strict=True))
-    (c0, c_d, c_u), _ = nnls(np.c_[np.ones_like(e), d**2, u**2], e**2)
-    floor = float(np.sqrt(max(0.0, c0 - np.mean(noise2))))
-    anneal, growth = float(np.sqrt(c_d)), float(np.sqrt(c_u))
+    # In a group with runs of several lengths, the longest one forecast from the others is
+    # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
+    # small decay share early on, is what prefix forecasts of decaying runs never show.
+    ends = np.array([area(r.lr, st[-1:], lr_ref)[0] for r, st in zip(used, steps, strict=True)])
+    longest = [j for j, g in enumerate(group_index) if ends[j] == ends[np.equal(group_index, g)].max()
+               and (ends[np.equal(group_index, g)] < ends[j] / 1.5).any()]
+    if longest:
+        e, d, n2 = held_out(~np.isin(run_of, longest))
+        for j in longest:
+            out = run_of == j
+            fitted = ends[np.equal(group_index, group_index[j]) & (np.arange(len(used)) != j)].max()
+            u = np.maximum(0.0, np.log(area(used[j].lr, steps[j], lr_ref) / fitted))
+            ahead.append((e[out], d[out], u))
+        noise2.append(n2)
+    e, d, u = (np.concatenate(x) for x in zip(*loo, *ahead, strict=True))
+    floor, anneal, growth = discrepancy_rates(e, d, u, noise2=float(np.mean(noise2)))
     _, d_fit = reduction(point)
     fitted = float(np.sqrt(floor**2 + anneal**2 * np.mean(d_fit**2)))
     notes = [f"discrepancy {floor:.2e} (log loss), plus {anneal:.3f} of the loss reduction the law "
              f"credits to LR decay and {growth:.2e} per unit log area beyond the fitted area "
-             f"(from {len(folds)} leave-one-run-out fits and forecasts of each run from its first "
-             f"{', '.join(f'{p:.0%}' for p in PREFIXES)})"]
+             f"(from {len(folds)} leave-one-run-out fits, forecasts of each run from its first "
+             f"{', '.join(f'{p:.0%}' for p in PREFIXES)}"
+             + (f" and of the longest run of {len(longest)} group(s))" if longest else ")")]
     return dict(floor=floor, anneal=anneal, growth=growth, fitted=fitted,
                 dof=len(folds) or len(used)), notes
 

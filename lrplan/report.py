@@ -475,8 +475,10 @@ def _curve_data(ctx: _Context, b: _Body) -> None:
              "points in likelihood"], rows, caption=f"{len(rows)} run(s) in the {fit.law} curve fit")
     c = fit.config
     b.p(f"Fit: {c.law} law, {c.chains} chain(s) × {c.num_samples} draws after {c.num_warmup} warmup, "
-        f"seed {c.seed}, lrplan {fit.version}; calibrated discrepancy {_fmt(c.discrepancy, 3)} and "
-        f"noise {_fmt(c.noise, 3)} (log loss).")
+        f"seed {c.seed}, lrplan {fit.version}; noise {_fmt(c.noise, 3)} (log loss); the calibrated "
+        f"discrepancy of an unseen run is {_fmt(c.discrepancy, 3)}, plus "
+        f"{_fmt(c.discrepancy_anneal, 3)} of the loss reduction the law credits to LR decay and "
+        f"{_fmt(c.discrepancy_growth, 3)} per unit log LR area beyond the fitted runs'.")
     _notes(b, c.notes)
 
 

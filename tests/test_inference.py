@@ -126,3 +126,18 @@ def test_load_rejects_fits_of_another_release(fitted, tmp_path):
     save_fit(dataclasses.replace(fit, version=other), tmp_path / "old.nc")
     with pytest.raises(FitError, match="refit with this version"):
         load_fit(tmp_path / "old.nc")
+
+
+@pytest.mark.parametrize("truth", [(0.004, 0.3, 0.016), (0.001, 0.0, 0.05), (0.0, 0.1, 0.0)])
+def test_discrepancy_rates_recover_known_rates(truth):
+    from lrplan.inference import discrepancy_rates
+
+    floor, anneal, growth = truth
+    rng = np.random.default_rng(7)
+    d = rng.uniform(0.0, 0.06, 4000)
+    u = np.where(rng.random(4000) < 0.5, 0.0, rng.uniform(0.0, 1.5, 4000))
+    sd = np.sqrt(1e-8 + floor**2 + (anneal * d) ** 2 + (growth * u) ** 2)
+    est = discrepancy_rates(rng.normal(0.0, sd), d, u, noise2=1e-8)
+    # rates of 0 come back near 0; the others within 10% (standard errors are ~2-4% here)
+    for got, want, size in zip(est, truth, (0.004, 0.3, 0.016), strict=True):
+        assert abs(got - want) < 0.1 * max(want, size / 2), (est, truth)
