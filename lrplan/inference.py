@@ -203,7 +203,9 @@ class PointFit:
 
     ``solve(seen)`` fits the points flagged in ``seen`` only; the held-out fits of the
     calibration differ in nothing else, so they share the set-up and compilation (which,
-    not the optimisation, is most of a point fit's time).
+    not the optimisation, is most of a point fit's time). Once the full data are solved, a
+    held-out fit starts from that optimum as well: from the prior median alone, a fit to a
+    short prefix can stall at a law that fits nothing.
     """
 
     def __init__(self, data: CurveData, priors: PriorSet, *, seed: int = 0):
@@ -218,21 +220,28 @@ class PointFit:
             init_strategy=init_to_median(num_samples=15), dynamic_args=False,
         )
         self._x0, self._unravel = ravel_pytree(info.z)
+        self._x_full = None
         self._vg = jax.jit(jax.value_and_grad(lambda x, seen: potential_energy(
             curve_model, (), {**kwargs, "seen": seen}, self._unravel(x))))
 
     def solve(self, seen: np.ndarray | None = None, *, starts: int = 4):
         """The best of ``starts`` L-BFGS runs: constrained values of every site, and energy."""
-        seen = jnp.ones(self.data.n_points, bool) if seen is None else jnp.asarray(seen, bool)
+        full = seen is None
+        seen = jnp.ones(self.data.n_points, bool) if full else jnp.asarray(seen, bool)
         rng = np.random.default_rng(self.seed)
+        x0 = np.asarray(self._x0)
+        points = [x0] + [x0 + rng.normal(0.0, 0.5, x0.shape) for _ in range(starts - 1)]
+        if self._x_full is not None and not full:
+            points.append(self._x_full)
         best = None
-        for i in range(starts):
-            start = np.asarray(self._x0) + (0.0 if i == 0 else rng.normal(0.0, 0.5, self._x0.shape))
+        for start in points:
             res = lbfgs(self._vg, start, seen, options=dict(maxiter=3000))
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
         if best is None:
             raise FitError("the point fit found no finite posterior density; check the priors")
+        if full:
+            self._x_full = best.x
         constrained = self._postprocess(self._unravel(jnp.asarray(best.x)))
         return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
 
@@ -306,27 +315,25 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     def held_out(seen):
         p, _ = fit.solve(seen, starts=2)
         law, d = reduction(p)
-        return data.log_loss - np.log(law), d, float(p["sigma"]) ** 2
+        return data.log_loss - np.log(law), d
 
-    loo, ahead, noise2 = [], [], []  # (error, d, u) per held-out point
+    loo, ahead = [], []  # (error, d, u) per held-out point
     counts = np.bincount(group_index)
     eligible = [j for j, g in enumerate(group_index) if counts[g] >= 2]
     # at most 6 point fits, spread over the runs (and so over groups), not the first six
     folds = [eligible[i] for i in np.unique(np.linspace(0, len(eligible) - 1, 6).round().astype(int))
              ] if eligible else []
     for j in folds:
-        e, d, n2 = held_out(run_of != j)
+        e, d = held_out(run_of != j)
         out = run_of == j
         loo.append((e[out], d[out], np.zeros(out.sum())))
-        noise2.append(n2)
     for frac in PREFIXES:
         cut = [st[int(frac * (len(st) - 1))] for st in steps]
-        e, d, n2 = held_out(np.concatenate(steps) <= np.repeat(cut, [st.size for st in steps]))
+        e, d = held_out(np.concatenate(steps) <= np.repeat(cut, [st.size for st in steps]))
         u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [c], lr_ref)[0])
                             for r, st, c in zip(used, steps, cut, strict=True)])
         late = u > 0
         ahead.append((e[late], d[late], u[late]))
-        noise2.append(n2)
     # In a group with runs of several lengths, the longest one forecast from the others is
     # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
     # small decay share early on, is what prefix forecasts of decaying runs never show.
@@ -334,15 +341,14 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     longest = [j for j, g in enumerate(group_index) if ends[j] == ends[np.equal(group_index, g)].max()
                and (ends[np.equal(group_index, g)] < ends[j] / 1.5).any()]
     if longest:
-        e, d, n2 = held_out(~np.isin(run_of, longest))
+        e, d = held_out(~np.isin(run_of, longest))
         for j in longest:
             out = run_of == j
-            fitted = ends[np.equal(group_index, group_index[j]) & (np.arange(len(used)) != j)].max()
-            u = np.maximum(0.0, np.log(area(used[j].lr, steps[j], lr_ref) / fitted))
+            reach = ends[np.equal(group_index, group_index[j]) & (np.arange(len(used)) != j)].max()
+            u = np.maximum(0.0, np.log(area(used[j].lr, steps[j], lr_ref) / reach))
             ahead.append((e[out], d[out], u))
-        noise2.append(n2)
     e, d, u = (np.concatenate(x) for x in zip(*loo, *ahead, strict=True))
-    floor, anneal, growth = discrepancy_rates(e, d, u, noise2=float(np.mean(noise2)))
+    floor, anneal, growth = discrepancy_rates(e, d, u, noise2=float(point["sigma"]) ** 2)
     _, d_fit = reduction(point)
     fitted = float(np.sqrt(floor**2 + anneal**2 * np.mean(d_fit**2)))
     notes = [f"discrepancy {floor:.2e} (log loss), plus {anneal:.3f} of the loss reduction the law "
