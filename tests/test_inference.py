@@ -46,6 +46,26 @@ def test_predicts_unseen_schedule_with_calibrated_intervals(fitted):
     assert np.mean(np.abs(pred.law.mean(axis=0) - y) / y) < 0.004
 
 
+def test_predictive_spread_follows_the_decay_share(fitted):
+    import dataclasses
+
+    fit, _ = fitted
+    cfg = dataclasses.replace(fit.config, discrepancy=0.0, discrepancy_growth=0.0,
+                              discrepancy_anneal=0.3, discrepancy_dof=0)
+    fit = dataclasses.replace(fit, config=cfg)
+    spec, steps = "wsd:decay=0.2,shape=linear", np.arange(1000, 5001, 500)
+    lr = lr_schedule(spec, steps=5000, peak_lr=1e-3, warmup_steps=200)
+    pred = predict_curve(fit, lr, steps, warmup_steps=200, seed=0)
+    flat = predict_curve(fit, np.full(5000, 1e-3), steps, warmup_steps=200, seed=0)
+    share = flat.law.mean(axis=0) / pred.law.mean(axis=0) - 1  # the law's decay reduction
+    sd = np.log(pred.draws / pred.law).std(axis=0)
+    expected = np.hypot(cfg.noise * np.sqrt(5 / 3), 0.3 * share)  # Student-t(5) noise
+    stable = steps <= 4000
+    assert share[stable].max() < 1e-3 < share[-1]
+    np.testing.assert_allclose(sd, expected, rtol=0.15)
+    assert sd[-1] > 2 * sd[stable].max()
+
+
 def test_save_load_roundtrip_is_self_describing(fitted, tmp_path):
     fit, _ = fitted
     path = tmp_path / "fit.nc"
