@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from .data import Run, RunSet
 from .errors import FitError
 from .files import atomic_write
-from .model import (STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, held_at_peak,
-                    law_parameters)
+from .model import STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, held_at_peak, law_parameters
 from .priors import PriorSet, load_priors, priors_from_toml
 
 __all__ = ["CurveFit", "Diagnostics", "PointFit", "area", "fit_curves", "load_fit", "save_fit"]
@@ -327,26 +326,30 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         e, d = held_out(run_of != j)
         out = run_of == j
         loo.append((e[out], d[out], np.zeros(out.sum())))
+    areas = [area(r.lr, st, lr_ref) for r, st in zip(used, steps, strict=True)]
     for frac in PREFIXES:
-        cut = [st[int(frac * (len(st) - 1))] for st in steps]
-        e, d = held_out(np.concatenate(steps) <= np.repeat(cut, [st.size for st in steps]))
-        u = np.concatenate([np.log(area(r.lr, st, lr_ref) / area(r.lr, [c], lr_ref)[0])
-                            for r, st, c in zip(used, steps, cut, strict=True)])
+        cut = [int(frac * (st.size - 1)) for st in steps]
+        e, d = held_out(np.concatenate([np.arange(st.size) <= c for st, c in zip(steps, cut, strict=True)]))
+        u = np.concatenate([np.log(a / a[c]) for a, c in zip(areas, cut, strict=True)])
         late = u > 0
         ahead.append((e[late], d[late], u[late]))
     # In a group with runs of several lengths, the longest one forecast from the others is
     # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
     # small decay share early on, is what prefix forecasts of decaying runs never show.
-    ends = np.array([area(r.lr, st[-1:], lr_ref)[0] for r, st in zip(used, steps, strict=True)])
-    longest = [j for j, g in enumerate(group_index) if ends[j] == ends[np.equal(group_index, g)].max()
-               and (ends[np.equal(group_index, g)] < ends[j] / 1.5).any()]
+    ends = np.array([a[-1] for a in areas])
+    group_index = np.asarray(group_index)
+    longest = []
+    for g in np.unique(group_index):
+        members = np.flatnonzero(group_index == g)
+        top = members[np.argmax(ends[members])]
+        shorter = ends[members[members != top]]
+        if shorter.size and shorter.min() < ends[top] / 1.5:
+            longest.append((top, shorter.max()))
     if longest:
-        e, d = held_out(~np.isin(run_of, longest))
-        for j in longest:
+        e, d = held_out(~np.isin(run_of, [j for j, _ in longest]))
+        for j, reach in longest:
             out = run_of == j
-            reach = ends[np.equal(group_index, group_index[j]) & (np.arange(len(used)) != j)].max()
-            u = np.maximum(0.0, np.log(area(used[j].lr, steps[j], lr_ref) / reach))
-            ahead.append((e[out], d[out], u))
+            ahead.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
     e, d, u = (np.concatenate(x) for x in zip(*loo, *ahead, strict=True))
     floor, anneal, growth = discrepancy_rates(e, d, u, noise2=float(point["sigma"]) ** 2)
     _, d_fit = reduction(point)

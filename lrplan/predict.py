@@ -11,8 +11,7 @@ import numpy as np
 
 from .errors import FitError
 from .inference import CurveFit, area
-from .model import (STUDENT_DF, CurveData, GroupKey, curve_data, held_at_peak, law_mean,
-                    law_parameters)
+from .model import STUDENT_DF, CurveData, GroupKey, curve_data, held_at_peak, law_mean, law_parameters
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
 
