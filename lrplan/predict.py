@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import FitError
-from .inference import CurveFit, area
+from .inference import RATE_SITES, CurveFit, area
 from .model import STUDENT_DF, CurveData, GroupKey, curve_data, held_at_peak, law_mean, law_parameters
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
@@ -182,17 +182,15 @@ def predict_curve(
     noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
     # An unseen run departs from the law smoothly: per draw, one standard-normal offset for
     # each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
-    # credits to LR decay, a growth once the LR area exceeds anything fitted).
+    # credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
+    # rates: integrating over the rates' posterior is what keeps the tails honest when only a
+    # few held-out fits stand behind them.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
     u = np.maximum(0.0, np.log(reach))
+    floor, anneal, growth = (fit.flat(k)[:, None] for k in RATE_SITES)
     z = rng.standard_normal((3, law_curves.shape[0], 1))
-    disc = (z[0] * cfg.discrepancy + z[1] * cfg.discrepancy_anneal * (flat_curves / law_curves - 1)
-            + z[2] * cfg.discrepancy_growth * u[None, :])
-    if cfg.discrepancy_dof > 0:
-        # those scales are estimated from a handful of held-out runs: integrating over their
-        # uncertainty (scaled inverse chi-square) makes the offset Student-t with that many dof
-        dof = cfg.discrepancy_dof
-        disc *= np.sqrt(dof / rng.chisquare(dof, size=(law_curves.shape[0], 1)))
+    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
+            + z[2] * growth * u[None, :])
     draws = law_curves * np.exp(noise + disc)
     furthest = float(reach.max())
     if furthest > _REACH_SLACK:

@@ -476,7 +476,7 @@ def _curve_data(ctx: _Context, b: _Body) -> None:
     c = fit.config
     b.p(f"Fit: {c.law} law, {c.chains} chain(s) × {c.num_samples} draws after {c.num_warmup} warmup, "
         f"seed {c.seed}, lrplan {fit.version}; noise {_fmt(c.noise, 3)} (log loss); the calibrated "
-        f"discrepancy of an unseen run is {_fmt(c.discrepancy, 3)}, plus "
+        f"discrepancy of an unseen run is (posterior medians) {_fmt(c.discrepancy, 3)}, plus "
         f"{_fmt(c.discrepancy_anneal, 3)} of the loss reduction the law credits to LR decay and "
         f"{_fmt(c.discrepancy_growth, 3)} per unit log LR area beyond the fitted runs'.")
     _notes(b, c.notes)
@@ -749,8 +749,9 @@ def _param_rows(samples: dict[str, np.ndarray]) -> list[list]:
             continue
         flat = x.reshape(-1)
         lo, hi = np.quantile(flat, [0.025, 0.975])
-        r_hat = float(split_gelman_rubin(x)) if x.shape[0] >= 2 and x.shape[1] >= 4 else float("nan")
-        ess = float(effective_sample_size(x)) if x.shape[1] >= 4 else float("nan")
+        varies = x.shape[1] >= 4 and np.ptp(flat) > 0  # R-hat and ESS are undefined otherwise
+        r_hat = float(split_gelman_rubin(x)) if varies and x.shape[0] >= 2 else float("nan")
+        ess = float(effective_sample_size(x)) if varies else float("nan")
         rows.append([name, flat.mean(), flat.std(), lo, hi, _fixed(r_hat, 3), _fixed(ess, 0)])
     return rows
 

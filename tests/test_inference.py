@@ -3,7 +3,7 @@ import pytest
 
 from lrplan.data import load_runs
 from lrplan.errors import FitError
-from lrplan.inference import fit_curves, load_fit, save_fit
+from lrplan.inference import RATE_SITES, fit_curves, load_fit, save_fit
 from lrplan.predict import predict_curve
 from lrplan.schedules import lr_schedule
 from lrplan.simulate import simulate_curves
@@ -50,16 +50,15 @@ def test_predictive_spread_follows_the_decay_share(fitted):
     import dataclasses
 
     fit, _ = fitted
-    cfg = dataclasses.replace(fit.config, discrepancy=0.0, discrepancy_growth=0.0,
-                              discrepancy_anneal=0.3, discrepancy_dof=0)
-    fit = dataclasses.replace(fit, config=cfg)
+    rates = {k: np.full_like(fit.samples[k], v) for k, v in zip(RATE_SITES, (0.0, 0.3, 0.0), strict=True)}
+    fit = dataclasses.replace(fit, samples={**fit.samples, **rates})
     spec, steps = "wsd:decay=0.2,shape=linear", np.arange(1000, 5001, 500)
     lr = lr_schedule(spec, steps=5000, peak_lr=1e-3, warmup_steps=200)
     pred = predict_curve(fit, lr, steps, warmup_steps=200, seed=0)
     flat = predict_curve(fit, np.full(5000, 1e-3), steps, warmup_steps=200, seed=0)
     share = flat.law.mean(axis=0) / pred.law.mean(axis=0) - 1  # the law's decay reduction
     sd = np.log(pred.draws / pred.law).std(axis=0)
-    expected = np.hypot(cfg.noise * np.sqrt(5 / 3), 0.3 * share)  # Student-t(5) noise
+    expected = np.hypot(fit.config.noise * np.sqrt(5 / 3), 0.3 * share)  # Student-t(5) noise
     stable = steps <= 4000
     assert share[stable].max() < 1e-3 < share[-1]
     np.testing.assert_allclose(sd, expected, rtol=0.15)
@@ -148,16 +147,37 @@ def test_load_rejects_fits_of_another_release(fitted, tmp_path):
         load_fit(tmp_path / "old.nc")
 
 
-@pytest.mark.parametrize("truth", [(0.004, 0.3, 0.016), (0.001, 0.0, 0.05), (0.0, 0.1, 0.0)])
-def test_discrepancy_rates_recover_known_rates(truth):
-    from lrplan.inference import discrepancy_rates
-
+def _held_out_errors(truth, n=4000, seed=7):
     floor, anneal, growth = truth
-    rng = np.random.default_rng(7)
-    d = rng.uniform(0.0, 0.06, 4000)
-    u = np.where(rng.random(4000) < 0.5, 0.0, rng.uniform(0.0, 1.5, 4000))
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(0.0, 0.06, n)
+    u = np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0.0, 1.5, n))
     sd = np.sqrt(1e-8 + floor**2 + (anneal * d) ** 2 + (growth * u) ** 2)
-    est = discrepancy_rates(rng.normal(0.0, sd), d, u, noise2=1e-8)
+    return rng.normal(0.0, sd), d, u
+
+
+@pytest.mark.parametrize("truth", [(0.004, 0.3, 0.016), (0.001, 0.0, 0.05), (0.0, 0.1, 0.0)])
+def test_discrepancy_posterior_recovers_known_rates(truth):
+    from lrplan.inference import discrepancy_posterior
+
+    e, d, u = _held_out_errors(truth)
+    draws = discrepancy_posterior(e, d, u, noise2=1e-8, fits=e.size, draws=500)
+    est = np.median(draws, axis=0)
     # rates of 0 come back near 0; the others within 10% (standard errors are ~2-4% here)
     for got, want, size in zip(est, truth, (0.004, 0.3, 0.016), strict=True):
         assert abs(got - want) < 0.1 * max(want, size / 2), (est, truth)
+
+
+def test_discrepancy_posterior_counts_each_held_out_fit_once():
+    from lrplan.inference import discrepancy_posterior
+
+    truth = (0.004, 0.3, 0.016)
+    e, d, u = _held_out_errors(truth)
+    few, some, many = (discrepancy_posterior(e, d, u, noise2=1e-8, fits=k, draws=1000)
+                       for k in (6, 60, 600))
+    lo, hi = np.quantile(few, [0.05, 0.95], axis=0)
+    assert np.all((lo < truth) & (truth < hi))
+    assert np.all(hi - lo > 0.5 * np.array(truth))  # six fits cannot pin a rate down
+    # ten times the independent fits, a third (1/sqrt(10)) of the spread
+    ratio = some.std(axis=0) / many.std(axis=0)
+    assert np.all((ratio > 2.0) & (ratio < 5.0)), ratio

@@ -12,7 +12,7 @@ import pytest
 
 from lrplan.data import load_runs
 from lrplan.decide import PlanResult, Target
-from lrplan.inference import CurveFit, Diagnostics, FitConfig, area
+from lrplan.inference import RATE_SITES, CurveFit, Diagnostics, FitConfig, area
 from lrplan.model import GroupKey
 from lrplan.predict import CurvePrediction
 from lrplan.priors import load_priors
@@ -53,10 +53,12 @@ def fake_fit(runs, diagnostics=GOOD, chains=2, draws=100) -> CurveFit:
     for k, v in {**TRUTH, "half_life": 0.3}.items():
         samples[k] = v * np.exp(0.01 * rng.standard_normal((chains, draws)))
     samples["L0_group"] = samples["L0"][..., None]
+    for k, v in zip(RATE_SITES, (0.002, 0.0, 0.01), strict=True):
+        samples[k] = np.full((chains, draws), v)
     keep = [r.steps >= max(r.warmup_steps, 1) for r in runs]
     config = FitConfig(
         law="multipower", lr_ref=PEAK, n_ref=N, size_law=False, groups=(GroupKey(N, BATCH, PEAK),),
-        noise=0.001, discrepancy=0.002, discrepancy_growth=0.01,
+        noise=0.001, discrepancy=0.002, discrepancy_anneal=0.0, discrepancy_growth=0.01,
         area_ref=float(area(runs["cos"].lr, [STEPS], PEAK)[0]), seed=0, chains=chains,
         num_warmup=100, num_samples=draws,
         notes=("run stray: no per-step LR (give an lr column or schedule + peak_lr); not used",),
