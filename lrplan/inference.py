@@ -299,7 +299,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
                lr_ref: float, *, draws: int, seed: int):
     """The law's error on log loss where it did not see the data, in three parts.
 
-Returns a dict with ``draws`` posterior draws of the three rates (``rates``), their
+    Returns a dict with ``draws`` posterior draws of the three rates (``rates``), their
     medians (``floor``, ``anneal``, ``growth``) and ``fitted``, the discrepancy averaged over
     the fitted points at the MAP ``point`` (the likelihood's), plus notes.
 
