@@ -272,8 +272,8 @@ def _rate_model(e, d, u, noise2, weight):
 
 
 def discrepancy_posterior(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2: float,
-                          fits: int, draws: int = 2000, seed: int = 0) -> np.ndarray:
-    """Posterior draws, shape (draws, 3), of ``(floor, anneal, growth)`` given held-out errors.
+                          fits: int, draws: int = 2000, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Draws (draws, 3) of ``(floor, anneal, growth)`` given held-out errors; and divergences.
 
     The errors ``e`` on log loss are taken as Gaussian with variance
     ``noise2 + floor^2 + (anneal * d)^2 + (growth * u)^2``, half-normal priors `RATE_PRIOR`.
@@ -286,8 +286,9 @@ def discrepancy_posterior(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2
 
     mcmc = MCMC(NUTS(_rate_model), num_warmup=500, num_samples=draws, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(seed), *(jnp.asarray(x) for x in (e, d, u)),
-             noise2, fits / max(e.size, 1))
-    return np.asarray(mcmc.get_samples()["rate"], dtype=np.float64)
+             noise2, fits / max(e.size, 1), extra_fields=("diverging",))
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    return np.asarray(mcmc.get_samples()["rate"], dtype=np.float64), divergences
 
 
 #: Where the calibration cuts every run to forecast the rest: the forecasts reach ~3x the
@@ -300,8 +301,9 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     """The law's error on log loss where it did not see the data, in three parts.
 
     Returns a dict with ``draws`` posterior draws of the three rates (``rates``), their
-    medians (``floor``, ``anneal``, ``growth``) and ``fitted``, the discrepancy averaged over
-    the fitted points at the MAP ``point`` (the likelihood's), plus notes.
+    sampler's ``divergences``, their medians (``floor``, ``anneal``, ``growth``) and
+    ``fitted``, the discrepancy averaged over the fitted points at the MAP ``point`` (the
+    likelihood's), plus notes.
 
     Held-out errors come from predicting each run of a group with >= 2 runs from a fit
     without it (schedule transfer at seen horizons), from fitting every run's first
@@ -366,8 +368,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
             ahead.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
     e, d, u = (np.concatenate(x) for x in zip(*loo, *ahead, strict=True))
     fits = len(folds) + len(PREFIXES) + bool(longest)
-    rates = discrepancy_posterior(e, d, u, noise2=float(point["sigma"]) ** 2, fits=fits,
-                                  draws=draws, seed=seed)
+    rates, divergences = discrepancy_posterior(e, d, u, noise2=float(point["sigma"]) ** 2,
+                                               fits=fits, draws=draws, seed=seed)
     floor, anneal, growth = np.median(rates, axis=0)
     _, d_fit = reduction(point)
     fitted = float(np.sqrt(floor**2 + anneal**2 * np.mean(d_fit**2)))
@@ -376,8 +378,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
              f"(posterior medians from {fits} held-out fits: {len(folds)} leaving one run out, "
              f"{len(PREFIXES)} of every run's first {', '.join(f'{p:.0%}' for p in PREFIXES)}"
              + (f", 1 without the longest run of {len(longest)} group(s))" if longest else ")")]
-    return dict(rates=rates, floor=float(floor), anneal=float(anneal), growth=float(growth),
-                fitted=fitted), notes
+    return dict(rates=rates, divergences=divergences, floor=float(floor), anneal=float(anneal),
+                growth=float(growth), fitted=fitted), notes
 
 
 def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
@@ -462,8 +464,8 @@ def fit_curves(
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     # one draw of the discrepancy rates per draw of the law (they are independent)
     samples.update({k: cal["rates"][:, i].reshape(chains, num_samples) for i, k in enumerate(RATE_SITES)})
-    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    diag = _diagnostics(samples, divergences, sites)
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()) + cal["divergences"]
+    diag = _diagnostics(samples, divergences, sites + list(RATE_SITES))
 
     config = FitConfig(law=law, lr_ref=lr_ref, n_ref=n_ref, size_law=size_law, groups=groups,
                        noise=noise, discrepancy=cal["floor"],

@@ -161,7 +161,8 @@ def test_discrepancy_posterior_recovers_known_rates(truth):
     from lrplan.inference import discrepancy_posterior
 
     e, d, u = _held_out_errors(truth)
-    draws = discrepancy_posterior(e, d, u, noise2=1e-8, fits=e.size, draws=500)
+    draws, divergences = discrepancy_posterior(e, d, u, noise2=1e-8, fits=e.size, draws=500)
+    assert divergences == 0
     est = np.median(draws, axis=0)
     # rates of 0 come back near 0; the others within 10% (standard errors are ~2-4% here)
     for got, want, size in zip(est, truth, (0.004, 0.3, 0.016), strict=True):
@@ -173,7 +174,7 @@ def test_discrepancy_posterior_counts_each_held_out_fit_once():
 
     truth = (0.004, 0.3, 0.016)
     e, d, u = _held_out_errors(truth)
-    few, some, many = (discrepancy_posterior(e, d, u, noise2=1e-8, fits=k, draws=1000)
+    few, some, many = (discrepancy_posterior(e, d, u, noise2=1e-8, fits=k, draws=1000)[0]
                        for k in (6, 60, 600))
     lo, hi = np.quantile(few, [0.05, 0.95], axis=0)
     assert np.all((lo < truth) & (truth < hi))
