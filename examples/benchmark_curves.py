@@ -56,7 +56,8 @@ def main():
             d = fit.diagnostics
             paper = f"{PAPER[size][0]:.4f}/{PAPER[size][1]:.4f}" if law == "multipower" else ""
             print(f"{size:5} {law:10} {np.mean(means):8.5f} {np.mean(worsts):7.5f} {paper:>13} "
-                  f"{np.concatenate(hits80).mean():6.3f} {np.concatenate(hits).mean():6.3f} {np.median(np.concatenate(widths)):7.4f} "
+                  f"{np.concatenate(hits80).mean():6.3f} {np.concatenate(hits).mean():6.3f} "
+                  f"{np.median(np.concatenate(widths)):7.4f} "
                   f"{d.r_hat_max:6.3f} {d.ess_bulk_min:5.0f} {d.divergences:3d} {wall:6.1f}",
                   flush=True)
 
