@@ -485,7 +485,7 @@ def demo(out_dir, seed):
         click.echo(f"{name:28} {y[-1]:9.4f} {pred.mean[-1]:9.4f} "
                    f"{q['0.025'][-1]:8.4f}-{q['0.975'][-1]:8.4f} {err:8.2%} {cover:7.0%}")
     click.echo("* goes beyond the LR area of the longest fitted run: there the law extrapolates "
-               "and its intervals are optimistic")
+               "and its intervals can be optimistic")
     click.echo(f"\nPosterior saved to {out / 'fit.nc'}")
 
     sweep = sweep_example()
