@@ -21,12 +21,13 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .data import Run, RunSet
-from .errors import FitError
+from .errors import FitError, PriorError
 from .files import atomic_write
 from .model import STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, held_at_peak, law_parameters
 from .priors import PriorSet, load_priors, priors_from_toml
 
-__all__ = ["CurveFit", "Diagnostics", "PointFit", "area", "fit_curves", "load_fit", "save_fit"]
+__all__ = ["RATE_SITES", "CurveFit", "Diagnostics", "PointFit", "area", "discrepancy_posterior",
+           "fit_curves", "load_fit", "rate_scales", "save_fit"]
 
 log = logging.getLogger(__name__)
 
@@ -250,36 +251,42 @@ def area(lr: np.ndarray, steps: np.ndarray, lr_ref: float) -> np.ndarray:
     return np.cumsum(lr / lr_ref)[np.asarray(steps) - 1] / STEP_SCALE
 
 
-#: Half-normal prior scales of the discrepancy rates (floor, decay share, growth), weakly
-#: informative. Floor, on log loss: published loss-law fits miss held-out curves by ~0.1-1%
-#: (Luo et al. Table 1; Hoffmann et al.). Share: a law that misses half the loss reduction it
-#: credits to an unseen decay is badly wrong. Growth, per unit log LR area beyond the fitted
-#: runs': forecasts of 5-10x longer runs miss by 1-3% (OLMo's ladder, bundled), so 2% per
-#: e-fold leaves such misses well inside the prior.
-RATE_PRIOR = (0.01, 0.5, 0.02)
-
-#: Names of the posterior sites of the three rates, in the fit's draws.
+#: The three rates of the discrepancy: their priors' names and their sites in the fit's draws.
 RATE_SITES = ("discrepancy_floor", "discrepancy_anneal", "discrepancy_growth")
 
 
-def _rate_model(e, d, u, noise2, weight):
+def rate_scales(priors: PriorSet) -> tuple[float, ...]:
+    """The half-normal scales of the rates' priors; another distribution raises PriorError."""
+    out = []
+    for name in RATE_SITES:
+        p = priors[name]
+        if p.dist != "halfnormal":
+            raise PriorError(f"prior of {name} is {p.dist}; the discrepancy rates take a "
+                             "halfnormal prior")
+        out.append(float(p.args["scale"]))
+    return tuple(out)
+
+
+def _rate_model(e, d, u, noise2, weight, scales):
     import numpyro
     import numpyro.distributions as dist
 
     # The variance needs only the squared rates, so each rate is sampled as a signed normal
     # whose absolute value is half-normal: a smooth density through 0, where a positive rate
     # sampled on log scale has a long flat tail that makes NUTS diverge.
-    z = numpyro.sample("rate", dist.Normal(0.0, jnp.asarray(RATE_PRIOR)))
+    z = numpyro.sample("rate", dist.Normal(0.0, jnp.asarray(scales)))
     sd = jnp.sqrt(noise2 + z[0] ** 2 + (z[1] * d) ** 2 + (z[2] * u) ** 2)
     numpyro.factor("heldout", weight * dist.Normal(0.0, sd).log_prob(e).sum())
 
 
 def discrepancy_posterior(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2: float,
-                          fits: int, draws: int = 2000, seed: int = 0) -> tuple[np.ndarray, int]:
+                          fits: int, scales: tuple[float, ...], draws: int = 2000,
+                          seed: int = 0) -> tuple[np.ndarray, int]:
     """Draws (draws, 3) of ``(floor, anneal, growth)`` given held-out errors; and divergences.
 
     The errors ``e`` on log loss are taken as Gaussian with variance
-    ``noise2 + floor^2 + (anneal * d)^2 + (growth * u)^2``, half-normal priors `RATE_PRIOR`.
+    ``noise2 + floor^2 + (anneal * d)^2 + (growth * u)^2``; the rates' priors are half-normal
+    with ``scales``.
     The errors of one held-out fit are strongly correlated along and across the curves it
     forecasts (they share that fit's parameter errors), so the likelihood is tempered to count
     each of the ``fits`` held-out fits as one observation: with a handful of fits the rates
@@ -291,7 +298,7 @@ def discrepancy_posterior(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2
     mcmc = MCMC(NUTS(_rate_model), num_warmup=500, num_samples=3 * draws, thinning=3,
                 progress_bar=False)
     mcmc.run(jax.random.PRNGKey(seed), *(jnp.asarray(x) for x in (e, d, u)),
-             noise2, fits / max(e.size, 1), extra_fields=("diverging",))
+             noise2, fits / max(e.size, 1), jnp.asarray(scales), extra_fields=("diverging",))
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     return np.abs(np.asarray(mcmc.get_samples()["rate"], dtype=np.float64)), divergences
 
@@ -302,7 +309,7 @@ PREFIXES = (0.3, 0.45, 0.6)
 
 
 def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[int],
-               lr_ref: float, *, draws: int, seed: int):
+               lr_ref: float, *, scales: tuple[float, ...], draws: int, seed: int):
     """The law's error on log loss where it did not see the data, in three parts.
 
     Returns a dict with ``draws`` posterior draws of the three rates (``rates``), their
@@ -374,7 +381,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     e, d, u = (np.concatenate(x) for x in zip(*loo, *ahead, strict=True))
     fits = len(folds) + len(PREFIXES) + bool(longest)
     rates, divergences = discrepancy_posterior(e, d, u, noise2=float(point["sigma"]) ** 2,
-                                               fits=fits, draws=draws, seed=seed)
+                                               fits=fits, scales=scales, draws=draws, seed=seed)
     floor, anneal, growth = np.median(rates, axis=0)
     _, d_fit = reduction(point)
     fitted = float(np.sqrt(floor**2 + anneal**2 * np.mean(d_fit**2)))
@@ -440,6 +447,7 @@ def fit_curves(
     priors = priors or load_priors(law)
     if priors.law != law:
         raise FitError(f"priors are for law {priors.law!r}, the fit asks for {law!r}")
+    scales = rate_scales(priors)
     used, notes = _select(runs)
     groups, group_index = _groups(used)
     size_law, n_ref = _size_refs(groups)
@@ -452,7 +460,7 @@ def fit_curves(
     point_fit = PointFit(data, priors, seed=seed)
     point, _ = point_fit.solve()
     cal, cal_notes = _calibrate(point_fit, point, used, group_index, lr_ref,
-                                draws=chains * num_samples, seed=seed)
+                                scales=scales, draws=chains * num_samples, seed=seed)
     notes += cal_notes
 
     noise = float(point["sigma"])

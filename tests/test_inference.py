@@ -147,6 +147,9 @@ def test_load_rejects_fits_of_another_release(fitted, tmp_path):
         load_fit(tmp_path / "old.nc")
 
 
+SCALES = (0.01, 0.5, 0.02)
+
+
 def _held_out_errors(truth, n=4000, seed=7):
     floor, anneal, growth = truth
     rng = np.random.default_rng(seed)
@@ -161,7 +164,8 @@ def test_discrepancy_posterior_recovers_known_rates(truth):
     from lrplan.inference import discrepancy_posterior
 
     e, d, u = _held_out_errors(truth)
-    draws, divergences = discrepancy_posterior(e, d, u, noise2=1e-8, fits=e.size, draws=500)
+    draws, divergences = discrepancy_posterior(e, d, u, noise2=1e-8, fits=e.size, scales=SCALES,
+                                               draws=500)
     assert divergences == 0
     est = np.median(draws, axis=0)
     # rates of 0 come back near 0; the others within 10% (standard errors are ~2-4% here)
@@ -174,11 +178,34 @@ def test_discrepancy_posterior_counts_each_held_out_fit_once():
 
     truth = (0.004, 0.3, 0.016)
     e, d, u = _held_out_errors(truth)
-    few, some, many = (discrepancy_posterior(e, d, u, noise2=1e-8, fits=k, draws=1000)[0]
-                       for k in (6, 60, 600))
+    few, some, many = (discrepancy_posterior(e, d, u, noise2=1e-8, fits=k, scales=SCALES,
+                                             draws=1000)[0] for k in (6, 60, 600))
     lo, hi = np.quantile(few, [0.05, 0.95], axis=0)
     assert np.all((lo < truth) & (truth < hi))
     assert np.all(hi - lo > 0.5 * np.array(truth))  # six fits cannot pin a rate down
     # ten times the independent fits, a third (1/sqrt(10)) of the spread
     ratio = some.std(axis=0) / many.std(axis=0)
     assert np.all((ratio > 2.0) & (ratio < 5.0)), ratio
+
+
+def test_discrepancy_posterior_without_errors_is_the_prior():
+    from lrplan.inference import discrepancy_posterior
+
+    empty = np.zeros(0)
+    draws, _ = discrepancy_posterior(empty, empty, empty, noise2=1e-8, fits=3, scales=SCALES,
+                                     draws=2000)
+    # |N(0, s)| has median 0.674 s; 2000 draws give its median to ~4%
+    np.testing.assert_allclose(np.median(draws, axis=0) / SCALES, 0.674, rtol=0.12)
+
+
+def test_rate_priors_come_from_the_prior_file(tmp_path):
+    from lrplan.errors import PriorError
+    from lrplan.inference import RATE_SITES, rate_scales
+    from lrplan.priors import load_priors
+
+    f = tmp_path / "p.toml"
+    f.write_text('[params.discrepancy_growth]\ndist = "halfnormal"\nscale = 0.05\nwhy = "mine"\n')
+    assert rate_scales(load_priors("multipower", f))[RATE_SITES.index("discrepancy_growth")] == 0.05
+    f.write_text('[params.discrepancy_floor]\ndist = "lognormal"\nloc = -5\nscale = 1\n')
+    with pytest.raises(PriorError, match="halfnormal"):
+        rate_scales(load_priors("multipower", f))
