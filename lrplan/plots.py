@@ -251,7 +251,9 @@ def prior_posterior(params: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarr
         ax.plot(grid, prior, color=ORANGE, lw=1.4, label="prior")
         ax.hist(post, bins=40, range=(grid[0], grid[-1]), density=True, color=BLUE, alpha=0.7,
                 label="posterior")
-        ax.set_title(f"{name} (log scale)" if log else name, fontsize=9.5)
+        # long names (the discrepancy rates) take the scale note on a second line
+        sep = "\n" if len(name) > 12 else " "
+        ax.set_title(f"{name}{sep}(log scale)" if log else name, fontsize=9.5)
         ax.set_yticks([])
         ax.set_xlim(grid[0], grid[-1])
         if log:
