@@ -30,8 +30,8 @@ __all__ = [
     "law_parameters",
     "curve_data",
     "curve_model",
-    "prior_distribution",
     "held_at_peak",
+    "prior_distribution",
 ]
 
 Law = Literal["multipower", "annealing"]

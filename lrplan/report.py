@@ -793,8 +793,8 @@ def _prior_panels(priors, samples: dict[str, np.ndarray], names: Sequence[str] |
         x_grid = 10**grid if log else grid
         # a grid point outside the prior's support (a rate of exactly 0) has density 0
         inside = np.asarray(d.support(jnp.asarray(x_grid)), dtype=bool)
-        safe = np.where(inside, x_grid, x_grid[inside][0] if inside.any() else 1.0)
-        dens = np.where(inside, np.exp(np.asarray(d.log_prob(jnp.asarray(safe)), dtype=np.float64)), 0.0)
+        dens = np.zeros_like(x_grid)
+        dens[inside] = np.exp(np.asarray(d.log_prob(jnp.asarray(x_grid[inside])), dtype=np.float64))
         if log:  # density of log10(x)
             dens = dens * x_grid * np.log(10.0)
         panels.append((name, grid, np.nan_to_num(dens), post, log))
