@@ -31,10 +31,21 @@ jax.config.update("jax_enable_x64", True)
 from lrplan.backtest import backtest_curves, backtest_sweep, markdown_table, transfer_recommender  # noqa: E402
 from lrplan.data import RunSet, load_runs  # noqa: E402
 from lrplan.examples import MULTIPOWER_TRAIN, example_path  # noqa: E402
+from lrplan.metrics import binomial_interval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CURVE_COLS = ["mean_rel_err", "worst_rel_err", "final_rel_err", "cover50", "cover80", "cover95",
-              "width95", "crps_rel", "lpd"]
+              "width95", "final_in80", "final_in95", "crps_rel", "lpd"]
+
+
+def runs_inside(share: float, runs: int) -> str:
+    """'k/n [lo-hi]': held-out runs whose final loss is inside, with the exact 90% interval of
+    the coverage that k of n allows (n is small: the interval says how little k/n pins down)."""
+    if not np.isfinite(share):
+        return "-"
+    k = int(round(share * runs))
+    lo, hi = binomial_interval(k, runs, 0.9)
+    return f"{k}/{runs} [{lo:.2f}-{hi:.2f}]"
 
 
 def multipower(args, out):
@@ -133,12 +144,17 @@ def main():
             "fit_s: wall seconds to fit (lrplan: NUTS with its held-out calibration; huber: 8-start "
             "point fit plus the block bootstrap), per split.", ""]
     if curves:
+        table = pd.DataFrame(curves)
+        for c in ("final_in80", "final_in95"):
+            table[c] = [runs_inside(v, n) for v, n in zip(table[c], table["runs"], strict=True)]
         text += ["## Loss curves", "",
                  "Errors are relative (|pred - y| / y), averaged over held-out runs (point: lrplan's "
                  "posterior-mean law, the Huber fit, the nearest run's curve); coverage of central "
                  "intervals pooled over points; width95 the median relative width; crps_rel mean "
                  "CRPS / loss; lpd mean log predictive density (Gaussian KDE of the draws). "
-                 "nearest is a point: no intervals.", "", markdown_table(pd.DataFrame(curves)), ""]
+                 "final_in80 / final_in95: held-out runs whose final loss lies inside the 80% / 95% "
+                 "interval, with the exact 90% interval of the coverage that count allows. "
+                 "nearest is a point: no intervals.", "", markdown_table(table), ""]
     if lr:
         text += ["## LR sweeps", "",
                  "log ratio = ln(recommended / empirical optimum of the held-out cell); rel_excess = "

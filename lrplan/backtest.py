@@ -201,7 +201,8 @@ class BacktestResult:
 
 
 _CURVE_COLUMNS = ["mean_rel_err", "worst_rel_err", "final_rel_err"] + [
-    f"{k}{int(100 * lv)}" for k in ("cover", "width") for lv in metrics.LEVELS] + ["crps_rel", "lpd"]
+    f"{k}{int(100 * lv)}" for k in ("cover", "width", "final_in") for lv in metrics.LEVELS
+] + ["crps_rel", "lpd"]
 
 
 def _score_curve(point: np.ndarray, draws: np.ndarray, y: np.ndarray) -> dict:
@@ -212,6 +213,10 @@ def _score_curve(point: np.ndarray, draws: np.ndarray, y: np.ndarray) -> dict:
         row[f"cover{int(100 * lv)}"] = metrics.coverage(draws, y, lv)
     for lv in metrics.LEVELS:
         row[f"width{int(100 * lv)}"] = metrics.relative_width(draws, y, lv)
+    # The final loss is what a plan is judged by, and one per run: unlike the points of a
+    # curve, these are about as many independent checks as there are held-out runs.
+    for lv in metrics.LEVELS:
+        row[f"final_in{int(100 * lv)}"] = metrics.coverage(draws[:, -1:], y[-1:], lv)
     row["crps_rel"] = float(np.mean(metrics.crps_draws(draws, y) / y))
     row["lpd"] = float(np.mean(metrics.log_predictive_density(draws, y)))
     return row
@@ -266,8 +271,10 @@ def backtest_curves(
     BacktestResult
         ``per_run``: one row per (fold, run, method) with ``n_points``, ``mean_rel_err``,
         ``worst_rel_err``, ``final_rel_err``, ``cover50/80/95``, ``width50/80/95`` (median
-        relative width), ``crps_rel`` (mean CRPS / loss) and ``lpd`` (mean log predictive
-        density per point, Gaussian KDE of the draws); ``summary``: one row per method;
+        relative width), ``final_in50/80/95`` (1 if the last held-out loss lies inside the
+        central interval, else 0), ``crps_rel`` (mean CRPS / loss) and ``lpd`` (mean log
+        predictive density per point, Gaussian KDE of the draws); ``summary``: one row per
+        method (coverage pooled over points, ``final_in*`` the share of runs);
         ``timings``: seconds spent fitting per method (lrplan: NUTS incl. calibration;
         huber: point fit + bootstrap), summed over folds.
     """

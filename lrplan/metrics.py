@@ -24,6 +24,7 @@ __all__ = [
     "final_relative_error",
     "central_interval",
     "coverage",
+    "binomial_interval",
     "relative_width",
     "crps_draws",
     "log_predictive_density",
@@ -92,6 +93,22 @@ def coverage(draws: np.ndarray, y: np.ndarray, level: float) -> float:
         return float("nan")
     lo, hi = central_interval(draws, level)
     return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def binomial_interval(k: int, n: int, level: float = 0.9) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) ``level`` interval of a proportion from k successes in n trials.
+
+    For the coverage of held-out runs' final losses: with a handful of runs, k of n inside an
+    80% interval is consistent with a wide range of true coverages, and this says which.
+    """
+    from scipy.stats import beta
+
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    a = (1.0 - level) / 2.0
+    lo = float(beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
+    hi = float(beta.ppf(1.0 - a, k + 1, n - k)) if k < n else 1.0
+    return lo, hi
 
 
 def relative_width(draws: np.ndarray, y: np.ndarray, level: float) -> float:

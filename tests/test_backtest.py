@@ -104,6 +104,8 @@ def test_backtest_curves_baselines_on_noiseless_curves(tmp_path):
     assert pr.loc["huber", "mean_rel_err"] < 1e-4  # the law is exact: the point fit transfers
     assert pr.loc["nearest", "mean_rel_err"] > 10 * pr.loc["huber", "mean_rel_err"]
     assert np.isnan(pr.loc["nearest", "cover95"])
+    assert np.isnan(pr.loc["nearest", "final_in95"])
+    assert {pr.loc["huber", f"final_in{lv}"] for lv in (50, 80, 95)} <= {0.0, 1.0}
     assert set(res.timings) == {"huber", "nearest"}
     md = backtest.to_markdown(res)
     assert "| huber |" in md and "schedule:wsd" in md
@@ -153,6 +155,10 @@ def test_cli_backtest_olmo_end_to_end(tmp_path):
     # a size-and-horizon extrapolation: errors are finite and below 50%
     assert all(0 < summary[m]["mean_rel_err"] < 0.5 for m in summary)
     assert 0 <= summary["lrplan"]["cover95"] <= 1
+    # the summary's final-loss coverage is the share of held-out runs whose last loss is inside
+    inside = [r["final_in95"] for r in doc["runs"] if r["method"] == "lrplan"]
+    assert set(inside) <= {0.0, 1.0}
+    assert summary["lrplan"]["final_in95"] == pytest.approx(np.mean(inside))
     assert "| lrplan |" in report.read_text()
 
 

@@ -85,3 +85,19 @@ def test_lr_metrics_by_hand():
     assert np.isnan(metrics.interpolate_cell_loss(8e-3, lrs, losses))
     assert metrics.in_interval(1.0, 0.5, 2.0) and not metrics.in_interval(3.0, 0.5, 2.0)
     assert not metrics.in_interval(1.0, np.nan, 2.0)
+
+
+def test_binomial_interval_closed_forms_and_coverage():
+    # all n inside: the lower bound solves p^n = (1 - level) / 2; none inside mirrors it
+    assert metrics.binomial_interval(6, 6, 0.9) == pytest.approx((0.05 ** (1 / 6), 1.0))
+    assert metrics.binomial_interval(0, 6, 0.9) == pytest.approx((0.0, 1 - 0.05 ** (1 / 6)))
+    # exact intervals cover at least their level whatever the true proportion
+    for n in (3, 6, 20):
+        for p in (0.5, 0.8, 0.95):
+            hit = sum(stats.binom.pmf(k, n, p) for k in range(n + 1)
+                      if metrics.binomial_interval(k, n, 0.9)[0] <= p <= metrics.binomial_interval(k, n, 0.9)[1])
+            assert 0.9 <= hit <= 1.0 + 1e-12
+    lo, hi = metrics.binomial_interval(3, 10, 0.9)
+    assert lo < 0.3 < hi and hi - lo < 0.6
+    with pytest.raises(ValueError):
+        metrics.binomial_interval(7, 6)
