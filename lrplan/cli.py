@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -52,6 +53,19 @@ def _parse_steps(ctx, param, value):
     if not steps or min(steps) < 1:
         raise click.BadParameter("steps must be positive integers")
     return sorted(set(steps))
+
+
+def _parse_numbers(ctx, param, value):
+    """Comma-separated positive numbers (e.g. 2e8,4e8), or None."""
+    if value is None:
+        return None
+    try:
+        numbers = [float(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter("give numbers separated by commas, e.g. 2e8,4e8") from None
+    if not numbers or min(numbers) <= 0 or not all(map(math.isfinite, numbers)):
+        raise click.BadParameter("give positive numbers")
+    return tuple(numbers)
 
 
 def _positive(ctx, param, value):
@@ -446,6 +460,87 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
 
         path = write_report(report_file, plan=result, seed=seed)
         click.echo(f"Report written to {path}", err=as_json)
+
+
+@cli.command(name="next")
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
+@click.option("--params", required=True, type=float, callback=_positive, help="Target model size N.")
+@click.option("--tokens", required=True, type=float, callback=_positive, help="Target training tokens D.")
+@click.option("--tokens-per-step", type=float, callback=_positive,
+              help="Target batch in tokens [default: the runs' batch, when they share one].")
+@click.option("--schedule", help="Target schedule spec [default: the runs' most common].")
+@click.option("--warmup-steps", type=click.IntRange(0),
+              help="Target warmup steps [default: the runs' median warmup fraction].")
+@click.option("--sizes", callback=_parse_numbers,
+              help="Candidate sizes N, comma-separated [default: the fitted sizes and twice the largest].")
+@click.option("--horizons", callback=_parse_numbers,
+              help="Candidate tokens D, comma-separated [default: the fitted horizons].")
+@click.option("--lr-factors", default="0.5,1,2", show_default=True, callback=_parse_numbers,
+              help="The peak LRs of each candidate sweep, as multiples of its median optimal LR.")
+@click.option("--goal", type=click.Choice(["lr", "loss"]), default="lr", show_default=True,
+              help="Rank by the uncertainty of the target's optimal LR, or of its final loss.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="Candidates shown.")
+@click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
+              help="TOML overriding transfer priors by name.")
+@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--warmup", "num_warmup", default=1000, show_default=True, type=click.IntRange(50))
+@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
+@seed_option
+@json_option
+def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, sizes, horizons,
+          lr_factors, goal, top, priors_file, chains, num_warmup, num_samples, seed, as_json):
+    """Fit the LR-transfer law to RUNS and rank the next small runs by what they would teach.
+
+    A candidate is a small sweep (a few peak LRs at one size and horizon), scored by how much
+    of the uncertainty of the target's optimal LR (or final loss) it would remove per FLOP,
+    from simulated outcomes of its runs.
+    """
+    from .data import load_runs
+    from .nextrun import default_candidates, next_run
+    from .priors import load_priors
+    from .transfer import fit_transfer, transfer_points
+
+    runset = load_runs(runs, meta=meta)
+    points, notes = transfer_points(runset)
+    target, _ = _plan_target(runset, points, params=params, tokens=tokens,
+                             tokens_per_step=tokens_per_step, schedules=(schedule,) if schedule else (),
+                             warmup_steps=warmup_steps)
+    fit = fit_transfer(points, priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
+                       num_warmup=num_warmup, num_samples=num_samples, progress=_show_progress(as_json),
+                       notes=tuple(runset.excluded) + tuple(notes))
+    candidates = default_candidates(fit, sizes, horizons, target.tokens_per_step, lr_factors)
+    result = next_run(fit, target, candidates, goal=goal, seed=seed)
+    doc = result.to_json()
+    doc["candidates"] = doc["candidates"][:top]
+    if as_json:
+        _echo_json(doc)
+        return
+    t, now = doc["target"], doc["now"]
+    q = now["lr_optimum"]["quantiles"]
+    click.echo(f"Target: N={t['params']:.3g} params, D={t['tokens']:.3g} tokens, batch "
+               f"{t['tokens_per_step']:.3g} tokens, schedule {t['schedule']}")
+    click.echo(f"  optimal LR now        {_money(q['0.5'])}   80% {_money(q['0.1'])}-{_money(q['0.9'])}"
+               f"   (sd of log lr* {now['log_lr_sd']:.3f})")
+    click.echo(f"  final loss now        sd {now['final_loss_sd']:.4f} (of its expected value)")
+    click.echo(f"  cost of not knowing lr*  {now['regret']:.4f} nats of expected excess final loss")
+    what = "lr*'s" if doc["goal"] == "lr" else "the final loss's"
+    click.echo(f"\nNext small sweeps, most of {what} variance removed per FLOP first "
+               f"({len(result.table)} scored):")
+    click.echo(f"  {'params':>8} {'tokens':>8} {'batch':>8} {'peak LRs':>22} {'of target':>9} "
+               f"{'lr* sd after':>12} {'loss sd after':>13} {'excess after':>12}")
+    for c in doc["candidates"]:
+        lrs = f"{len(c['lrs'])}: {_money(min(c['lrs']))}-{_money(max(c['lrs']))}"
+        click.echo(f"  {c['params']:8.3g} {c['tokens']:8.3g} {c['tokens_per_step']:8.3g} {lrs:>22} "
+                   f"{c['flops_share']:9.2%} {c['lr_sd_after']:12.3f} {c['loss_sd_after']:13.4f} "
+                   f"{c['regret_after']:12.4f}")
+    key = "lr_sd_after" if doc["goal"] == "lr" else "loss_sd_after"
+    best = result.table.loc[result.table[key].idxmin()]
+    click.echo(f"  most informative at any cost: N={best['params']:.3g}, D={best['tokens']:.3g} "
+               f"({best['flops_share']:.2%} of the target's compute)")
+    click.echo(_diag_line(result.fit.diagnostics))
+    for n in doc["notes"][:6]:
+        click.echo(f"  note: {n}")
 
 
 @cli.command()
