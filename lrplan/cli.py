@@ -462,6 +462,40 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
         click.echo(f"Report written to {path}", err=as_json)
 
 
+def _print_next(result, top: int, brief: bool = False) -> None:
+    """The ranking of `lrplan next`; ``brief`` leaves out what a plan printed just before."""
+    doc = result.to_json()
+    t, now = doc["target"], doc["now"]
+    q = now["lr_optimum"]["quantiles"]
+    if not brief:
+        click.echo(f"Target: N={t['params']:.3g} params, D={t['tokens']:.3g} tokens, batch "
+                   f"{t['tokens_per_step']:.3g} tokens, schedule {t['schedule']}")
+        click.echo(f"  optimal LR now        {_money(q['0.5'])}   80% {_money(q['0.1'])}-{_money(q['0.9'])}")
+    click.echo(f"  now: sd of log lr* {now['log_lr_sd']:.3f}, sd of the expected final loss "
+               f"{now['final_loss_sd']:.4f}; not knowing lr* costs {now['regret']:.4f} nats of "
+               "expected excess final loss")
+    what = "lr*'s" if doc["goal"] == "lr" else "the final loss's"
+    click.echo(f"\nNext small sweeps, most of {what} variance removed per FLOP first "
+               f"({len(result.table)} scored):")
+    click.echo(f"  {'params':>8} {'tokens':>8} {'batch':>8} {'peak LRs':>22} {'of target':>9} "
+               f"{'lr* sd after':>12} {'loss sd after':>13} {'excess after':>12}")
+    for c in doc["candidates"][:top]:
+        lrs = f"{len(c['lrs'])}: {_money(min(c['lrs']))}-{_money(max(c['lrs']))}"
+        click.echo(f"  {c['params']:8.3g} {c['tokens']:8.3g} {c['tokens_per_step']:8.3g} {lrs:>22} "
+                   f"{c['flops_share']:9.2%} {c['lr_sd_after']:12.3f} {c['loss_sd_after']:13.4f} "
+                   f"{c['regret_after']:12.4f}")
+    key = "lr_sd_after" if doc["goal"] == "lr" else "loss_sd_after"
+    best = result.table.loc[result.table[key].idxmin()]
+    click.echo(f"  most informative at any cost: N={best['params']:.3g}, D={best['tokens']:.3g} "
+               f"({best['flops_share']:.2%} of the target's compute): sd of log lr* "
+               f"{now['log_lr_sd']:.3f} -> {best['lr_sd_after']:.3f}, of the final loss "
+               f"{now['final_loss_sd']:.4f} -> {best['loss_sd_after']:.4f}")
+    if not brief:
+        click.echo(_diag_line(result.fit.diagnostics))
+    for n in (result.notes if brief else doc["notes"])[:6]:
+        click.echo(f"  note: {n}")
+
+
 @cli.command(name="next")
 @click.argument("runs", type=click.Path(dir_okay=False))
 @click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
@@ -511,36 +545,12 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
                        notes=tuple(runset.excluded) + tuple(notes))
     candidates = default_candidates(fit, sizes, horizons, target.tokens_per_step, lr_factors)
     result = next_run(fit, target, candidates, goal=goal, seed=seed)
-    doc = result.to_json()
-    doc["candidates"] = doc["candidates"][:top]
     if as_json:
+        doc = result.to_json()
+        doc["candidates"] = doc["candidates"][:top]
         _echo_json(doc)
-        return
-    t, now = doc["target"], doc["now"]
-    q = now["lr_optimum"]["quantiles"]
-    click.echo(f"Target: N={t['params']:.3g} params, D={t['tokens']:.3g} tokens, batch "
-               f"{t['tokens_per_step']:.3g} tokens, schedule {t['schedule']}")
-    click.echo(f"  optimal LR now        {_money(q['0.5'])}   80% {_money(q['0.1'])}-{_money(q['0.9'])}"
-               f"   (sd of log lr* {now['log_lr_sd']:.3f})")
-    click.echo(f"  final loss now        sd {now['final_loss_sd']:.4f} (of its expected value)")
-    click.echo(f"  cost of not knowing lr*  {now['regret']:.4f} nats of expected excess final loss")
-    what = "lr*'s" if doc["goal"] == "lr" else "the final loss's"
-    click.echo(f"\nNext small sweeps, most of {what} variance removed per FLOP first "
-               f"({len(result.table)} scored):")
-    click.echo(f"  {'params':>8} {'tokens':>8} {'batch':>8} {'peak LRs':>22} {'of target':>9} "
-               f"{'lr* sd after':>12} {'loss sd after':>13} {'excess after':>12}")
-    for c in doc["candidates"]:
-        lrs = f"{len(c['lrs'])}: {_money(min(c['lrs']))}-{_money(max(c['lrs']))}"
-        click.echo(f"  {c['params']:8.3g} {c['tokens']:8.3g} {c['tokens_per_step']:8.3g} {lrs:>22} "
-                   f"{c['flops_share']:9.2%} {c['lr_sd_after']:12.3f} {c['loss_sd_after']:13.4f} "
-                   f"{c['regret_after']:12.4f}")
-    key = "lr_sd_after" if doc["goal"] == "lr" else "loss_sd_after"
-    best = result.table.loc[result.table[key].idxmin()]
-    click.echo(f"  most informative at any cost: N={best['params']:.3g}, D={best['tokens']:.3g} "
-               f"({best['flops_share']:.2%} of the target's compute)")
-    click.echo(_diag_line(result.fit.diagnostics))
-    for n in doc["notes"][:6]:
-        click.echo(f"  note: {n}")
+    else:
+        _print_next(result, top)
 
 
 @cli.command()
@@ -554,6 +564,7 @@ def demo(out_dir, seed):
     from .decide import plan as decide_plan
     from .examples import multipower_example, sweep_example
     from .inference import fit_curves, save_fit
+    from .nextrun import next_run
     from .predict import predict_curve
     from .report import write_report
     from .transfer import fit_transfer, transfer_points
@@ -594,6 +605,8 @@ def demo(out_dir, seed):
     planned = decide_plan(tfit, target, compare_lrs=(3e-3,), schedules=others, seed=seed)
     click.echo()
     _print_plan(planned)
+    click.echo()
+    _print_next(next_run(tfit, target, seed=seed), top=3, brief=True)
     report = write_report(out / "report.html", result, plan=planned, runs=train, seed=seed)
     click.echo(f"\nReport written to {report}")
 

@@ -127,7 +127,7 @@ class NextRunResult:
     regret: float
     table: object
     goal: str = "lr"
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # its own; to_json adds the fit's
 
     def to_json(self) -> dict:
         """The JSON document of ``lrplan next --json``."""
@@ -140,7 +140,7 @@ class NextRunResult:
                     "final_loss_sd": self.loss_sd, "regret": self.regret},
             "candidates": self.table.to_dict(orient="records"),
             "diagnostics": self.fit.diagnostics.to_json(),
-            "notes": list(self.notes),
+            "notes": list(self.notes) + list(self.fit.config.notes),
         }
 
 
@@ -182,7 +182,7 @@ def next_run(
     goal: str = "lr",
     seed: int = 0,
     n_outcomes: int = 256,
-    grid_size: int = 201,
+    grid_size: int = 401,
 ) -> NextRunResult:
     """Rank ``candidates`` (default: `default_candidates`) by what they would teach about ``target``.
 
@@ -241,7 +241,6 @@ def next_run(
         notes.append(f"{rough} candidate(s) would pin the law down so much that fewer than {MIN_ESS} "
                      "posterior draws keep weight after them: their after-run spread is rough "
                      "(refit with more --samples for a finer estimate)")
-    notes += fit.config.notes
     return NextRunResult(target=target, fit=fit, lr_star=grid[np.argmin(loss, axis=1)],
                          lr_sd=float(np.sqrt(var_now[0])), loss_sd=float(np.sqrt(var_now[1])),
                          regret=regret_now, table=table, goal=goal, notes=tuple(notes))

@@ -9,7 +9,7 @@ from . import laws
 from .model import STEP_SCALE
 from .schedules import lr_schedule, unannealed_fraction
 
-__all__ = ["simulate_curves", "simulate_sweep", "true_lr_star"]
+__all__ = ["simulate_curves", "simulate_sweep", "log_lr_centre", "true_lr_star"]
 
 
 def simulate_curves(
@@ -67,7 +67,7 @@ def _sweep_mean(truth: dict[str, float], refs, params, tokens, batch, lr, w):
         c0=truth["log_lr0"], **batch_law, **law))
 
 
-def _log_lr_centre(truth: dict[str, float], refs, params, tokens, batch) -> float:
+def log_lr_centre(truth: dict[str, float], refs, params, tokens, batch) -> float:
     """The true bowl centre, log lr* of an annealed run, at one point."""
     n0, d0, b0 = refs
     return float(laws.log_lr_opt(np.log(params / n0), np.log(tokens / d0), np.log(batch / b0),
@@ -101,7 +101,7 @@ def simulate_sweep(
         warm = int(round(warmup_fraction * steps))
         w = float(unannealed_fraction(lr_schedule(schedule, steps=steps, peak_lr=1.0,
                                                   warmup_steps=warm))[-1])
-        centre = _log_lr_centre(truth, refs, n, d, b)
+        centre = log_lr_centre(truth, refs, n, d, b)
         for f in lr_factors:
             lr = float(np.exp(centre) * f)
             mean = float(_sweep_mean(truth, refs, n, d, b, lr, w))
@@ -117,7 +117,7 @@ def simulate_sweep(
 def true_lr_star(truth: dict[str, float], refs, params, tokens, tokens_per_step, *,
                  unannealed: float, grid: np.ndarray | None = None) -> float:
     """The LR minimising the true expected final loss at a point (over a fine log grid)."""
-    centre = _log_lr_centre(truth, refs, params, tokens, tokens_per_step)
+    centre = log_lr_centre(truth, refs, params, tokens, tokens_per_step)
     grid = np.exp(centre + np.linspace(-3, 3, 6001)) if grid is None else grid
     loss = _sweep_mean(truth, refs, params, tokens, tokens_per_step, grid, unannealed)
     return float(grid[np.argmin(loss)])

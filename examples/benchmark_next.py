@@ -1,0 +1,93 @@
+"""Benchmark: does `lrplan next` predict what a new small sweep actually teaches?
+
+Simulates LR sweeps from a known transfer law, fits them, and scores the default candidate
+sweeps for a target 10x larger and 10x longer than the largest fitted run. Then, for every
+candidate, it simulates the candidate's runs from the true law, refits with them added, and
+measures the posterior sd of log lr* at the target that this really leaves. Prints, per
+candidate, the predicted and the realised sd (mean over --reps outcomes), the rank
+correlation between them, and the wall time of scoring against a refit.
+
+    python examples/benchmark_next.py [--reps 2] [--settings one-horizon,full-grid]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+from lrplan.decide import Target, target_unannealed  # noqa: E402
+from lrplan.nextrun import next_run  # noqa: E402
+from lrplan.simulate import log_lr_centre, simulate_sweep  # noqa: E402
+from lrplan.transfer import fit_transfer, points_from_frame  # noqa: E402
+
+TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
+             c_b=0.4, kappa=0.04, asym=0.0, skew=1.0, k_anneal=0.1, div_offset=1.5, div_width=0.3,
+             sigma=0.005)
+REFS = (1e8, 2e9, 1e6)
+TARGET = Target(params=1.2e9, tokens=2e10, tokens_per_step=1e6, schedule="cosine:final=0.1",
+                steps=20000, warmup_steps=200)
+SETTINGS = {
+    "one-horizon": [(n, 2e9, 1e6) for n in (2e7, 5e7, 1.2e8)],
+    "full-grid": [(n, d, 1e6) for n in (2e7, 5e7, 1.2e8) for d in (5e8, 2e9)],
+}
+LR_FACTORS = np.exp(np.linspace(-1.5, 2.2, 8))
+
+
+def fit(frame: pd.DataFrame, seed: int):
+    return fit_transfer(points_from_frame(frame), seed=seed, num_warmup=300, num_samples=400)
+
+
+def sd_at_target(f) -> float:
+    t = TARGET
+    grid = f.lr_grid(t.params, t.tokens, t.tokens_per_step, size=401)  # as lrplan plan and next
+    loss = f.expected_loss(t.params, t.tokens, t.tokens_per_step, grid, target_unannealed(f, t))
+    return float(np.log(grid[np.argmin(loss, axis=1)]).std())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--settings", default="one-horizon,full-grid")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    for setting in args.settings.split(","):
+        base = simulate_sweep(TRUTH, SETTINGS[setting], LR_FACTORS, refs=REFS, seed=args.seed + 3)
+        t0 = time.perf_counter()
+        f0 = fit(base, args.seed)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = next_run(f0, TARGET, seed=args.seed)
+        score_s = time.perf_counter() - t0
+        print(f"\n{setting}: {len(base)} runs; sd of log lr* at the target now {res.lr_sd:.3f}; "
+              f"scoring {len(res.table)} candidates {score_s:.1f} s, one refit {fit_s:.1f} s")
+        print(f"{'params':>8} {'tokens':>8} {'runs':>4} {'predicted sd':>12} {'realised sd':>16} {'ess':>5}")
+        predicted, realised = [], []
+        for i, row in res.table.iterrows():
+            cell = (row["params"], row["tokens"], row["tokens_per_step"])
+            centre = log_lr_centre(TRUTH, REFS, *cell)  # simulate_sweep's LRs are factors of it
+            sds = []
+            for rep in range(args.reps):
+                new = simulate_sweep(TRUTH, [cell], np.asarray(row["lrs"]) / np.exp(centre), refs=REFS,
+                                     seed=1000 * (i + 1) + rep)
+                new["run"] = [f"new{i}_{k}" for k in range(len(new))]
+                sds.append(sd_at_target(fit(pd.concat([base, new], ignore_index=True), args.seed)))
+            predicted.append(row["lr_sd_after"])
+            realised.append(np.mean(sds))
+            print(f"{cell[0]:8.3g} {cell[1]:8.3g} {len(row['lrs']):4d} {row['lr_sd_after']:12.3f} "
+                  f"{np.mean(sds):9.3f} +- {np.std(sds):.3f} {row['ess']:5.0f}", flush=True)
+        rho = spearmanr(predicted, realised).statistic
+        ratio = np.array(predicted) / np.array(realised)
+        print(f"rank correlation predicted vs realised {rho:.2f}; predicted / realised "
+              f"{ratio.min():.2f}-{ratio.max():.2f} (median {np.median(ratio):.2f})")
+
+
+if __name__ == "__main__":
+    main()
