@@ -558,7 +558,7 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
               type=click.Path(file_okay=False), help="Folder for the demo's outputs.")
 @seed_option
 def demo(out_dir, seed):
-    """Fit the bundled 100M curves and LR sweep: held-out predictions, a 1.2B LR plan, one report."""
+    """Fit the bundled 100M curves and LR sweep: held-out predictions, a 1.2B LR plan, next runs."""
     import numpy as np
 
     from .decide import plan as decide_plan

@@ -90,3 +90,10 @@ def test_cli_next_json_is_reproducible(sweep_fit):
     rates = [c["value_per_pflop"] for c in doc["candidates"]]
     assert rates == sorted(rates, reverse=True)
     assert {"lr_optimum", "log_lr_sd", "regret"} <= set(doc["now"])
+
+
+@pytest.mark.parametrize("bad", ["0", "2e8,x", "-1e8"])
+def test_cli_next_bad_candidates_exit_2(bad, tmp_path):
+    res = CliRunner().invoke(cli, ["next", str(tmp_path / "none.csv"), "--params", "1e9",
+                                   "--tokens", "1e10", "--sizes", bad])
+    assert res.exit_code == 2 and "--sizes" in res.output
