@@ -29,6 +29,7 @@ from .decide import MAX_DIVERGENCE, target_unannealed
 from .errors import FitError, LrplanError
 from .files import atomic_write
 from .inference import MAX_POINTS_PER_RUN, CurveFit, Diagnostics
+from .nextrun import next_run
 from .predict import QUANTILES, CurvePrediction, predict_curve
 
 __all__ = [
@@ -713,7 +714,23 @@ def _transfer(ctx: _Context, plots) -> Section:
         b.p("No sweep cell has three or more non-diverged LRs around a minimum, so no empirical optimum "
             "is shown.")
     b.items([n for n in plan.notes if n not in tfit.config.notes])  # the fit's are under Data
+    _next_runs(tfit, t, b, ctx.seed)
     return b.section("Transfer", "transfer", figs)
+
+
+def _next_runs(tfit, target, b: _Body, seed: int, top: int = 5) -> None:
+    nxt = next_run(tfit, target, seed=seed)
+    b.h("What to run next")
+    b.p(f"Small sweeps (three peak LRs around each cell's median lr*) ranked by the share of the "
+        f"variance of log lr* at the target they are expected to remove per FLOP. Today the sd of log "
+        f"lr* is {nxt.lr_sd:.3f} and not knowing lr* costs {_fmt(nxt.regret, 2)} nats of expected "
+        "excess final loss (`lrplan next` scores other candidates).")
+    b.table(["params N", "tokens D", "tokens/step", "peak LRs", "share of the target's compute",
+             "sd of log lr* after", "sd of final loss after"],
+            [[r.params, r.tokens, r.tokens_per_step, ", ".join(_fmt(x, 3) for x in r.lrs),
+              f"{r.flops_share:.2%}", r.lr_sd_after, r.loss_sd_after]
+             for r in nxt.table.head(top).itertuples()], caption="The best next sweeps per FLOP")
+    b.items(list(nxt.notes))
 
 
 def _schedules(ctx: _Context, plots) -> Section:

@@ -116,6 +116,13 @@ class FakeTransferFit:
     def noise(self):
         return np.full(self.samples["c0"].size, 0.01)
 
+    def lr_grid(self, params, tokens, tokens_per_step, size=401):
+        centre = np.log(np.median(self.lr_star(params, tokens, tokens_per_step)))
+        return np.exp(np.linspace(centre - 2.0, centre + 1.5, size))
+
+    def divergence_probability(self, params, tokens, tokens_per_step, lr):
+        return np.zeros((self.samples["c0"].size, np.size(lr)))
+
 
 @pytest.fixture(scope="module")
 def plan():
@@ -212,6 +219,9 @@ def test_plan_report_has_transfer_figures_and_loo(plan_html, plan):
     for fig in ("fig-loss_vs_lr", "fig-lr_star"):
         assert f'id="{fig}"' in transfer
     assert "Empirical optima" in transfer
+    # the next-run table: five candidate sweeps, each of three LRs
+    nxt = transfer.split("What to run next")[1]
+    assert nxt.count("<tr>") == 1 + 5 and nxt.count("<td>") >= 5
     summary = plan_html.split('id="summary"')[1].split("</section>")[0]
     assert f"{plan.recommended_lr:.3g}" in summary
     assert "Use a peak learning rate" in summary and "would cost" in summary
