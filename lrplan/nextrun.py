@@ -66,7 +66,11 @@ def expected_posterior(
     df: float = STUDENT_DF,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray | float]:
-    """Expected posterior variances after one new observation, by reweighting draws.
+    """Expected posterior variances after R new runs, by reweighting the draws.
+
+    Each of ``n_outcomes`` simulated outcomes (a draw, then its runs' noise and divergences)
+    weights every draw by the outcome's likelihood under it; the weighted variance is the
+    posterior variance after that outcome.
 
     Parameters
     ----------
