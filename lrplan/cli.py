@@ -43,29 +43,27 @@ def _echo_json(doc: dict) -> None:
     click.echo(json.dumps(doc, indent=2, allow_nan=False))
 
 
-def _parse_steps(ctx, param, value):
+def _comma_list(value, cast, what: str, example: str) -> list | None:
+    """Positive finite values separated by commas, or None."""
     if value is None:
         return None
     try:
-        steps = [int(s) for s in value.split(",") if s.strip()]
+        values = [cast(s) for s in value.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter("give integers separated by commas, e.g. 1000,2000,5000") from None
-    if not steps or min(steps) < 1:
-        raise click.BadParameter("steps must be positive integers")
-    return sorted(set(steps))
+        raise click.BadParameter(f"give {what} separated by commas, e.g. {example}") from None
+    if not values or min(values) <= 0 or not all(map(math.isfinite, values)):
+        raise click.BadParameter(f"give positive {what}")
+    return values
+
+
+def _parse_steps(ctx, param, value):
+    steps = _comma_list(value, int, "integers", "1000,2000,5000")
+    return None if steps is None else sorted(set(steps))
 
 
 def _parse_numbers(ctx, param, value):
-    """Comma-separated positive numbers (e.g. 2e8,4e8), or None."""
-    if value is None:
-        return None
-    try:
-        numbers = [float(s) for s in value.split(",") if s.strip()]
-    except ValueError:
-        raise click.BadParameter("give numbers separated by commas, e.g. 2e8,4e8") from None
-    if not numbers or min(numbers) <= 0 or not all(map(math.isfinite, numbers)):
-        raise click.BadParameter("give positive numbers")
-    return tuple(numbers)
+    numbers = _comma_list(value, float, "numbers", "2e8,4e8")
+    return None if numbers is None else tuple(numbers)
 
 
 def _positive(ctx, param, value):
