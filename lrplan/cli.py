@@ -381,6 +381,21 @@ def _print_plan(result) -> None:
         click.echo(f"  ... and {len(notes) - 6} more notes (all in --json)")
 
 
+def target_options(f):
+    """RUNS and the target's size, tokens and batch: the arguments `plan` and `next` share."""
+    for option in reversed((
+        click.argument("runs", type=click.Path(dir_okay=False)),
+        click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file."),
+        click.option("--params", required=True, type=float, callback=_positive, help="Target model size N."),
+        click.option("--tokens", required=True, type=float, callback=_positive,
+                     help="Target training tokens D."),
+        click.option("--tokens-per-step", type=float, callback=_positive,
+                     help="Target batch in tokens [default: the runs' batch, when they share one]."),
+    )):
+        f = option(f)
+    return f
+
+
 def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, warmup_steps):
     """The target run of a plan, with the runs' batch, schedule and warmup fraction as defaults."""
     from .decide import Target
@@ -401,12 +416,7 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
 
 
 @cli.command()
-@click.argument("runs", type=click.Path(dir_okay=False))
-@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
-@click.option("--params", required=True, type=float, callback=_positive, help="Target model size N.")
-@click.option("--tokens", required=True, type=float, callback=_positive, help="Target training tokens D.")
-@click.option("--tokens-per-step", type=float, callback=_positive,
-              help="Target batch in tokens [default: the runs' batch, when they share one].")
+@target_options
 @click.option("--schedule", "schedules", multiple=True,
               help="Target schedule spec; repeat to compare candidates (the first decides) "
                    "[default: the runs' most common].")
@@ -495,12 +505,7 @@ def _print_next(result, top: int, brief: bool = False) -> None:
 
 
 @cli.command(name="next")
-@click.argument("runs", type=click.Path(dir_okay=False))
-@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
-@click.option("--params", required=True, type=float, callback=_positive, help="Target model size N.")
-@click.option("--tokens", required=True, type=float, callback=_positive, help="Target training tokens D.")
-@click.option("--tokens-per-step", type=float, callback=_positive,
-              help="Target batch in tokens [default: the runs' batch, when they share one].")
+@target_options
 @click.option("--schedule", help="Target schedule spec [default: the runs' most common].")
 @click.option("--warmup-steps", type=click.IntRange(0),
               help="Target warmup steps [default: the runs' median warmup fraction].")
