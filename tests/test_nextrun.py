@@ -75,6 +75,11 @@ def test_a_new_horizon_teaches_most_about_a_longer_target(sweep_fit):
     assert longer < min(repeat, bigger)
     assert repeat > 0.9 * res.lr_sd
     assert res.table["regret_after"].max() <= res.regret
+    # --goal loss ranks by the share of the final loss's variance shed per 1e15 FLOPs
+    by_loss = next_run(fit, TARGET, cands, goal="loss", seed=0).table
+    shed = 1 - (by_loss["loss_sd_after"] / res.loss_sd) ** 2
+    assert np.allclose(by_loss["value_per_pflop"], shed / (by_loss["flops"] / 1e15))
+    assert list(by_loss["value_per_pflop"]) == sorted(by_loss["value_per_pflop"], reverse=True)
     assert res.to_json()["candidates"][0]["params"] == res.table["params"].iloc[0]
 
 
