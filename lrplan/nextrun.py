@@ -241,6 +241,9 @@ def next_run(
                      "ess": res["ess"]})
     table = pd.DataFrame(rows).sort_values("value_per_pflop", ascending=False, ignore_index=True)
     notes = []
+    if not fit.diagnostics.ok:
+        notes.append("the transfer fit did not converge (see the diagnostics): the draws this "
+                     "ranking reweights are unreliable")
     if rough:
         notes.append(f"{rough} candidate(s) would pin the law down so much that fewer than {MIN_ESS} "
                      "posterior draws keep weight after them: their after-run spread is rough "

@@ -339,6 +339,11 @@ def _identifiability_notes(points: pd.DataFrame) -> list[str]:
                            ("tokens_per_step", "batch", "the prior (square-root rule)")):
         if finals[col].nunique() < 2:
             notes.append(f"the runs have one {what}: lr*'s {what} exponent comes from {src}")
+    ok = finals[~finals["diverged"]]
+    if len(ok) and ok.groupby(["params", "tokens", "tokens_per_step"])["lr"].nunique().max() < 2:
+        notes.append("no (size, tokens, batch) has runs at two or more peak LRs: how the loss "
+                     "depends on the LR, and so lr*, rests on the priors; sweep the LR at one "
+                     "size (lrplan next ranks such sweeps)")
     return notes
 
 

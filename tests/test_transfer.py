@@ -159,3 +159,15 @@ def test_plan_without_sizes_fails_cleanly(tmp_path):
     res = _plan(tmp_path / "r.csv")
     assert res.exit_code == 2
     assert "r.csv" in res.stderr and "params" in res.stderr and "Traceback" not in res.output
+
+
+def test_runs_at_one_lr_per_cell_are_flagged():
+    from lrplan.transfer import _identifiability_notes
+
+    rows = [{"run": f"r{i}", "params": n, "tokens": 2e9, "tokens_per_step": 1e6, "lr": 1e-3 / (i + 1),
+             "loss": 3.0, "diverged": False, "unannealed": 0.1, "final": True}
+            for i, n in enumerate((2e7, 5e7, 1.2e8))]
+    one_lr = pd.DataFrame(rows)
+    assert any("two or more peak LRs" in n for n in _identifiability_notes(one_lr))
+    swept = pd.concat([one_lr, one_lr.assign(run=["s0", "s1", "s2"], lr=one_lr["lr"] * 2)])
+    assert not any("two or more peak LRs" in n for n in _identifiability_notes(swept))
