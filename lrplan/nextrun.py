@@ -129,7 +129,7 @@ class NextRunResult:
     lr_sd: float
     loss_sd: float
     regret: float
-    table: object
+    table: pd.DataFrame
     goal: str = "lr"
     notes: tuple[str, ...] = ()  # its own; to_json adds the fit's
 
@@ -228,11 +228,14 @@ def next_run(
         res = expected_posterior(quantities, mu, noise, pd_c, n_outcomes=n_outcomes,
                                  rng=np.random.default_rng(seed))
         rough += res["ess"] < MIN_ESS
-        shed = np.where(var_now > 0, 1.0 - res["variance"] / np.where(var_now > 0, var_now, 1.0), 0.0)
+        # the expected posterior variance cannot exceed today's (law of total variance); an
+        # estimate above it is the outcomes' sampling noise around "nothing learned"
+        after = np.minimum(res["variance"], var_now)
+        shed = np.where(var_now > 0, 1.0 - after / np.where(var_now > 0, var_now, 1.0), 0.0)
         rows.append({"params": c.params, "tokens": c.tokens, "tokens_per_step": c.tokens_per_step,
                      "lrs": list(c.lrs), "flops": c.flops, "flops_share": c.flops / (6.0 * N * D),
-                     "lr_sd_after": float(np.sqrt(res["variance"][0])),
-                     "loss_sd_after": float(np.sqrt(res["variance"][1])),
+                     "lr_sd_after": float(np.sqrt(after[0])),
+                     "loss_sd_after": float(np.sqrt(after[1])),
                      # near the optimum the excess loss is quadratic in the LR's error, so the
                      # expected regret scales with lr*'s variance (a direct reweighted estimate
                      # of these ~1e-4 nat differences was mostly sampling noise)
