@@ -40,7 +40,7 @@ def test_expected_posterior_pools_several_runs():
 
 
 def test_divergence_outcomes_carry_information():
-    # a run that diverges exactly when q > 0 tells the sign of q: the variance falls by 1 - 2/pi
+    # a run that diverges exactly when q > 0 tells the sign of q: the variance falls to 1 - 2/pi (a half-normal's)
     rng = np.random.default_rng(4)
     q = rng.standard_normal(4000)
     p = np.where(q > 0, 1.0, 0.0)
