@@ -28,7 +28,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.decide import Target, target_unannealed  # noqa: E402
+from lrplan.decide import Target, plan, target_unannealed  # noqa: E402
 from lrplan.nextrun import Candidate, next_run  # noqa: E402
 from lrplan.simulate import log_lr_centre, simulate_sweep  # noqa: E402
 from lrplan.transfer import POINT_COLUMNS, fit_transfer, points_from_frame  # noqa: E402
@@ -69,7 +69,7 @@ def main():
         f0 = fit(base, args.seed)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = next_run(f0, TARGET, seed=args.seed)
+        res = next_run(plan(f0, TARGET), seed=args.seed)
         score_s = time.perf_counter() - t0
         print(f"\n{setting}: {len(base)} runs; sd of log lr* at the target now {res.lr_sd:.3f}; "
               f"scoring {len(res.table)} candidates {score_s:.1f} s, one refit {fit_s:.1f} s")
@@ -121,7 +121,7 @@ def misfitting(data: Path, seed: int):
     cells = {k: g for k, g in df[df["params"] == sizes[-2]].groupby("tokens")}
     cands = [Candidate(float(sizes[-2]), float(t), 1048576.0, tuple(g["lr"].astype(float)))
              for t, g in cells.items()]
-    res = next_run(f0, target, cands, seed=seed)
+    res = next_run(plan(f0, target), cands, seed=seed)
     print(f"\nmisfitting: fit {len(base)} runs of N < {sizes[-2]:.3g}; target N={sizes[-1]:.3g}, "
           f"D={tokens:.3g}; sd of log lr* now {res.lr_sd:.3f} (a refit of the same runs: "
           f"{sd_at_target(f0, target):.3f})")

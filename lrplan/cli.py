@@ -499,7 +499,7 @@ def _print_next(result, top: int, brief: bool = False) -> None:
                f"{now['log_lr_sd']:.3f} -> {best['lr_sd_after']:.3f}, of the final loss "
                f"{now['final_loss_sd']:.4f} -> {best['loss_sd_after']:.4f}")
     if not brief:
-        click.echo(_diag_line(result.fit.diagnostics))
+        click.echo(_diag_line(result.plan.fit.diagnostics))
     for n in (result.notes if brief else doc["notes"])[:6]:
         click.echo(f"  note: {n}")
 
@@ -534,6 +534,7 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
     from simulated outcomes of its runs.
     """
     from .data import load_runs
+    from .decide import plan as decide_plan
     from .nextrun import default_candidates, next_run
     from .priors import load_priors
     from .transfer import fit_transfer, transfer_points
@@ -547,7 +548,7 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
                        num_warmup=num_warmup, num_samples=num_samples, progress=_show_progress(as_json),
                        notes=tuple(runset.excluded) + tuple(notes))
     candidates = default_candidates(fit, sizes, horizons, target.tokens_per_step, lr_factors)
-    result = next_run(fit, target, candidates, goal=goal, seed=seed)
+    result = next_run(decide_plan(fit, target, seed=seed), candidates, goal=goal, seed=seed)
     if as_json:
         doc = result.to_json()
         doc["candidates"] = doc["candidates"][:top]
@@ -609,7 +610,7 @@ def demo(out_dir, seed):
     click.echo()
     _print_plan(planned)
     click.echo()
-    _print_next(next_run(tfit, target, seed=seed), top=3, brief=True)
+    _print_next(next_run(planned, seed=seed), top=3, brief=True)
     report = write_report(out / "report.html", result, plan=planned, runs=train, seed=seed)
     click.echo(f"\nReport written to {report}")
 

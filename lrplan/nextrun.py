@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .decide import MAX_DIVERGENCE, Target, target_unannealed
+from .decide import PlanResult, Target, target_unannealed
 from .errors import FitError
 from .model import STUDENT_DF
 from .predict import summarize
@@ -123,9 +123,7 @@ class NextRunResult:
     effective number of draws behind the after-run estimates).
     """
 
-    target: Target
-    fit: object
-    lr_star: np.ndarray
+    plan: PlanResult
     lr_sd: float
     loss_sd: float
     regret: float
@@ -135,16 +133,16 @@ class NextRunResult:
 
     def to_json(self) -> dict:
         """The JSON document of ``lrplan next --json``."""
-        t = self.target
+        t, fit = self.plan.target, self.plan.fit
         return {
             "target": {"params": t.params, "tokens": t.tokens, "tokens_per_step": t.tokens_per_step,
                        "schedule": t.schedule, "steps": t.steps, "warmup_steps": t.warmup_steps},
             "goal": self.goal,
-            "now": {"lr_optimum": summarize(self.lr_star), "log_lr_sd": self.lr_sd,
+            "now": {"lr_optimum": summarize(self.plan.lr_star), "log_lr_sd": self.lr_sd,
                     "final_loss_sd": self.loss_sd, "regret": self.regret},
             "candidates": self.table.to_dict(orient="records"),
-            "diagnostics": self.fit.diagnostics.to_json(),
-            "notes": list(self.notes) + list(self.fit.config.notes),
+            "diagnostics": fit.diagnostics.to_json(),
+            "notes": list(self.notes) + list(fit.config.notes),
         }
 
 
@@ -179,16 +177,17 @@ def default_candidates(fit, sizes=None, horizons=None, tokens_per_step=None,
 
 
 def next_run(
-    fit,
-    target: Target,
+    planned: PlanResult,
     candidates: list[Candidate] | None = None,
     *,
     goal: str = "lr",
     seed: int = 0,
     n_outcomes: int = 256,
-    grid_size: int = 401,
 ) -> NextRunResult:
-    """Rank ``candidates`` (default: `default_candidates`) by what they would teach about ``target``.
+    """Rank ``candidates`` (default: `default_candidates`) by what they would teach about a plan.
+
+    ``planned`` is `lrplan.decide.plan`'s result: its draws of the target's loss on the LR
+    grid, of the optimum, and its recommendation are today's uncertainty.
 
     ``goal`` "lr" ranks by the share of the variance of log lr* at the target a candidate is
     expected to remove, per 1e15 FLOPs; "loss" by that of the target's expected final loss.
@@ -198,22 +197,14 @@ def next_run(
     """
     if goal not in ("lr", "loss"):
         raise ValueError(f"goal {goal!r}: use 'lr' or 'loss'")
+    fit, target = planned.fit, planned.target
     candidates = default_candidates(fit) if candidates is None else candidates
     if not candidates:
         raise FitError("no candidate runs to score")
-    N, D, B = target.params, target.tokens, target.tokens_per_step
-    grid = fit.lr_grid(N, D, B, size=grid_size)
-    loss = fit.expected_loss(N, D, B, grid, target_unannealed(fit, target))
-    if not np.all(np.isfinite(loss)):
-        raise FitError("the transfer law gives a non-finite loss at this target; check --params "
-                       "and --tokens")
-    p_div = fit.divergence_probability(N, D, B, grid)
-    safe = p_div.mean(axis=0) <= MAX_DIVERGENCE
-    if not safe.any():
-        raise FitError("every LR on the grid is likely to diverge at this target: add runs at lower LRs")
-    rec = int(np.argmin(np.where(safe, loss.mean(axis=0), np.inf)))
-    log_star = np.log(grid[np.argmin(loss, axis=1)])
-    quantities = np.column_stack([log_star, loss[:, rec]])
+    N, D = target.params, target.tokens
+    loss = planned.loss_grid
+    rec = int(np.argmin(np.abs(planned.lr_grid - planned.recommended_lr)))
+    quantities = np.column_stack([np.log(planned.lr_star), loss[:, rec]])
     var_now = quantities.var(axis=0)
     regret_now = float(np.mean(loss[:, rec] - loss.min(axis=1)))
     noise = fit.noise()
@@ -251,6 +242,6 @@ def next_run(
         notes.append(f"{rough} candidate(s) would pin the law down so much that fewer than {MIN_ESS} "
                      "posterior draws keep weight after them: their after-run spread is rough "
                      "(refit with more --samples for a finer estimate)")
-    return NextRunResult(target=target, fit=fit, lr_star=grid[np.argmin(loss, axis=1)],
-                         lr_sd=float(np.sqrt(var_now[0])), loss_sd=float(np.sqrt(var_now[1])),
-                         regret=regret_now, table=table, goal=goal, notes=tuple(notes))
+    return NextRunResult(plan=planned, lr_sd=float(np.sqrt(var_now[0])),
+                         loss_sd=float(np.sqrt(var_now[1])), regret=regret_now, table=table,
+                         goal=goal, notes=tuple(notes))

@@ -714,12 +714,12 @@ def _transfer(ctx: _Context, plots) -> Section:
         b.p("No sweep cell has three or more non-diverged LRs around a minimum, so no empirical optimum "
             "is shown.")
     b.items([n for n in plan.notes if n not in tfit.config.notes])  # the fit's are under Data
-    _next_runs(tfit, t, b, ctx.seed)
+    _next_runs(plan, b, ctx.seed)
     return b.section("Transfer", "transfer", figs)
 
 
-def _next_runs(tfit, target, b: _Body, seed: int, top: int = 5) -> None:
-    nxt = next_run(tfit, target, seed=seed)
+def _next_runs(plan, b: _Body, seed: int, top: int = 5) -> None:
+    nxt = next_run(plan, seed=seed)
     b.h("What to run next")
     b.p(f"Small sweeps (three peak LRs around each cell's median lr*) ranked by the share of the "
         f"variance of log lr* at the target they are expected to remove per FLOP. Today the sd of log "

@@ -9,6 +9,7 @@ from test_transfer import REFS, TARGET, TRUTH
 
 from lrplan.cli import cli
 from lrplan.data import load_runs
+from lrplan.decide import plan
 from lrplan.nextrun import Candidate, expected_posterior, next_run
 from lrplan.simulate import simulate_sweep
 from lrplan.transfer import fit_transfer, transfer_points
@@ -67,7 +68,8 @@ def test_a_new_horizon_teaches_most_about_a_longer_target(sweep_fit):
         return Candidate(n, d, 1e6, (centre / 2, centre, centre * 2))
 
     cands = [sweep(1.2e8, 2e9), sweep(2.4e8, 2e9), sweep(1.2e8, 8e9)]
-    res = next_run(fit, TARGET, cands, seed=0)
+    planned = plan(fit, TARGET)
+    res = next_run(planned, cands, seed=0)
     after = dict(zip(res.table["tokens"] * res.table["params"], res.table["lr_sd_after"], strict=True))
     repeat, bigger, longer = (after[c.params * c.tokens] for c in cands)
     # the target is 10x the fitted horizon: a sweep at a new horizon measures the exponent that
@@ -77,7 +79,7 @@ def test_a_new_horizon_teaches_most_about_a_longer_target(sweep_fit):
     assert repeat > 0.9 * res.lr_sd
     assert res.table["regret_after"].max() <= res.regret
     # --goal loss ranks by the share of the final loss's variance shed per 1e15 FLOPs
-    by_loss = next_run(fit, TARGET, cands, goal="loss", seed=0).table
+    by_loss = next_run(planned, cands, goal="loss", seed=0).table
     shed = 1 - (by_loss["loss_sd_after"] / res.loss_sd) ** 2
     assert np.allclose(by_loss["value_per_pflop"], shed / (by_loss["flops"] / 1e15))
     assert list(by_loss["value_per_pflop"]) == sorted(by_loss["value_per_pflop"], reverse=True)
