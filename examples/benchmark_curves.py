@@ -4,7 +4,8 @@ Fits each size's train schedules (cosine_24000, constant_24000, wsdcon_9) and pr
 test schedules from their exact per-step LR. Prints per-size mean / worst relative error of
 the posterior-mean law (averaged over test curves, as in Luo et al. Table 1), the coverage of
 the 80% and 95% predictive intervals (pooled over points), the 95% intervals' median relative
-width, diagnostics and the fit's wall time.
+width, diagnostics and the fit's wall time. The row "authors" is Luo et al.'s released point
+fit of the multi-power law, scored the same way: the baseline in the same run.
 
     python examples/benchmark_curves.py [--sizes 25M,100M,400M] [--laws multipower,annealing]
 """
@@ -20,7 +21,8 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.examples import multipower_example  # noqa: E402
+from lrplan import laws  # noqa: E402
+from lrplan.examples import MULTIPOWER_AUTHORS_FIT, multipower_example  # noqa: E402
 from lrplan.inference import fit_curves  # noqa: E402
 from lrplan.predict import predict_curve  # noqa: E402
 
@@ -37,6 +39,14 @@ def main():
           f"{'width95':>7} {'r_hat':>6} {'ess':>5} {'div':>3} {'fit s':>6}")
     for size in args.sizes.split(","):
         train, test = multipower_example(size)
+        if size in MULTIPOWER_AUTHORS_FIT:
+            names = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
+            params = dict(zip(names, MULTIPOWER_AUTHORS_FIT[size], strict=True))
+            errs = [np.abs(np.asarray(laws.multipower_loss(
+                laws.multipower_features(r.lr, r.steps, warmup_steps=r.warmup_steps), **params))
+                - r.loss) / r.loss for r in test]
+            print(f"{size:5} {'authors':10} {np.mean([e.mean() for e in errs]):8.5f} "
+                  f"{np.mean([e.max() for e in errs]):7.5f}", flush=True)
         for law in args.laws.split(","):
             t0 = time.perf_counter()
             fit = fit_curves(train, law=law, seed=args.seed)

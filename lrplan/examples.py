@@ -8,10 +8,18 @@ from pathlib import Path
 from .data import RunSet, load_runs
 
 __all__ = ["example_path", "multipower_example", "olmo_ladder_example", "sweep_example",
-           "MULTIPOWER_TRAIN"]
+           "MULTIPOWER_TRAIN", "MULTIPOWER_AUTHORS_FIT"]
 
 #: Luo et al.'s training split; the other six schedules are their test curves.
 MULTIPOWER_TRAIN = ("cosine_24000", "constant_24000", "wsdcon_9")
+
+#: Luo et al.'s own point fit of the multi-power law to that split, as released with their
+#: code, in raw units (LR as logged, areas in LR x steps): L0, A, alpha, B, C, beta, gamma.
+MULTIPOWER_AUTHORS_FIT = {
+    "25M": (3.04045406, 0.52468604, 0.50786857, 363.78751622, 2.06560812, 0.58279013, 0.64142257),
+    "100M": (2.6514477, 0.60115152, 0.45295811, 437.9464276, 2.13245612, 0.59785199, 0.65523644),
+    "400M": (2.37474466, 0.65421216, 0.42878731, 523.42464371, 2.02462735, 0.59350493, 0.63472457),
+}
 
 
 def example_path(*parts: str) -> Path:

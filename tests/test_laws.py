@@ -111,26 +111,25 @@ def test_eval_steps_outside_schedule_raise():
         laws.multipower_features(lr, np.array([5, 101]), warmup_steps=10)
 
 
-# Luo et al.'s own fit of the multi-power law to their training split, in raw units (LR as
-# logged, areas in LR x steps): L0, A, alpha, B, C, beta, gamma, as released with their code.
-LUO_FIT = {"25M": (3.04045406, 0.52468604, 0.50786857, 363.78751622, 2.06560812, 0.58279013, 0.64142257),
-           "100M": (2.6514477, 0.60115152, 0.45295811, 437.9464276, 2.13245612, 0.59785199, 0.65523644),
-           "400M": (2.37474466, 0.65421216, 0.42878731, 523.42464371, 2.02462735, 0.59350493, 0.63472457)}
-LUO_TABLE1 = {"25M": 0.0012, "100M": 0.0013, "400M": 0.0019}  # mean relative error per test curve
+# Mean / worst relative error per test curve (averaged over the six) of Luo et al.'s released
+# fit on the released curves: the figures published with their code. Their paper's Table 1
+# gives 0.0012 / 0.0013 / 0.0019 (worst 0.0040 / 0.0058 / 0.0070), from another fit.
+AUTHORS_ERRORS = {"25M": (0.00110, 0.00409), "100M": (0.00142, 0.00583), "400M": (0.00168, 0.00995)}
 
 
-@pytest.mark.parametrize("size", sorted(LUO_FIT))
-def test_multipower_reproduces_luo_table1_from_their_fit(size):
-    from lrplan.examples import multipower_example
+@pytest.mark.parametrize("size", sorted(AUTHORS_ERRORS))
+def test_multipower_reproduces_the_authors_errors_from_their_fit(size):
+    from lrplan.examples import MULTIPOWER_AUTHORS_FIT, multipower_example
 
     names = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
-    params = dict(zip(names, LUO_FIT[size], strict=True))
+    params = dict(zip(names, MULTIPOWER_AUTHORS_FIT[size], strict=True))
     _, test = multipower_example(size)
-    errs = []
+    mean, worst = [], []
     for r in test:
         f = laws.multipower_features(r.lr, r.steps, warmup_steps=r.warmup_steps)
-        pred = np.asarray(laws.multipower_loss(f, **params))
-        errs.append(np.mean(np.abs(pred - r.loss) / r.loss))
-    # their fit gives their table's errors to within 15%; a sum over the LR changes that
-    # skipped the warmup would be 3-5% off on every curve
-    assert abs(np.mean(errs) / LUO_TABLE1[size] - 1) < 0.15
+        err = np.abs(np.asarray(laws.multipower_loss(f, **params)) - r.loss) / r.loss
+        mean.append(err.mean())
+        worst.append(err.max())
+    # to their three figures; a sum over the LR changes that skipped the warmup is 3-5% off
+    assert np.mean(mean) == pytest.approx(AUTHORS_ERRORS[size][0], rel=0.01)
+    assert np.mean(worst) == pytest.approx(AUTHORS_ERRORS[size][1], rel=0.01)
