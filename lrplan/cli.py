@@ -484,8 +484,8 @@ def _print_next(result, top: int, brief: bool = False) -> None:
                "expected excess final loss")
     what = "lr*'s" if doc["goal"] == "lr" else "the final loss's"
     click.echo(f"\nNext small sweeps, most of {what} variance removed per FLOP first "
-               f"({len(result.table)} scored):")
-    click.echo(f"  {'params':>8} {'tokens':>8} {'batch':>8} {'peak LRs':>22} {'of target':>9} "
+               f"({len(result.table)} scored; cost: FLOPs as a share of the target's):")
+    click.echo(f"  {'params':>8} {'tokens':>8} {'batch':>8} {'peak LRs':>22} {'cost':>9} "
                f"{'lr* sd after':>12} {'loss sd after':>13} {'excess after':>12}")
     for c in doc["candidates"][:top]:
         lrs = f"{len(c['lrs'])}: {_money(min(c['lrs']))}-{_money(max(c['lrs']))}"
