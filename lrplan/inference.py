@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,16 @@ if TYPE_CHECKING:
     from .data import Run, RunSet
 from .errors import FitError, PriorError
 from .files import atomic_write
-from .model import STEP_SCALE, CurveData, GroupKey, curve_data, curve_model, held_at_peak, law_parameters
+from .model import (
+    STEP_SCALE,
+    CurveData,
+    GroupKey,
+    curve_data,
+    curve_model,
+    held_at_peak,
+    law_parameters,
+    prior_distribution,
+)
 from .priors import PriorSet, load_priors, priors_from_toml
 
 __all__ = ["RATE_SITES", "CurveFit", "Diagnostics", "PointFit", "area", "discrepancy_posterior",
@@ -429,6 +439,20 @@ def _diagnostics(samples: dict[str, np.ndarray], divergences: int, sites: list[s
     )
 
 
+def _centred_start(point: dict[str, np.ndarray], priors: PriorSet, law: str) -> dict:
+    """NUTS's starting values for the centred model, from the MAP point (non-centred)."""
+    start = {k: jnp.asarray(v) for k, v in point.items()
+             if not k.endswith("_group") and not k.startswith("z_") and k not in ("sigma", "C", "E")}
+    if "tau" in point:
+        # When the groups agree, the MAP's tau sits near 0, the neck of the centred funnel,
+        # where NUTS's step size collapses: start at the prior's mean spread instead.
+        start["tau"] = jnp.maximum(start["tau"], prior_distribution(priors["tau"]).mean)
+        for n in law_parameters(law)[1:]:
+            start[f"log_{n}"] = jnp.log(jnp.asarray(point[f"{n}_group"]))
+        start["L0_offset"] = jnp.asarray(0.05 * point["tau"] * point["z_L0"])
+    return start
+
+
 def fit_curves(
     runs: RunSet,
     *,
@@ -470,16 +494,15 @@ def fit_curves(
 
     noise = float(point["sigma"])
     scale = float(np.hypot(noise, cal["fitted"]))
-    sites = [k for k in point if not k.endswith("_group") and k not in ("sigma", "C")]
-    init = {k: jnp.asarray(point[k]) for k in sites}
-    kernel = NUTS(curve_model, init_strategy=init_to_value(values=init), dense_mass=True,
-                  target_accept_prob=0.8)
+    kernel = NUTS(partial(curve_model, centred=True), dense_mass=True, target_accept_prob=0.8,
+                  init_strategy=init_to_value(values=_centred_start(point, priors, law)))
     method = "parallel" if jax.local_device_count() >= chains else "sequential"
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
                 chain_method=method, progress_bar=progress)
     mcmc.run(jax.random.PRNGKey(seed), data=data, priors=priors, obs=data.log_loss,
              scale=scale, extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    sites = [k for k in samples if not k.endswith("_group") and k not in ("C", "E")]
     # one draw of the discrepancy rates per draw of the law (they are independent)
     samples.update({k: cal["rates"][:, i].reshape(chains, num_samples) for i, k in enumerate(RATE_SITES)})
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()) + cal["divergences"]

@@ -29,9 +29,12 @@ def test_single_group_sites():
 
 def test_groups_pool_and_sizes_use_size_law():
     d = data("annealing", groups=2, sizes=[1e8, 4e8])
-    tr = handlers.trace(handlers.seed(curve_model, 1)).get_trace(d, priors=load_priors("annealing"), obs=d.log_loss)
-    assert {"tau", "log_A", "log_alpha", "log_C", "L0_offset", "L_ref", "E", "A_N", "a_N"} <= set(tr)
-    assert "L0" not in tr and tr["L0_group"]["value"].shape == (2,)
+    for centred, groups in ((False, {"z_A", "z_alpha", "z_C", "z_L0"}),
+                            (True, {"log_A", "log_alpha", "log_C", "L0_offset"})):
+        tr = handlers.trace(handlers.seed(curve_model, 1)).get_trace(
+            d, priors=load_priors("annealing"), obs=d.log_loss, centred=centred)
+        assert groups | {"tau", "L_ref", "E", "A_N", "a_N"} <= set(tr)
+        assert "L0" not in tr and tr["L0_group"]["value"].shape == (2,)
 
 
 def test_fixed_scale_removes_sigma_and_prior_predictive_is_finite():
