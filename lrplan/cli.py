@@ -172,9 +172,17 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
 
 
 def _diag_line(d) -> str:
-    flag = "ok" if d.ok else "WARNING: the sampler did not converge cleanly"
-    return (f"R-hat max {d.r_hat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, "
-            f"divergences {d.divergences} ({flag})")
+    line = (f"R-hat max {d.r_hat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, "
+            f"divergences {d.divergences}")
+    if d.ok:
+        return f"{line} (ok)"
+    advice = []
+    if not (d.r_hat_max <= 1.01 and d.ess_bulk_min >= 200):
+        advice.append("the chains have not mixed: fit again with more --warmup and --samples")
+    if d.divergences:
+        advice.append("divergent transitions: the draws may miss part of the posterior, often "
+                      "where the data leave parameters loose (see the notes)")
+    return f"{line} (WARNING: {'; '.join(advice)})"
 
 
 # ------------------------------------------------------------------------- predict

@@ -58,7 +58,7 @@ class Diagnostics:
 
     @property
     def ok(self) -> bool:
-        """R-hat <= 1.01, bulk ESS >= 100 per chain-ish, and no divergence."""
+        """R-hat <= 1.01, bulk ESS >= 200 and no divergence."""
         return self.r_hat_max <= 1.01 and self.ess_bulk_min >= 200 and self.divergences == 0
 
 

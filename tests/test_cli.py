@@ -84,3 +84,17 @@ def test_bad_runs_file_exit_2(files):
     res = CliRunner().invoke(cli, ["fit", str(bad), "-o", str(files / "y.nc")])
     assert res.exit_code == 2
     assert "bad.csv: column 'step', run 'a', row 2" in res.stderr
+
+
+@pytest.mark.parametrize("diag, says", [
+    ((1.005, 800, 0), ["(ok)"]),
+    ((1.05, 60, 0), ["not mixed", "--warmup"]),
+    ((1.005, 800, 3), ["divergent"]),
+])
+def test_diagnostics_line_says_what_to_do(diag, says):
+    from lrplan.cli import _diag_line
+    from lrplan.inference import Diagnostics
+
+    line = _diag_line(Diagnostics(*diag))
+    assert all(s in line for s in says), line
+    assert ("WARNING" in line) == (diag != (1.005, 800, 0))
