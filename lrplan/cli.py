@@ -96,6 +96,17 @@ seed_option = click.option("--seed", default=0, show_default=True, help="Random 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
+def sampler_options(warmup: int, minimum: int = 50):
+    """NUTS's --chains, --warmup and --samples, with the command's default warmup."""
+    def add(f):
+        f = click.option("--samples", "num_samples", default=1000, show_default=True,
+                         type=click.IntRange(minimum))(f)
+        f = click.option("--warmup", "num_warmup", default=warmup, show_default=True,
+                         type=click.IntRange(minimum))(f)
+        return click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))(f)
+    return add
+
+
 def _show_progress(as_json: bool = False) -> bool:
     """NUTS progress bar on stderr: only on a terminal, and not with ``--quiet`` or ``--json``."""
     quiet = click.get_current_context().find_root().params.get("quiet")
@@ -137,9 +148,7 @@ def cli(verbose: int, quiet: bool) -> None:
               help="TOML file overriding priors by name.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Posterior file to write (NetCDF).")
-@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=400, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
+@sampler_options(warmup=400)
 @seed_option
 @json_option
 def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):
@@ -438,9 +447,7 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
                    "bowls, ranks them by LOO and decides with the best.")
 @click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
               help="TOML overriding transfer priors by name.")
-@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=1000, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
+@sampler_options(warmup=1000)
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
               help="Also write a report of the plan: .html (one self-contained file) or .md "
                    "(+ a _files folder of figures).")
@@ -528,9 +535,7 @@ def _print_next(result, top: int, brief: bool = False) -> None:
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="Candidates shown.")
 @click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
               help="TOML overriding transfer priors by name.")
-@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=1000, show_default=True, type=click.IntRange(50))
-@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(50))
+@sampler_options(warmup=1000)
 @seed_option
 @json_option
 def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, sizes, horizons,
@@ -635,9 +640,7 @@ def demo(out_dir, seed):
                    "join clauses with ';'.")
 @click.option("--law", type=click.Choice(["multipower", "annealing"]), default="multipower",
               show_default=True, help="Curve law (curve data).")
-@click.option("--chains", default=2, show_default=True, type=click.IntRange(1, 16))
-@click.option("--warmup", "num_warmup", default=400, show_default=True, type=click.IntRange(10))
-@click.option("--samples", "num_samples", default=1000, show_default=True, type=click.IntRange(10))
+@sampler_options(warmup=400, minimum=10)
 @click.option("--bootstrap", "n_boot", default=100, show_default=True, type=click.IntRange(1),
               help="Bootstrap refits of the Huber baseline.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
