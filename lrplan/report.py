@@ -756,6 +756,25 @@ def _schedules(ctx: _Context, plots) -> Section:
     return b.section("Target schedules", "schedules", [fig])
 
 
+#: What the curve fit's shared parameters mean (LR in units of the fit's largest peak LR,
+#: areas in thousands of steps at it; see models/*.toml for their priors).
+CURVE_LEGEND = {
+    "L0": "the loss the law tends to as the LR area grows, before any LR decay's reduction",
+    "A": "amplitude of the power law in the LR area",
+    "alpha": "exponent of the power law in the LR area",
+    "B": "loss reduction per unit of LR decay",
+    "C": "rate at which an LR decay pays off (annealing: weight of the momentum area)",
+    "beta": "saturation exponent of an LR decay's payoff",
+    "gamma": "exponent of the LR in an LR decay's payoff",
+    "half_life": "LR area after which an LR decay has paid half its reduction",
+    "E": "the size law's floor, L0(N) = E + A_N (N / N_ref)^-a_N",
+    "A_N": "the size law's amplitude at the reference size N_ref",
+    "a_N": "the size law's exponent",
+    "L_ref": "L0 at the reference size N_ref (E + A_N), what two or more sizes pin down",
+    "tau": "spread of the groups' log parameters around the shared ones",
+}
+
+
 def _param_rows(samples: dict[str, np.ndarray]) -> list[list]:
     from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
@@ -830,9 +849,10 @@ def _diagnostics(ctx: _Context, plots) -> Section:
     for label, f in fits:
         if ctx.both:
             b.h(label.capitalize())
+        slug = label.split()[0]
         b.table(["parameter", "mean", "sd", "2.5%", "97.5%", "R-hat", "bulk ESS"], _param_rows(f.samples),
                 caption=f"Posterior of the {label}'s scalar parameters")
-        slug = label.split()[0]
+        b.items([f"{n}: {CURVE_LEGEND[n]}" for n in CURVE_LEGEND if slug == "curve" and n in f.samples])
         panels = _prior_panels(f.priors, f.samples, TRANSFER_SHOWN if slug == "transfer" else None)
         if panels:
             what = "exponents and bowl" if slug == "transfer" else "parameters"

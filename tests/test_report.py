@@ -212,6 +212,10 @@ def test_summary_and_tables_say_what_matters(good_html):
     assert "No LR sweep in this fit" in good_html and "lrplan plan" in good_html
     for spec in ("cosine:final=0.1", "wsd:decay=0.2", "constant"):
         assert f"<td>{spec}</td>" in good_html.split('id="schedules"')[1]
+    # the parameter table says what each of the law's parameters is, and only those it has
+    diagnostics = good_html.split('id="diagnostics"')[1]
+    assert "<li>alpha: exponent of the power law" in diagnostics
+    assert "<li>L_ref:" not in diagnostics  # one size: no size law
 
 
 def test_plan_report_has_transfer_figures_and_loo(plan_html, plan):
