@@ -24,6 +24,7 @@ jax.config.update("jax_enable_x64", True)
 from lrplan import laws  # noqa: E402
 from lrplan.examples import MULTIPOWER_AUTHORS_FIT, multipower_example  # noqa: E402
 from lrplan.inference import fit_curves  # noqa: E402
+from lrplan.model import law_parameters  # noqa: E402
 from lrplan.predict import predict_curve  # noqa: E402
 
 PAPER = {"25M": (0.0012, 0.0040), "100M": (0.0013, 0.0058), "400M": (0.0019, 0.0070)}
@@ -40,8 +41,7 @@ def main():
     for size in args.sizes.split(","):
         train, test = multipower_example(size)
         if size in MULTIPOWER_AUTHORS_FIT:
-            names = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
-            params = dict(zip(names, MULTIPOWER_AUTHORS_FIT[size], strict=True))
+            params = dict(zip(law_parameters("multipower"), MULTIPOWER_AUTHORS_FIT[size], strict=True))
             errs = [np.abs(np.asarray(laws.multipower_loss(
                 laws.multipower_features(r.lr, r.steps, warmup_steps=r.warmup_steps), **params))
                 - r.loss) / r.loss for r in test]

@@ -186,7 +186,7 @@ def _diag_line(d) -> str:
     if d.ok:
         return f"{line} (ok)"
     advice = []
-    if not (d.r_hat_max <= 1.01 and d.ess_bulk_min >= 200):
+    if not d.mixed:
         advice.append("the chains have not mixed: fit again with more --warmup and --samples")
     if d.divergences:
         advice.append("divergent transitions: the draws may miss part of the posterior, often "

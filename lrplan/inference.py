@@ -57,9 +57,27 @@ class Diagnostics:
                 "divergences": int(self.divergences)}
 
     @property
+    def mixed(self) -> bool:
+        """R-hat <= 1.01 and bulk ESS >= 200: the chains agree and give enough draws."""
+        return self.r_hat_max <= 1.01 and self.ess_bulk_min >= 200
+
+    @property
     def ok(self) -> bool:
-        """R-hat <= 1.01, bulk ESS >= 200 and no divergence."""
-        return self.r_hat_max <= 1.01 and self.ess_bulk_min >= 200 and self.divergences == 0
+        """Mixed, and no divergence."""
+        return self.mixed and self.divergences == 0
+
+    def problems(self) -> list[str]:
+        """What failed, one short phrase each (empty when ok)."""
+        out = []
+        if not np.isfinite(self.r_hat_max):
+            out.append("R-hat could not be computed (one chain): run two or more chains")
+        elif self.r_hat_max > 1.01:
+            out.append(f"R-hat {self.r_hat_max:.3f} > 1.01 (chains disagree)")
+        if not self.ess_bulk_min >= 200:
+            out.append(f"bulk ESS {self.ess_bulk_min:.0f} < 200 (too few effective draws)")
+        if self.divergences > 0:
+            out.append(f"{self.divergences} divergent transition(s)")
+        return out
 
 
 @dataclass(frozen=True)

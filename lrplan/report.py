@@ -28,7 +28,7 @@ from .decide import BAND_EXCESS as NEAR_OPTIMAL
 from .decide import MAX_DIVERGENCE, target_unannealed
 from .errors import FitError, LrplanError
 from .files import atomic_write
-from .inference import MAX_POINTS_PER_RUN, CurveFit, Diagnostics
+from .inference import MAX_POINTS_PER_RUN, CurveFit
 from .nextrun import next_run
 from .predict import QUANTILES, CurvePrediction, predict_curve
 
@@ -352,25 +352,12 @@ def _target_text(steps, peak_lr, warmup, params, tokens_per_step) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _diag_problems(d: Diagnostics) -> list[str]:
-    out = []
-    if not np.isfinite(d.r_hat_max):
-        out.append("R-hat could not be computed (one chain): run two or more chains")
-    elif d.r_hat_max > 1.01:
-        out.append(f"R-hat {d.r_hat_max:.3f} > 1.01 (chains disagree)")
-    if not d.ess_bulk_min >= 200:
-        out.append(f"bulk ESS {d.ess_bulk_min:.0f} < 200 (too few effective draws)")
-    if d.divergences > 0:
-        out.append(f"{d.divergences} divergent transition(s)")
-    return out
-
-
 def _warnings(ctx: _Context) -> list[str]:
     out = []
     for label, f in ctx.fits:
         d = f.diagnostics
         if not d.ok:
-            out.append(f"The {label}'s sampler diagnostics failed: {'; '.join(_diag_problems(d))}. "
+            out.append(f"The {label}'s sampler diagnostics failed: {'; '.join(d.problems())}. "
                        "Its intervals may be wrong; refit with more warmup/samples or more chains "
                        "before trusting them.")
     return out
@@ -843,7 +830,7 @@ def _diagnostics(ctx: _Context, plots) -> Section:
     b.table(["fit", "R-hat max", "bulk ESS min", "divergences", "status"],
             [[label, _fixed(f.diagnostics.r_hat_max, 3), _fixed(f.diagnostics.ess_bulk_min, 0),
               str(f.diagnostics.divergences),
-              "ok" if f.diagnostics.ok else "FAILED: " + "; ".join(_diag_problems(f.diagnostics))]
+              "ok" if f.diagnostics.ok else "FAILED: " + "; ".join(f.diagnostics.problems())]
              for label, f in fits],
             caption="Thresholds: R-hat ≤ 1.01, bulk ESS ≥ 200, no divergent transition")
     for label, f in fits:
