@@ -346,7 +346,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     likelihood's), plus notes.
 
     Held-out errors come from predicting each run of a group with >= 2 runs from a fit
-    without it (schedule transfer at seen horizons), from fitting every run's first
+    without it (schedule transfer, and a forecast beyond the other runs' LR area where it
+    outlasts them), from fitting every run's first
     `PREFIXES` and forecasting the rest, and, in groups with runs of several lengths, from
     forecasting the longest run from the others. An unseen curve's discrepancy at a point is
     ``sqrt(floor^2 + (anneal * d)^2 + (growth * u)^2)``, with d the relative loss reduction
@@ -378,11 +379,14 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     # at most 6 point fits, spread over the runs (and so over groups), not the first six
     folds = [eligible[i] for i in np.unique(np.linspace(0, len(eligible) - 1, 6).round().astype(int))
              ] if eligible else []
+    areas = [area(r.lr, st, lr_ref) for r, st in zip(used, steps, strict=True)]
+    ends = np.array([a[-1] for a in areas])
     for j in folds:
         e, d = held_out(run_of != j)
         out = run_of == j
-        loo.append((e[out], d[out], np.zeros(out.sum())))
-    areas = [area(r.lr, st, lr_ref) for r, st in zip(used, steps, strict=True)]
+        # a run that outlasts the others' LR area is a forecast beyond it, as in a prediction
+        reach = np.delete(ends, j).max()
+        loo.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
     for frac in PREFIXES:
         cut = [int(frac * (st.size - 1)) for st in steps]
         e, d = held_out(np.concatenate([np.arange(st.size) <= c for st, c in zip(steps, cut, strict=True)]))
@@ -392,7 +396,6 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     # In a group with runs of several lengths, the longest one forecast from the others is
     # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
     # small decay share early on, is what prefix forecasts of decaying runs never show.
-    ends = np.array([a[-1] for a in areas])
     group_index = np.asarray(group_index)
     longest = []
     for g in np.unique(group_index):
@@ -401,6 +404,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         shorter = ends[members[members != top]]
         if shorter.size and shorter.min() < ends[top] / 1.5:
             longest.append((top, shorter.max()))
+    if len(longest) == 1 and longest[0][0] in folds:
+        longest = []  # that fit is the fold leaving the run out, above
     if longest:
         e, d = held_out(~np.isin(run_of, [j for j, _ in longest]))
         for j, reach in longest:

@@ -257,3 +257,40 @@ def test_rate_priors_come_from_the_prior_file(tmp_path):
     f.write_text('[params.discrepancy_floor]\ndist = "lognormal"\nloc = -5\nscale = 1\n')
     with pytest.raises(PriorError, match="halfnormal"):
         rate_scales(load_priors("multipower", f))
+
+
+def test_a_run_outlasting_the_others_is_calibrated_as_a_forecast_beyond_them(tmp_path, monkeypatch):
+    # Leaving out the one long run forecasts it past every fitted run's LR area: its errors
+    # there must count against the growth rate (u > 0), as a prediction would, not the floor.
+    import pandas as pd
+
+    from lrplan import inference
+
+    parts = [simulate_curves("annealing", TRUTH, sched, steps=steps, peak_lr=1e-3, warmup_steps=200,
+                             every=100, noise=0.002, seed=3)
+             for sched, steps in (({"a_long": "constant"}, 10000),
+                                  ({"cos": TRAIN["cos"], "two": TRAIN["two"]}, 5000))]
+    pd.concat([p[0] for p in parts]).to_csv(tmp_path / "runs.csv", index=False)
+    pd.concat([p[1] for p in parts]).to_csv(tmp_path / "meta.csv", index=False)
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(e, d, u, **kw):
+        seen.update(u=u, fits=kw["fits"])
+        raise Captured
+
+    monkeypatch.setattr(inference, "discrepancy_posterior", capture)
+    runs = load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv")
+    with pytest.raises(Captured):
+        fit_curves(runs, law="annealing", seed=1)
+    long = runs["a_long"]
+    steps = long.steps[inference._fit_points(long, thin=True)]
+    others = max(inference.area(r.lr, r.steps[inference._fit_points(r, thin=True)][-1:], 1e-3)[0]
+                 for r in (runs["cos"], runs["two"]))
+    reach = inference.area(long.lr, steps, 1e-3) / others
+    # the first fold leaves a_long out; the one-group "longest run" fit is that same fold
+    np.testing.assert_allclose(seen["u"][:steps.size], np.maximum(0.0, np.log(reach)))
+    assert seen["u"][:steps.size].max() > 0.6
+    assert seen["fits"] == 3 + len(inference.PREFIXES)
