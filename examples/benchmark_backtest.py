@@ -6,17 +6,22 @@ Curve backtests use the data bundled in ``examples/`` (converted from the shared
 - olmo-ladder: fit the 190M-1B runs of <= 2x Chinchilla tokens, predict 3B (size) and the
   5x / 10x runs (horizon) in one fold (``size:1.5e9;horizon:ratio=50``); the summary is split
   by what is extrapolated.
+- olmo-wsd: OLMo's constant-LR run per size with linear cooldowns branched from it (WSD), read
+  from DATA_DIR: fit the constant run up to the 2x Chinchilla branch and the 0.5x / 1x / 2x
+  cooldowns, predict the 5x and 10x cooldown runs (their constant part past 2x included),
+  multi-power law, one fit per size.
 LR sweeps (internal-only data, read from DATA_DIR, never copied into the project): misfitting
 and steplaw-moe with the largest model size held out; baselines only until the transfer
 model provides lrplan's recommendation.
 
 Writes a Markdown table of every method side by side to ``examples/backtest_results.md``.
 
-    python examples/benchmark_backtest.py --data-dir DATA_DIR [--parts multipower,olmo,sweeps]
+    python examples/benchmark_backtest.py --data-dir DATA_DIR [--parts multipower,olmo,olmo-wsd,sweeps]
 """
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +95,53 @@ def olmo(args, out):
         out.append(row)
 
 
+OLMO_LOSS, OLMO_LR = "eval/c4_en-validation/CrossEntropyLoss", "optim/learning_rate_group0"
+
+
+def olmo_wsd_runs(folder: Path, size: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One size's WSD runs (runs and meta tables): the constant run up to the 2xC branch, and
+    each cooldown with the constant run's rows before its branch prepended."""
+    index = pd.read_csv(folder / "INDEX.csv").set_index("file")
+    info = index.loc[f"peteish-moreeval-const/{size}-10xC.csv"]
+    const = pd.read_csv(folder / "peteish-moreeval-const" / f"{size}-10xC.csv").dropna(subset=[OLMO_LOSS])
+    rows, meta = [], []
+
+    def add(name, df):
+        rows.append(pd.DataFrame({"run": name, "step": df["_step"].astype(int), "lr": df[OLMO_LR],
+                                  "loss": df[OLMO_LOSS]}))
+        meta.append({"run": name, "params": info.n_params, "tokens_per_step": info.batch_tokens,
+                     "peak_lr": info.peak_lr, "total_steps": int(df["_step"].max()),
+                     "warmup_steps": int(round(info.n_params / info.batch_tokens))})
+
+    for x in ("0.5xC", "1xC", "2xC", "5xC", "10xC"):
+        decay = pd.read_csv(folder / "peteish-moreeval-decay" / f"{size}-{x}.csv").dropna(subset=[OLMO_LOSS])
+        branch = decay["_step"].min()
+        if x == "2xC":
+            add(f"{size}-constant-to-2xC", const[const["_step"] < branch])
+        add(f"{size}-wsd-{x}", pd.concat([const[const["_step"] < branch], decay]))
+    return pd.concat(rows), pd.DataFrame(meta)
+
+
+def olmo_wsd(args, out):
+    folder = Path(args.data_dir) / "olmo-ladder"
+    for size in ("190M", "370M", "760M"):
+        runs, meta = olmo_wsd_runs(folder, size)
+        with tempfile.TemporaryDirectory() as tmp:  # the loader's checks apply, as to a user's files
+            runs.to_csv(Path(tmp, "runs.csv"), index=False)
+            meta.to_csv(Path(tmp, "meta.csv"), index=False)
+            rs = load_runs(Path(tmp, "runs.csv"), meta=Path(tmp, "meta.csv"))
+        t0 = time.perf_counter()
+        res = backtest_curves(rs, f"schedule:{size}-wsd-5xC,{size}-wsd-10xC", law="multipower",
+                              seed=args.seed, chains=args.chains, num_warmup=args.warmup,
+                              num_samples=args.samples, n_boot=args.boot)
+        print(f"olmo-wsd {size}: {time.perf_counter() - t0:.0f} s", flush=True)
+        s = res.summary.set_index("method")
+        for m in s.index:
+            out.append({"data": "olmo-wsd", "split": f"{size}: fit constant to 2xC + 0.5-2xC cooldowns; "
+                        "predict 5xC, 10xC cooldowns", "method": m, "runs": int(s.loc[m, "runs"]),
+                        **{c: s.loc[m, c] for c in CURVE_COLS}, "fit_s": res.timings[m]})
+
+
 def sweeps(args, out):
     data = Path(args.data_dir)
     frames = {}
@@ -119,7 +171,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", required=True,
                     help="folder holding misfitting/ and steplaw-moe/ (not redistributable)")
-    ap.add_argument("--parts", default="multipower,olmo,sweeps")
+    ap.add_argument("--parts", default="multipower,olmo,olmo-wsd,sweeps")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=500)
@@ -135,6 +187,8 @@ def main():
         multipower(args, curves)
     if "olmo" in parts:
         olmo(args, curves)
+    if "olmo-wsd" in parts:
+        olmo_wsd(args, curves)
     if "sweeps" in parts:
         sweeps(args, lr)
     text = ["# Backtest results", "",
