@@ -334,6 +334,8 @@ def discrepancy_posterior(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2
 #: Where the calibration cuts every run to forecast the rest: the forecasts reach ~3x the
 #: fitted LR area, the range a planner extrapolates over.
 PREFIXES = (0.3, 0.45, 0.6)
+#: The relative loss reduction from LR decay below which a point has seen none.
+DECAY_SEEN = 1e-4
 
 
 def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[int],
@@ -347,8 +349,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
 
     Held-out errors come from predicting each run of a group with >= 2 runs from a fit
     without it (schedule transfer, and a forecast beyond the other runs' LR area where it
-    outlasts them), from fitting every run's first
-    `PREFIXES` and forecasting the rest, and, in groups with runs of several lengths, from
+    outlasts them), from fitting every run's first `PREFIXES` and forecasting the rest (after
+    an LR decay only if the fit saw one), and, in groups with runs of several lengths, from
     forecasting the longest run from the others. An unseen curve's discrepancy at a point is
     ``sqrt(floor^2 + (anneal * d)^2 + (growth * u)^2)``, with d the relative loss reduction
     the law credits to LR decay there (the gap to the schedule held at its peak LR) and u the
@@ -367,6 +369,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     def reduction(p):
         law = np.asarray(_law_at_point(data, p))
         return law, np.asarray(_law_at_point(flat, p)) / law - 1.0
+
+    law_fit, d_fit = reduction(point)
 
     def held_out(seen):
         p, _ = fit.solve(seen, starts=2)
@@ -389,9 +393,16 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         loo.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
     for frac in PREFIXES:
         cut = [int(frac * (st.size - 1)) for st in steps]
-        e, d = held_out(np.concatenate([np.arange(st.size) <= c for st, c in zip(steps, cut, strict=True)]))
+        seen = np.concatenate([np.arange(st.size) <= c for st, c in zip(steps, cut, strict=True)])
+        e, d = held_out(seen)
         u = np.concatenate([np.log(a / a[c]) for a, c in zip(areas, cut, strict=True)])
         late = u > 0
+        if not np.any(d_fit[seen] > DECAY_SEEN):
+            # A fit that saw no LR decay knows nothing of what one does, and the fit being
+            # calibrated always has seen one (else no point has d > 0): its misses after a decay
+            # (WSD cooldowns cut off by every prefix; 1-1.6% on OLMo's 370M runs) would pass
+            # for a floor that widens every interval.
+            late &= d_fit <= DECAY_SEEN
         ahead.append((e[late], d[late], u[late]))
     # In a group with runs of several lengths, the longest one forecast from the others is
     # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
@@ -417,7 +428,6 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     # the fitted points' mean squared residual. The Student-t scale alone understates it
     # where a few points are far off (Luo et al.'s 25M curves: 6e-4 against an rms of 1.8e-3),
     # and the excess would pass for a discrepancy that shifts whole curves.
-    law_fit, d_fit = reduction(point)
     noise2 = float(np.mean((data.log_loss - np.log(law_fit)) ** 2))
     rates, divergences = discrepancy_posterior(e, d, u, noise2=noise2,
                                                fits=fits, scales=scales, draws=draws, seed=seed)
