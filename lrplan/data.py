@@ -7,7 +7,13 @@ measurement:
   diverged step);
 - optional, per step: ``lr`` (LR in effect at that step), ``tokens`` (cumulative tokens);
 - optional, per run (constant within a run, or from a metadata file joined on ``run``):
-  ``params``, ``tokens_per_step``, ``peak_lr``, ``total_steps``, ``warmup_steps``, ``schedule``.
+  ``params``, ``tokens_per_step``, ``peak_lr``, ``total_steps``, ``warmup_steps``, ``schedule``,
+  ``parent``.
+
+A run with a ``parent`` branches from that run (a WSD cooldown logged as its own segment): the
+parent's rows before the branch's first logged step are the branch's too, and the branch takes
+the parent's ``params``, ``tokens_per_step``, ``peak_lr`` and ``warmup_steps`` where it gives
+none. Branches of branches are followed; a note says how many rows each branch took.
 
 Every problem is a `DataError` of one line naming the file, the column, the run and the 1-based
 data row (the header is not counted; for JSONL, the n-th record) and saying how to fix it.
@@ -57,8 +63,10 @@ __all__ = [
 REQUIRED_COLUMNS = ("run", "step", "loss")
 PER_STEP_COLUMNS = ("lr", "tokens")
 PER_RUN_COLUMNS = ("params", "tokens_per_step", "peak_lr", "total_steps", "warmup_steps",
-                   "schedule")
-_NUMERIC_PER_RUN = PER_RUN_COLUMNS[:-1]
+                   "schedule", "parent")
+_NUMERIC_PER_RUN = PER_RUN_COLUMNS[:5]
+#: What a branch takes from its parent when it does not give it: the model, batch and warmup.
+_INHERITED = ("params", "tokens_per_step", "peak_lr", "warmup_steps")
 _INTEGER_PER_RUN = ("total_steps", "warmup_steps")
 
 #: File extensions accepted for runs and metadata files, and the reader each one selects.
@@ -559,7 +567,7 @@ def load_runs(path: str | os.PathLike[str], *,
     notes.extend(meta_notes)
 
     groups = pd.Series(np.arange(len(df))).groupby(runs_col, sort=False).indices
-    runs = []
+    settings = {}
     for name in order_of_runs:
         rows = np.asarray(groups[name])  # 0-based, in file order
         per: dict[str, _Value | None] = {}
@@ -574,11 +582,44 @@ def load_runs(path: str | os.PathLike[str], *,
                             f"{from_file.row} of {file}",
                             "give the value in one file, or make them agree")
             per[c] = from_meta if from_meta is not None else from_file
+        settings[name] = per
+    rows_of = {name: np.asarray(groups[name]) for name in order_of_runs}
+    runs = []
+    for name in order_of_runs:
+        rows, per = _branch(name, rows_of, settings, step_i, file, notes)
         run, run_notes = _make_run(name, rows, file=file, step=step_i, loss=loss, lr_col=lr_col,
                                    tokens=tokens, per=per)
         runs.append(run)
         notes.extend(run_notes)
     return RunSet(runs=tuple(runs), source=file, excluded=tuple(notes))
+
+
+def _branch(name: str, rows_of: dict[str, np.ndarray], settings: dict[str, dict],
+            step: np.ndarray, file: str, notes: list[str]) -> tuple[np.ndarray, dict]:
+    """A run's rows and per-run values with those of its chain of parents before it."""
+    rows, per = rows_of[name], dict(settings[name])
+    chain = [name]
+    while per.get("parent") is not None:
+        pv = per["parent"]
+        parent = str(pv.value)
+        if parent not in rows_of:
+            raise _fail(pv.file, "parent", chain[-1], pv.row, f"{parent!r} is not a run of {file}",
+                        "give the id of the run this one branches from, or leave it empty")
+        if parent in chain:
+            raise _fail(pv.file, "parent", chain[-1], pv.row,
+                        f"the parents form a cycle ({' -> '.join(chain + [parent])})",
+                        "give each branch the run it was started from")
+        before = rows_of[parent][step[rows_of[parent]] < step[rows].min()]
+        notes.append(f"run {name}: {before.size} row(s) of parent {parent} before step "
+                     f"{int(step[rows].min())} taken as its own")
+        rows = np.concatenate([before, rows])
+        up = settings[parent]
+        for c in _INHERITED:
+            if per[c] is None:
+                per[c] = up[c]
+        per["parent"] = up.get("parent")
+        chain.append(parent)
+    return rows, per
 
 
 def _read_meta(meta: str | os.PathLike[str],

@@ -385,3 +385,50 @@ def test_read_table_and_api_types(tmp_path):
     rs = load_runs(str(write(tmp_path, "r.csv", curves())))
     assert isinstance(rs, RunSet) and all(isinstance(r, Run) for r in rs)
     assert issubclass(DataError, ValueError)
+
+
+# ------------------------------------------------------------------ branches
+
+
+def branched():
+    """A constant run to step 1000, and a cooldown branched from it at step 600, logged alone."""
+    rows = [{"run": "const", "step": s, "lr": 1e-3, "loss": 4 - s / 1000} for s in range(100, 1001, 100)]
+    rows += [{"run": "cool", "step": s, "lr": 1e-3 * (1 - 0.9 * (s - 600) / 400),
+              "loss": 4 - s / 1000 - 0.05 * (s - 600) / 400} for s in range(700, 1001, 100)]
+    return pd.DataFrame(rows)
+
+
+def test_a_branch_takes_its_parents_rows_and_settings(tmp_path):
+    df = branched()
+    meta = pd.DataFrame({"run": ["const", "cool"], "params": [1e8, None], "warmup_steps": [50, None],
+                         "parent": [None, "const"]})
+    rs = load_runs(write(tmp_path, "r.csv", df), meta=write(tmp_path, "m.csv", meta))
+    cool, const = rs["cool"], rs["const"]
+    np.testing.assert_array_equal(cool.steps, np.arange(100, 1001, 100))
+    np.testing.assert_array_equal(cool.loss[:6], const.loss[:6])
+    assert cool.params == 1e8 and cool.warmup_steps == 50
+    # the LR between the branch's last inherited row and its own first one is interpolated
+    assert cool.lr[599] == pytest.approx(1e-3) and cool.lr[999] == pytest.approx(1e-4)
+    assert any("6 row(s) of parent const before step 700" in n for n in rs.excluded)
+    assert const.steps.size == 10 and not any(n.startswith("run const:") for n in rs.excluded)
+
+
+def test_branches_of_branches_are_followed(tmp_path):
+    df = branched()
+    df = pd.concat([df, pd.DataFrame({"run": "late", "step": [1100, 1200], "lr": 1e-4,
+                                      "loss": [3.0, 2.99]})])
+    df["parent"] = df["run"].map({"cool": "const", "late": "cool"})
+    late = load_runs(write(tmp_path, "r.csv", df))["late"]
+    np.testing.assert_array_equal(late.steps, np.arange(100, 1201, 100))
+
+
+@pytest.mark.parametrize("parent, problem", [("nope", "'nope' is not a run of"),
+                                              ("cool", "the parents form a cycle (cool -> cool)")])
+def test_bad_parents_name_the_file_column_run_and_row(tmp_path, parent, problem):
+    meta = pd.DataFrame({"run": ["const", "cool"], "parent": [None, parent]})
+    m = write(tmp_path, "m.csv", meta)
+    with pytest.raises(DataError) as e:
+        load_runs(write(tmp_path, "r.csv", branched()), meta=m)
+    msg = str(e.value)
+    assert str(m) in msg and "parent" in msg and "cool" in msg and "row 2" in msg and problem in msg
+    assert "\n" not in msg
