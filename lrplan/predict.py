@@ -64,10 +64,15 @@ def summarize(draws: np.ndarray, qs=QUANTILES) -> dict:
             "quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(draws, qs), strict=True)}}
 
 
+#: Settings this close (relative) name the same group: a target's size, batch or peak LR
+#: written to three significant digits still finds the fitted runs it rounds.
+MATCH_RTOL = 0.01
+
+
 def _close(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+    return abs(a - b) <= MATCH_RTOL * max(abs(a), abs(b))
 
 
 def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int | None, GroupKey, list[str]]:
@@ -84,7 +89,7 @@ def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int
         if _close(g.params, key.params) and _close(g.tokens_per_step, key.tokens_per_step) \
                 and _close(g.peak_lr, key.peak_lr):
             return i, key, notes
-    if params is None:
+    if params is None and len(sizes) > 1:
         raise FitError("the fit spans several model sizes: give the target's --params")
     if not cfg.size_law and not any(_close(params, s) for s in sizes):
         raise FitError(

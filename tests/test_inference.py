@@ -46,6 +46,15 @@ def test_predicts_unseen_schedule_with_calibrated_intervals(fitted):
     assert np.mean(np.abs(pred.law.mean(axis=0) - y) / y) < 0.004
 
 
+def test_a_target_names_its_group_to_three_significant_digits(fitted):
+    fit, _ = fitted
+    lr = lr_schedule("constant", steps=2000, peak_lr=1e-3, warmup_steps=200)
+    steps = np.arange(500, 2001, 500)
+    assert predict_curve(fit, lr * 1.004, steps, warmup_steps=200).group == 0  # 1.004e-3
+    other = predict_curve(fit, lr * 1.05, steps, warmup_steps=200)
+    assert other.group is None and any("not among the fitted groups" in n for n in other.notes)
+
+
 def test_predictive_spread_follows_the_decay_share(fitted):
     import dataclasses
 
