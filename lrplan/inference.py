@@ -176,9 +176,10 @@ def _groups(used: list[Run]) -> tuple[tuple[GroupKey, ...], list[int]]:
     index = []
     for r in used:
         k = GroupKey(r.params, r.tokens_per_step, float(np.max(r.lr)))
-        if k not in keys:
+        same = [i for i, key in enumerate(keys) if key.matches(k)]
+        if not same:
             keys.append(k)
-        index.append(keys.index(k))
+        index.append(same[0] if same else len(keys) - 1)
     return tuple(keys), index
 
 

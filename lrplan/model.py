@@ -27,6 +27,8 @@ __all__ = [
     "Law",
     "CurveData",
     "GroupKey",
+    "MATCH_RTOL",
+    "same_setting",
     "law_parameters",
     "curve_data",
     "curve_model",
@@ -53,6 +55,19 @@ def law_parameters(law: str) -> tuple[str, ...]:
     return ("L0", *_POOLED[law])
 
 
+#: Settings this close (relative) are the same: a peak LR read off an LR logged every so many
+#: steps (a little below the true peak, differently in each run), or typed to three
+#: significant digits, still names its group.
+MATCH_RTOL = 0.01
+
+
+def same_setting(a: float | None, b: float | None) -> bool:
+    """Whether two values of a run setting (None: unknown) are the same within `MATCH_RTOL`."""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= MATCH_RTOL * max(abs(a), abs(b))
+
+
 @dataclass(frozen=True)
 class GroupKey:
     """What defines a group of runs: size, batch and peak LR (None when not given)."""
@@ -60,6 +75,12 @@ class GroupKey:
     params: float | None
     tokens_per_step: float | None
     peak_lr: float
+
+    def matches(self, other: GroupKey) -> bool:
+        """Same size, batch and peak LR, each within `MATCH_RTOL`."""
+        return (same_setting(self.params, other.params)
+                and same_setting(self.tokens_per_step, other.tokens_per_step)
+                and same_setting(self.peak_lr, other.peak_lr))
 
 
 @dataclass(frozen=True)

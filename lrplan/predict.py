@@ -11,7 +11,16 @@ import numpy as np
 
 from .errors import FitError
 from .inference import RATE_SITES, CurveFit, area
-from .model import STUDENT_DF, CurveData, GroupKey, curve_data, held_at_peak, law_mean, law_parameters
+from .model import (
+    STUDENT_DF,
+    CurveData,
+    GroupKey,
+    curve_data,
+    held_at_peak,
+    law_mean,
+    law_parameters,
+    same_setting,
+)
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
 
@@ -64,17 +73,6 @@ def summarize(draws: np.ndarray, qs=QUANTILES) -> dict:
             "quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(draws, qs), strict=True)}}
 
 
-#: Settings this close (relative) name the same group: a target's size, batch or peak LR
-#: written to three significant digits still finds the fitted runs it rounds.
-MATCH_RTOL = 0.01
-
-
-def _close(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return abs(a - b) <= MATCH_RTOL * max(abs(a), abs(b))
-
-
 def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int | None, GroupKey, list[str]]:
     cfg = fit.config
     notes = []
@@ -86,12 +84,11 @@ def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int
         tokens_per_step = next(iter(batches))
     key = GroupKey(params, tokens_per_step, float(peak_lr))
     for i, g in enumerate(cfg.groups):
-        if _close(g.params, key.params) and _close(g.tokens_per_step, key.tokens_per_step) \
-                and _close(g.peak_lr, key.peak_lr):
+        if g.matches(key):
             return i, key, notes
     if params is None and len(sizes) > 1:
         raise FitError("the fit spans several model sizes: give the target's --params")
-    if not cfg.size_law and not any(_close(params, s) for s in sizes):
+    if not cfg.size_law and not any(same_setting(params, s) for s in sizes):
         raise FitError(
             f"the fit has runs of one model size ({', '.join(f'{s:.4g}' for s in sizes if s)})"
             f" and cannot predict N={params:.4g}: fit runs of two or more sizes"

@@ -324,3 +324,24 @@ def test_fits_that_saw_no_lr_decay_do_not_calibrate_the_decays(tmp_path):
                      seed=1, num_warmup=100, num_samples=200)
     assert fit.config.discrepancy < 0.0006
     assert fit.config.discrepancy_growth < 0.005
+
+
+def test_runs_whose_logged_lr_misses_the_peak_differently_share_a_group(tmp_path):
+    # An LR logged every 100 steps from step 350 never shows the peak (at 250); each cosine
+    # run's largest logged LR is a little lower, by how far it has decayed at step 300.
+    import pandas as pd
+
+    from lrplan import inference
+
+    parts = [simulate_curves("annealing", TRUTH, {name: "cosine:final=0.1"}, steps=steps,
+                             peak_lr=1e-3, warmup_steps=250, every=100, seed=seed)
+             for name, steps, seed in (("short", 3000, 1), ("long", 9000, 2))]
+    runs = pd.concat([p[0] for p in parts])
+    runs[runs.step != 250].to_csv(tmp_path / "runs.csv", index=False)  # the peak's step
+    meta = pd.concat([p[1] for p in parts])[["run", "warmup_steps"]]
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    used, _ = inference._select(load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv"))
+    peaks = [float(r.lr.max()) for r in used]
+    assert peaks[0] != peaks[1] and max(peaks) < 1e-3
+    groups, index = inference._groups(used)
+    assert len(groups) == 1 and index == [0, 0]
