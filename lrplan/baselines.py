@@ -35,7 +35,7 @@ from . import laws
 from .data import Run
 from .errors import FitError
 from .inference import lbfgs
-from .model import STEP_SCALE, law_parameters
+from .model import STEP_SCALE, law_parameters, same_setting
 
 __all__ = [
     "HUBER_DELTA",
@@ -271,7 +271,7 @@ def predict_law(fit: CurveLawFit, lr: np.ndarray, steps: np.ndarray, *, warmup_s
     ``(len(values), len(steps))``; else the fit's own curve, shape ``(len(steps),)``.
     """
     if not fit.size_law and params is not None and fit.sizes and not any(
-            np.isclose(params, s, rtol=1e-9) for s in fit.sizes):
+            same_setting(params, s) for s in fit.sizes):
         raise FitError(f"the point fit has runs of one size ({fit.sizes[0]:.4g}) and cannot "
                        f"predict N={params:.4g}")
     if fit.size_law and params is None:

@@ -176,10 +176,10 @@ def _groups(used: list[Run]) -> tuple[tuple[GroupKey, ...], list[int]]:
     index = []
     for r in used:
         k = GroupKey(r.params, r.tokens_per_step, float(np.max(r.lr)))
-        same = [i for i, key in enumerate(keys) if key.matches(k)]
-        if not same:
+        i = next((i for i, key in enumerate(keys) if key.matches(k)), len(keys))
+        if i == len(keys):
             keys.append(k)
-        index.append(same[0] if same else len(keys) - 1)
+        index.append(i)
     return tuple(keys), index
 
 
