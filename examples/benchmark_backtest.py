@@ -53,6 +53,14 @@ def runs_inside(share: float, runs: int) -> str:
     return f"{k}/{runs} [{lo:.2f}-{hi:.2f}]"
 
 
+def summary_rows(res, data: str, split: str, out: list) -> None:
+    """One row per method of a curve backtest's summary."""
+    s = res.summary.set_index("method")
+    for m in s.index:
+        out.append({"data": data, "split": split, "method": m, "runs": int(s.loc[m, "runs"]),
+                    **{c: s.loc[m, c] for c in CURVE_COLS}, "fit_s": res.timings[m]})
+
+
 def multipower(args, out):
     runs = load_runs(example_path("multipower", "runs.csv"), meta=example_path("multipower", "meta.csv"))
     for size in ("25M", "100M", "400M"):
@@ -63,11 +71,7 @@ def multipower(args, out):
                               chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
                               n_boot=args.boot)
         print(f"multipower {size}: {time.perf_counter() - t0:.0f} s", flush=True)
-        s = res.summary.set_index("method")
-        for m in s.index:
-            out.append({"data": "multipower", "split": f"{size} schedules (paper split)", "method": m,
-                        "runs": int(s.loc[m, "runs"]), **{c: s.loc[m, c] for c in CURVE_COLS},
-                        "fit_s": res.timings[m]})
+        summary_rows(res, "multipower", f"{size} schedules (paper split)", out)
 
 
 def olmo(args, out):
@@ -135,11 +139,8 @@ def olmo_wsd(args, out):
                               seed=args.seed, chains=args.chains, num_warmup=args.warmup,
                               num_samples=args.samples, n_boot=args.boot)
         print(f"olmo-wsd {size}: {time.perf_counter() - t0:.0f} s", flush=True)
-        s = res.summary.set_index("method")
-        for m in s.index:
-            out.append({"data": "olmo-wsd", "split": f"{size}: fit constant to 2xC + 0.5-2xC cooldowns; "
-                        "predict 5xC, 10xC cooldowns", "method": m, "runs": int(s.loc[m, "runs"]),
-                        **{c: s.loc[m, c] for c in CURVE_COLS}, "fit_s": res.timings[m]})
+        summary_rows(res, "olmo-wsd", f"{size}: fit constant to 2xC + 0.5-2xC cooldowns; "
+                     "predict 5xC, 10xC cooldowns", out)
 
 
 def sweeps(args, out):
