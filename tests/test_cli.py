@@ -98,3 +98,39 @@ def test_diagnostics_line_says_what_to_do(diag, says):
     line = _diag_line(Diagnostics(*diag))
     assert all(s in line for s in says), line
     assert ("WARNING" in line) == (diag != (1.005, 800, 0))
+
+
+def test_wsd_cooldowns_logged_as_segments_fit_and_predict_a_later_cooldown(tmp_path):
+    # The README's WSD workflow: a constant run, and cooldowns logged from their branch point
+    # on with a parent; predict a cooldown at a later step and check it against the truth.
+    spec = "wsd:decay=0.2"
+    runs, meta = [], []
+    for name, sched, steps, seed in (("const", "constant", 6000, 1), ("c2k", spec, 2000, 2),
+                                     ("c4k", spec, 4000, 3), ("c6k", spec, 6000, 4)):
+        r, m = simulate_curves("annealing", TRUTH, {name: sched}, steps=steps, peak_lr=1e-3,
+                               warmup_steps=100, every=100, noise=0.001, seed=seed, params=1e8,
+                               tokens_per_step=5e5)
+        if name != "const":
+            r = r[r.step > 0.8 * steps]  # only the cooldown is logged
+            m = m[["run"]].assign(parent="const")
+        runs.append(r)
+        meta.append(m)
+    truth = runs.pop()
+    meta.pop()
+    pd.concat(runs).to_csv(tmp_path / "runs.csv", index=False)
+    pd.concat(meta).to_csv(tmp_path / "meta.csv", index=False)
+    res = CliRunner().invoke(cli, ["fit", str(tmp_path / "runs.csv"), "--meta", str(tmp_path / "meta.csv"),
+                                   "--law", "annealing", "--warmup", "150", "--samples", "200",
+                                   "-o", str(tmp_path / "wsd.nc"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["runs"] == 3 and doc["groups"] == 1
+    assert "run c2k: 16 row(s) of parent const before step 1700 taken as its own" in doc["notes"]
+    res = CliRunner().invoke(cli, ["predict", str(tmp_path / "wsd.nc"), "--schedule", spec, "--steps", "6000",
+                                   "--peak-lr", "1e-3", "--warmup-steps", "100", "--params", "1e8",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    final = json.loads(res.stdout)["final_loss"]
+    y = float(truth.loss.iloc[-1])
+    assert final["quantiles"]["0.025"] < y < final["quantiles"]["0.975"]
+    assert abs(final["mean"] / y - 1) < 0.005
