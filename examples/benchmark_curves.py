@@ -8,6 +8,7 @@ width, diagnostics and the fit's wall time. The row "authors" is Luo et al.'s re
 fit of the multi-power law, scored the same way: the baseline in the same run.
 
     python examples/benchmark_curves.py [--sizes 25M,100M,400M] [--laws multipower,annealing]
+        [--warmup 400] [--samples 1000]
 """
 
 import argparse
@@ -30,12 +31,14 @@ from lrplan.predict import predict_curve  # noqa: E402
 PAPER = {"25M": (0.0012, 0.0040), "100M": (0.0013, 0.0058), "400M": (0.0019, 0.0070)}
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="25M,100M,400M")
     ap.add_argument("--laws", default="multipower,annealing")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--warmup", type=int, default=400)
+    ap.add_argument("--samples", type=int, default=1000)
+    args = ap.parse_args(argv)
     print(f"{'size':5} {'law':10} {'mean err':>8} {'worst':>7} {'paper':>13} {'cov80':>6} {'cov95':>6} "
           f"{'width95':>7} {'r_hat':>6} {'ess':>5} {'div':>3} {'fit s':>6}")
     for size in args.sizes.split(","):
@@ -49,7 +52,8 @@ def main():
                   f"{np.mean([e.max() for e in errs]):7.5f}", flush=True)
         for law in args.laws.split(","):
             t0 = time.perf_counter()
-            fit = fit_curves(train, law=law, seed=args.seed)
+            fit = fit_curves(train, law=law, seed=args.seed, num_warmup=args.warmup,
+                             num_samples=args.samples)
             wall = time.perf_counter() - t0
             means, worsts, hits80, hits, widths = [], [], [], [], []
             for r in test:
