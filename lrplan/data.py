@@ -64,7 +64,8 @@ REQUIRED_COLUMNS = ("run", "step", "loss")
 PER_STEP_COLUMNS = ("lr", "tokens")
 PER_RUN_COLUMNS = ("params", "tokens_per_step", "peak_lr", "total_steps", "warmup_steps",
                    "schedule", "parent")
-_NUMERIC_PER_RUN = PER_RUN_COLUMNS[:5]
+_TEXT_PER_RUN = ("schedule", "parent")
+_NUMERIC_PER_RUN = tuple(c for c in PER_RUN_COLUMNS if c not in _TEXT_PER_RUN)
 #: What a branch takes from its parent when it does not give it: the model, batch and warmup.
 _INHERITED = ("params", "tokens_per_step", "peak_lr", "warmup_steps")
 _INTEGER_PER_RUN = ("total_steps", "warmup_steps")
@@ -567,9 +568,9 @@ def load_runs(path: str | os.PathLike[str], *,
     notes.extend(meta_notes)
 
     groups = pd.Series(np.arange(len(df))).groupby(runs_col, sort=False).indices
+    rows_of = {name: np.asarray(groups[name]) for name in order_of_runs}  # 0-based, file order
     settings = {}
-    for name in order_of_runs:
-        rows = np.asarray(groups[name])  # 0-based, in file order
+    for name, rows in rows_of.items():
         per: dict[str, _Value | None] = {}
         for c in PER_RUN_COLUMNS:
             from_file = (_values_in_runs_file(c, in_file[c], rows, name, file)
@@ -583,7 +584,6 @@ def load_runs(path: str | os.PathLike[str], *,
                             "give the value in one file, or make them agree")
             per[c] = from_meta if from_meta is not None else from_file
         settings[name] = per
-    rows_of = {name: np.asarray(groups[name]) for name in order_of_runs}
     runs = []
     for name in order_of_runs:
         rows, per = _branch(name, rows_of, settings, step_i, file, notes)
@@ -599,7 +599,7 @@ def _branch(name: str, rows_of: dict[str, np.ndarray], settings: dict[str, dict]
     """A run's rows and per-run values with those of its chain of parents before it."""
     rows, per = rows_of[name], dict(settings[name])
     chain = [name]
-    while per.get("parent") is not None:
+    while per["parent"] is not None:
         pv = per["parent"]
         parent = str(pv.value)
         if parent not in rows_of:
@@ -617,7 +617,7 @@ def _branch(name: str, rows_of: dict[str, np.ndarray], settings: dict[str, dict]
         for c in _INHERITED:
             if per[c] is None:
                 per[c] = up[c]
-        per["parent"] = up.get("parent")
+        per["parent"] = up["parent"]
         chain.append(parent)
     return rows, per
 

@@ -50,6 +50,10 @@ class Diagnostics:
     ess_bulk_min: float
     divergences: int
 
+    #: Mixed: R-hat at most this and bulk ESS at least ESS_MIN.
+    R_HAT_MAX = 1.01
+    ESS_MIN = 200
+
     def to_json(self) -> dict:
         """JSON form; R-hat is null when undefined (one chain)."""
         finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
@@ -58,8 +62,8 @@ class Diagnostics:
 
     @property
     def mixed(self) -> bool:
-        """R-hat <= 1.01 and bulk ESS >= 200: the chains agree and give enough draws."""
-        return self.r_hat_max <= 1.01 and self.ess_bulk_min >= 200
+        """R-hat <= R_HAT_MAX and bulk ESS >= ESS_MIN: the chains agree and give enough draws."""
+        return self.r_hat_max <= self.R_HAT_MAX and self.ess_bulk_min >= self.ESS_MIN
 
     @property
     def ok(self) -> bool:
@@ -71,10 +75,10 @@ class Diagnostics:
         out = []
         if not np.isfinite(self.r_hat_max):
             out.append("R-hat could not be computed (one chain): run two or more chains")
-        elif self.r_hat_max > 1.01:
-            out.append(f"R-hat {self.r_hat_max:.3f} > 1.01 (chains disagree)")
-        if not self.ess_bulk_min >= 200:
-            out.append(f"bulk ESS {self.ess_bulk_min:.0f} < 200 (too few effective draws)")
+        elif self.r_hat_max > self.R_HAT_MAX:
+            out.append(f"R-hat {self.r_hat_max:.3f} > {self.R_HAT_MAX} (chains disagree)")
+        if not self.ess_bulk_min >= self.ESS_MIN:
+            out.append(f"bulk ESS {self.ess_bulk_min:.0f} < {self.ESS_MIN} (too few effective draws)")
         if self.divergences > 0:
             out.append(f"{self.divergences} divergent transition(s)")
         return out
