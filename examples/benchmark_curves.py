@@ -5,7 +5,9 @@ test schedules from their exact per-step LR. Prints per-size mean / worst relati
 the posterior-mean law (averaged over test curves, as in Luo et al. Table 1), the coverage of
 the 80% and 95% predictive intervals (pooled over points), the 95% intervals' median relative
 width, diagnostics and the fit's wall time. The row "authors" is Luo et al.'s released point
-fit of the multi-power law, scored the same way: the baseline in the same run.
+fit of the multi-power law, scored the same way: the baseline in the same run. "train err" is
+each row's mean relative error on the three train curves it was fitted to (after warmup): a
+fit of this split should be close to them.
 
     python examples/benchmark_curves.py [--sizes 25M,100M,400M] [--laws multipower,annealing]
         [--warmup 400] [--samples 1000]
@@ -31,6 +33,15 @@ from lrplan.predict import predict_curve  # noqa: E402
 PAPER = {"25M": (0.0012, 0.0040), "100M": (0.0013, 0.0058), "400M": (0.0019, 0.0070)}
 
 
+def rel_errors(law_at, runs):
+    """|law - y| / y per run, at the logged steps from the end of warmup on."""
+    out = []
+    for r in runs:
+        keep = r.steps >= r.warmup_steps
+        out.append(np.abs(law_at(r, keep) - r.loss[keep]) / r.loss[keep])
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="25M,100M,400M")
@@ -39,17 +50,21 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--samples", type=int, default=1000)
     args = ap.parse_args(argv)
-    print(f"{'size':5} {'law':10} {'mean err':>8} {'worst':>7} {'paper':>13} {'cov80':>6} {'cov95':>6} "
-          f"{'width95':>7} {'r_hat':>6} {'ess':>5} {'div':>3} {'fit s':>6}")
+    print(f"{'size':5} {'law':10} {'mean err':>8} {'worst':>7} {'train err':>9} {'paper':>13} {'cov80':>6} "
+          f"{'cov95':>6} {'width95':>7} {'r_hat':>6} {'ess':>5} {'div':>3} {'fit s':>6}")
     for size in args.sizes.split(","):
         train, test = multipower_example(size)
         if size in MULTIPOWER_AUTHORS_FIT:
             params = dict(zip(law_parameters("multipower"), MULTIPOWER_AUTHORS_FIT[size], strict=True))
-            errs = [np.abs(np.asarray(laws.multipower_loss(
-                laws.multipower_features(r.lr, r.steps, warmup_steps=r.warmup_steps), **params))
-                - r.loss) / r.loss for r in test]
+
+            def authors(r, keep, params=params):
+                return np.asarray(laws.multipower_loss(laws.multipower_features(
+                    r.lr, r.steps[keep], warmup_steps=r.warmup_steps), **params))
+
+            errs = rel_errors(authors, test)
             print(f"{size:5} {'authors':10} {np.mean([e.mean() for e in errs]):8.5f} "
-                  f"{np.mean([e.max() for e in errs]):7.5f}", flush=True)
+                  f"{np.mean([e.max() for e in errs]):7.5f} "
+                  f"{np.mean([e.mean() for e in rel_errors(authors, train)]):9.5f}", flush=True)
         for law in args.laws.split(","):
             t0 = time.perf_counter()
             fit = fit_curves(train, law=law, seed=args.seed, num_warmup=args.warmup,
@@ -67,10 +82,15 @@ def main(argv=None):
                 hits80.append((y >= q["0.1"]) & (y <= q["0.9"]))
                 hits.append((y >= q["0.025"]) & (y <= q["0.975"]))
                 widths.append((q["0.975"] - q["0.025"]) / y)
+
+            def posterior_mean(r, keep, fit=fit):
+                return predict_curve(fit, r.lr, r.steps[keep], warmup_steps=r.warmup_steps).law.mean(axis=0)
+
+            train_err = np.mean([e.mean() for e in rel_errors(posterior_mean, train)])
             d = fit.diagnostics
             paper = f"{PAPER[size][0]:.4f}/{PAPER[size][1]:.4f}" if law == "multipower" else ""
-            print(f"{size:5} {law:10} {np.mean(means):8.5f} {np.mean(worsts):7.5f} {paper:>13} "
-                  f"{np.concatenate(hits80).mean():6.3f} {np.concatenate(hits).mean():6.3f} "
+            print(f"{size:5} {law:10} {np.mean(means):8.5f} {np.mean(worsts):7.5f} {train_err:9.5f} "
+                  f"{paper:>13} {np.concatenate(hits80).mean():6.3f} {np.concatenate(hits).mean():6.3f} "
                   f"{np.median(np.concatenate(widths)):7.4f} "
                   f"{d.r_hat_max:6.3f} {d.ess_bulk_min:5.0f} {d.divergences:3d} {wall:6.1f}",
                   flush=True)

@@ -15,5 +15,5 @@ def test_benchmark_curves_prints_a_row_per_law(capsys):
     authors, annealing = rows
     assert authors[:2] == ["100M", "authors"] and float(authors[2]) == pytest.approx(0.00142, abs=2e-5)
     assert annealing[:2] == ["100M", "annealing"]
-    mean_err, cov95 = float(annealing[2]), float(annealing[5])
-    assert 0 < mean_err < 0.01 and 0.5 < cov95 <= 1
+    mean_err, train_err, cov95 = float(annealing[2]), float(annealing[4]), float(annealing[6])
+    assert 0 < train_err < mean_err < 0.01 and 0.5 < cov95 <= 1
