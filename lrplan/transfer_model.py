@@ -68,7 +68,7 @@ class TransferData:
     run_log_lr: np.ndarray
     run_diverged: np.ndarray
     loss_ref: float  # median observed final loss; the law's level is sampled around it
-    batch_term: bool  # runs differ in batch: the loss depends on it at a fixed token budget
+    batch_term: bool  # some size has runs at two batches: the loss's batch term is separable
     anneal_term: bool  # points differ in how annealed they are, so k_anneal is identified
 
 
@@ -77,13 +77,19 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     loss_ref = data.loss_ref
     names = _LAW + (_BATCH if data.batch_term else ()) + (("k_anneal",) if data.anneal_term else ())
     v = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in names}
-    # E, A and B trade off when few sizes or horizons are fitted; the loss at the reference
-    # point, E + A + B, is what the data pin down, so sample it and derive E.
-    v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"])
     v["c_nn"] = numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved" else 0.0
     v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
     if bowl == "linex":
         v["skew"] = numpyro.sample("skew", prior_distribution(priors["skew"]))
+    # E, A, B and the bowl trade off when few sizes, horizons or LRs are fitted; the loss at the
+    # reference size, horizon and batch at the runs' median LR is what the data pin down, so
+    # sample it and derive E. (Sampling E + A + B, the loss at lr*, leaves a curved ridge where
+    # the runs' distance from lr* trades with the level: chains stall on it when no cell has
+    # two LRs, as on OLMo's ladder: R-hat 1.2-1.4, against 1.01.)
+    u_ref = -v["c0"]
+    at_ref = (laws.lr_bowl_linex(u_ref, curv=v["kappa"], skew=v["skew"]) if bowl == "linex"
+              else laws.lr_bowl(u_ref, curv_lo=v["kappa"], curv_hi=v["kappa"] * jnp.exp(v["asym"])))
+    v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"] - at_ref)
     # With one annealing state in the data, k w e^u is one more exponential side of the bowl:
     # k_anneal and the bowl then trade off along a ridge that NUTS crosses slowly.
     v.setdefault("k_anneal", 0.0)
