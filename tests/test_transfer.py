@@ -191,3 +191,18 @@ def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
     # term in the loss and the level sampled at lr* left them apart: R-hat 1.87)
     assert fit.diagnostics.r_hat_max < 1.1 and fit.diagnostics.divergences == 0
     assert "g_b" not in fit.samples
+
+
+
+def test_run_offsets_far_beyond_seed_noise_are_flagged():
+    from lrplan.priors import load_priors
+    from lrplan.transfer import _offset_notes
+
+    # OLMo's bundled ladder, fitted with its annealed tails, gives a posterior median of 0.088
+    # nats: its tails and final losses disagree under the law, and the run offsets take it up
+    priors = load_priors("transfer")
+    scale = priors["sigma_run"].args["scale"]
+    rng = np.random.default_rng(0)
+    assert _offset_notes(np.abs(rng.normal(0.0, scale, 2000)), priors) == []
+    (note,) = _offset_notes(0.088 + 0.005 * rng.standard_normal(2000), priors)
+    assert "0.088 nats" in note and "final loss" in note
