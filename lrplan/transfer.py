@@ -345,8 +345,7 @@ def _offset_notes(sigma_run: np.ndarray, priors: PriorSet) -> list[str]:
     # -0.13 at 10x, at every size; the runs' final losses alone fit to 0.003
     return [f"the runs' logged curves sit off the law by {sd:.3f} nats run by run (sd), far more "
             f"than seed noise (prior scale {scale:g}): the law's term for partly annealed points "
-            "does not describe these curves, and every prediction's interval carries that spread; "
-            "a runs file with only each run's final loss avoids it"]
+            "does not describe these curves, and every prediction's interval carries that spread"]
 
 
 def _identifiability_notes(points: pd.DataFrame) -> list[str]:
