@@ -193,7 +193,6 @@ def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
     assert "g_b" not in fit.samples
 
 
-
 def test_run_offsets_far_beyond_seed_noise_are_flagged():
     from lrplan.priors import load_priors
     from lrplan.transfer import _offset_notes
