@@ -27,6 +27,7 @@ __all__ = [
     "multipower_loss_exact",
     "lr_bowl",
     "lr_bowl_linex",
+    "transfer_bowl",
     "log_lr_opt",
     "loss_nd",
     "transfer_loss",
@@ -348,6 +349,16 @@ def loss_nd(log_n, log_d, *, E, A, a, B, b):
     return E + A * jnp.exp(-a * log_n) + B * jnp.exp(-b * log_d)
 
 
+def transfer_bowl(log_lr_gap, *, kappa, asym=0.0, skew=None):
+    """The bowl of `transfer_loss`: `lr_bowl_linex` with ``skew`` given, else `lr_bowl`.
+
+    The quadratic's curvature is ``kappa`` below the optimum and ``kappa * exp(asym)`` above it.
+    """
+    if skew is not None:
+        return lr_bowl_linex(log_lr_gap, curv=kappa, skew=skew)
+    return lr_bowl(log_lr_gap, curv_lo=kappa, curv_hi=kappa * jnp.exp(asym))
+
+
 def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, c_d, c_b, c_nn,
                   kappa, asym, k_anneal, g_b=0.0, b_opt=0.0, b_d=0.0, skew=None):
     r"""Expected loss of a run of size N after D tokens at batch B and peak LR :math:`\eta`.
@@ -370,7 +381,6 @@ def transfer_loss(x_n, x_d, x_b, log_lr, unannealed, *, E, A, a, B, b, c0, c_n, 
     log_opt = log_lr_opt(x_n, x_d, x_b, c0=c0, c_n=c_n, c_d=c_d, c_b=c_b, c_nn=c_nn)
     u = log_lr - log_opt
     return (loss_nd(x_n, x_d, E=E, A=A, a=a, B=B, b=b)
-            + (lr_bowl(u, curv_lo=kappa, curv_hi=kappa * jnp.exp(asym)) if skew is None
-               else lr_bowl_linex(u, curv=kappa, skew=skew))
+            + transfer_bowl(u, kappa=kappa, asym=asym, skew=skew)
             + k_anneal * unannealed * jnp.exp(u)
             + g_b * (x_b - b_opt - b_d * x_d) ** 2)

@@ -86,9 +86,7 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     # sample it and derive E. (Sampling E + A + B, the loss at lr*, leaves a curved ridge where
     # the runs' distance from lr* trades with the level: chains stall on it when no cell has
     # two LRs, as on OLMo's ladder: R-hat 1.2-1.4, against 1.01.)
-    u_ref = -v["c0"]
-    at_ref = (laws.lr_bowl_linex(u_ref, curv=v["kappa"], skew=v["skew"]) if bowl == "linex"
-              else laws.lr_bowl(u_ref, curv_lo=v["kappa"], curv_hi=v["kappa"] * jnp.exp(v["asym"])))
+    at_ref = laws.transfer_bowl(-v["c0"], kappa=v["kappa"], asym=v["asym"], skew=v.get("skew"))
     v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"] - at_ref)
     # With one annealing state in the data, k w e^u is one more exponential side of the bowl:
     # k_anneal and the bowl then trade off along a ridge that NUTS crosses slowly.
