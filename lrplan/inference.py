@@ -180,8 +180,9 @@ def _groups(used: list[Run]) -> tuple[tuple[GroupKey, ...], list[int]]:
     index = []
     for r in used:
         k = GroupKey(r.params, r.tokens_per_step, float(np.max(r.lr)))
-        i = next((i for i, key in enumerate(keys) if key.matches(k)), len(keys))
-        if i == len(keys):
+        i = k.index_in(keys)
+        if i is None:
+            i = len(keys)
             keys.append(k)
         index.append(i)
     return tuple(keys), index

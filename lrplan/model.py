@@ -10,6 +10,7 @@ calibrated separately by held-out prediction (see `lrplan.inference`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,6 +82,10 @@ class GroupKey:
         return (same_setting(self.params, other.params)
                 and same_setting(self.tokens_per_step, other.tokens_per_step)
                 and same_setting(self.peak_lr, other.peak_lr))
+
+    def index_in(self, groups: Sequence[GroupKey]) -> int | None:
+        """Index of the first of ``groups`` this key matches, or None."""
+        return next((i for i, g in enumerate(groups) if g.matches(self)), None)
 
 
 @dataclass(frozen=True)

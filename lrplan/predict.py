@@ -83,9 +83,9 @@ def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int
     if tokens_per_step is None and len(batches) == 1:
         tokens_per_step = next(iter(batches))
     key = GroupKey(params, tokens_per_step, float(peak_lr))
-    for i, g in enumerate(cfg.groups):
-        if g.matches(key):
-            return i, key, notes
+    group = key.index_in(cfg.groups)
+    if group is not None:
+        return group, key, notes
     if params is None and len(sizes) > 1:
         raise FitError("the fit spans several model sizes: give the target's --params")
     if not cfg.size_law and not any(same_setting(params, s) for s in sizes):
