@@ -301,7 +301,17 @@ def rate_scales(priors: PriorSet) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _rate_model(e, d, u, noise2, weight, scales):
+def _curve_moments(curves) -> tuple[np.ndarray, ...]:
+    """Per held-out curve: its points, e'e, X'e and X'X for X = [1, d, u] (see `_rate_model`)."""
+    n = np.array([c[0].size for c in curves], dtype=np.float64)
+    x = [np.stack([np.ones_like(e), d, u], axis=1) for e, d, u in curves]
+    ee = np.array([e @ e for e, _, _ in curves], dtype=np.float64)
+    xe = np.array([xi.T @ e for xi, (e, _, _) in zip(x, curves, strict=True)]).reshape(-1, 3)
+    xx = np.array([xi.T @ xi for xi in x]).reshape(-1, 3, 3)
+    return n, ee, xe, xx
+
+
+def _rate_model(n, ee, xe, xx, noise2, scales):
     import numpyro
     import numpyro.distributions as dist
 
@@ -309,30 +319,43 @@ def _rate_model(e, d, u, noise2, weight, scales):
     # whose absolute value is half-normal: a smooth density through 0, where a positive rate
     # sampled on log scale has a long flat tail that makes NUTS diverge.
     z = numpyro.sample("rate", dist.Normal(0.0, jnp.asarray(scales)))
-    sd = jnp.sqrt(noise2 + z[0] ** 2 + (z[1] * d) ** 2 + (z[2] * u) ** 2)
-    numpyro.factor("heldout", weight * dist.Normal(0.0, sd).log_prob(e).sum())
+    # A curve's errors e ~ N(0, noise2 I + X diag(z^2) X'), through the 3x3 capacitance matrix
+    # (Woodbury): M = I + Z X'X Z / noise2 with Z = diag(z), inverted by its adjugate (batched
+    # 3x3 factorisations cost XLA on CPU ~20x more per NUTS step).
+    m = jnp.eye(3) + z[:, None] * z[None, :] * xx / noise2
+    b = z * xe
+    adj = jnp.stack([jnp.cross(m[..., 1, :], m[..., 2, :]), jnp.cross(m[..., 2, :], m[..., 0, :]),
+                     jnp.cross(m[..., 0, :], m[..., 1, :])], axis=-1)
+    det = jnp.sum(m[..., 0, :] * adj[..., :, 0], axis=-1)
+    quad = (ee - jnp.einsum("ci,cij,cj->c", b, adj, b) / det / noise2) / noise2
+    logdet = n * jnp.log(noise2) + jnp.log(det)
+    numpyro.factor("heldout", -0.5 * jnp.sum(quad + logdet + n * jnp.log(2 * jnp.pi)))
 
 
-def discrepancy_posterior(e: np.ndarray, d: np.ndarray, u: np.ndarray, *, noise2: float,
-                          fits: int, scales: tuple[float, ...], draws: int = 2000,
+def discrepancy_posterior(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
+                          noise2: float, scales: tuple[float, ...], draws: int = 2000,
                           seed: int = 0) -> tuple[np.ndarray, int]:
-    """Draws (draws, 3) of ``(floor, anneal, growth)`` given held-out errors; and divergences.
+    """Draws (draws, 3) of ``(floor, anneal, growth)`` given held-out curves; and divergences.
 
-    The errors ``e`` on log loss are taken as Gaussian with variance
-    ``noise2 + floor^2 + (anneal * d)^2 + (growth * u)^2``; the rates' priors are half-normal
-    with ``scales``.
-    The errors of one held-out fit are strongly correlated along and across the curves it
-    forecasts (they share that fit's parameter errors), so the likelihood is tempered to count
-    each of the ``fits`` held-out fits as one observation: with a handful of fits the rates
-    stay uncertain, and a growth the fitted runs cannot reveal is not ruled out.
+    Each curve is ``(e, d, u)``: a held-out run's errors on log loss and, per point, the loss
+    reduction the law credits to LR decay and the log LR area beyond the fitted one. The
+    model is the one a prediction draws from: each curve departs from the law by one
+    standard-normal offset per part, ``e = z0 floor + z1 anneal d + z2 growth u`` plus the
+    points' own Gaussian noise of variance ``noise2``; the rates' priors are half-normal with
+    ``scales``. A curve's errors along its points are one draw of those offsets, not many
+    independent errors: a few curves leave the rates uncertain however densely each is
+    logged, and a growth the fitted runs barely reveal is not ruled out.
     """
     from numpyro.infer import MCMC, NUTS
 
+    curves = [c for c in curves if c[0].size]
+    moments = _curve_moments(curves) if curves else (np.zeros(0), np.zeros(0), np.zeros((0, 3)),
+                                                    np.zeros((0, 3, 3)))
     # thinned: draws that pass near a zero rate are autocorrelated (ESS ~0.1 per draw unthinned)
     mcmc = MCMC(NUTS(_rate_model), num_warmup=500, num_samples=3 * draws, thinning=3,
                 progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), *(jnp.asarray(x) for x in (e, d, u)),
-             noise2, fits / max(e.size, 1), jnp.asarray(scales), extra_fields=("diverging",))
+    mcmc.run(jax.random.PRNGKey(seed), *(jnp.asarray(x) for x in moments), noise2,
+             jnp.asarray(scales), extra_fields=("diverging",))
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     return np.abs(np.asarray(mcmc.get_samples()["rate"], dtype=np.float64)), divergences
 
@@ -350,8 +373,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
 
     Returns a dict with ``draws`` posterior draws of the three rates (``rates``), their
     sampler's ``divergences``, their medians (``floor``, ``anneal``, ``growth``) and
-    ``fitted``, the discrepancy averaged over the fitted points at the MAP ``point`` (the
-    likelihood's), plus notes.
+    ``scale``, the rms error of held-out points within the fitted LR area (the likelihood's
+    scale), plus notes.
 
     Held-out errors come from predicting each run of a group with >= 2 runs from a fit
     without it (schedule transfer, and a forecast beyond the other runs' LR area where it
@@ -361,9 +384,10 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     ``sqrt(floor^2 + (anneal * d)^2 + (growth * u)^2)``, with d the relative loss reduction
     the law credits to LR decay there (the gap to the schedule held at its peak LR) and u the
     log ratio of the forward LR area to the area fitted (0 within it); the rates' posterior
-    is `discrepancy_posterior`. On Luo et al.'s curves the law is exact to ~0.05% while the
-    LR is constant and off by 5-25% of the reduction it predicts after a decay it has not
-    seen, so one constant scale is too wide before a decay and too narrow after it.
+    is `discrepancy_posterior`, with each held-out run of each held-out fit as one curve. On
+    Luo et al.'s curves the law is exact to ~0.05% while the LR is constant and off by 5-25%
+    of the reduction it predicts after a decay it has not seen, so one constant scale is too
+    wide before a decay and too narrow after it.
     """
     data = fit.data
     steps = [r.steps[_fit_points(r, thin=True)] for r in used]
@@ -383,7 +407,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         law, d = reduction(p)
         return data.log_loss - np.log(law), d
 
-    loo, ahead = [], []  # (error, d, u) per held-out point
+    curves = []  # (error, d, u) at the points of each held-out run of each held-out fit
     counts = np.bincount(group_index)
     eligible = [j for j, g in enumerate(group_index) if counts[g] >= 2]
     # at most 6 point fits, spread over the runs (and so over groups), not the first six
@@ -396,7 +420,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         out = run_of == j
         # a run that outlasts the others' LR area is a forecast beyond it, as in a prediction
         reach = np.delete(ends, j).max()
-        loo.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
+        curves.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
     for frac in PREFIXES:
         cut = [int(frac * (st.size - 1)) for st in steps]
         seen = np.concatenate([np.arange(st.size) <= c for st, c in zip(steps, cut, strict=True)])
@@ -409,7 +433,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
             # (WSD cooldowns cut off by every prefix; 0.4-1.6% rms on OLMo's 370M runs) would pass
             # for a floor that widens every interval.
             late &= d_fit <= DECAY_SEEN
-        ahead.append((e[late], d[late], u[late]))
+        curves += [(e[k], d[k], u[k]) for k in (late & (run_of == i) for i in range(len(used)))]
     # In a group with runs of several lengths, the longest one forecast from the others is
     # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
     # small decay share early on, is what prefix forecasts of decaying runs never show.
@@ -427,25 +451,30 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         e, d = held_out(~np.isin(run_of, [j for j, _ in longest]))
         for j, reach in longest:
             out = run_of == j
-            ahead.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
-    e, d, u = (np.concatenate(x) for x in zip(*loo, *ahead, strict=True))
+            curves.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
+    curves = [c for c in curves if c[0].size]
     fits = len(folds) + len(PREFIXES) + bool(longest)
     # The held-out errors carry the points' own noise, outliers included: its variance is
     # the fitted points' mean squared residual. The Student-t scale alone understates it
     # where a few points are far off (Luo et al.'s 25M curves: 6e-4 against an rms of 1.8e-3),
     # and the excess would pass for a discrepancy that shifts whole curves.
     noise2 = float(np.mean((data.log_loss - np.log(law_fit)) ** 2))
-    rates, divergences = discrepancy_posterior(e, d, u, noise2=noise2,
-                                               fits=fits, scales=scales, draws=draws, seed=seed)
+    rates, divergences = discrepancy_posterior(curves, noise2=noise2, scales=scales, draws=draws,
+                                               seed=seed)
     floor, anneal, growth = np.median(rates, axis=0)
-    fitted = float(np.sqrt(floor**2 + anneal**2 * np.mean(d_fit**2)))
+    # The likelihood's scale: how far the law misses the points of a run it did not fit, within
+    # the fitted LR area, noise included; modelled only where no held-out point lies there.
+    within = np.concatenate([e[u == 0] for e, _, u in curves]) if curves else np.zeros(0)
+    scale = float(np.sqrt(np.mean(within**2)) if within.size
+                  else np.sqrt(noise2 + floor**2 + anneal**2 * np.mean(d_fit**2)))
     notes = [f"discrepancy {floor:.2e} (log loss), plus {anneal:.3f} of the loss reduction the law "
              f"credits to LR decay and {growth:.2e} per unit log area beyond the fitted area "
-             f"(posterior medians from {fits} held-out fits: {len(folds)} leaving one run out, "
+             f"(posterior medians from {len(curves)} curves of {fits} held-out fits: "
+             f"{len(folds)} leaving one run out, "
              f"{len(PREFIXES)} of every run's first {', '.join(f'{p:.0%}' for p in PREFIXES)}"
              + (f", 1 without the longest run of {len(longest)} group(s))" if longest else ")")]
     return dict(rates=rates, divergences=divergences, floor=float(floor), anneal=float(anneal),
-                growth=float(growth), fitted=fitted), notes
+                growth=float(growth), scale=scale), notes
 
 
 def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
@@ -532,7 +561,7 @@ def fit_curves(
     notes += cal_notes
 
     noise = float(point["sigma"])
-    scale = float(np.hypot(noise, cal["fitted"]))
+    scale = max(noise, cal["scale"])
     kernel = NUTS(partial(curve_model, centred=True), dense_mass=True, target_accept_prob=0.8,
                   init_strategy=init_to_value(values=_centred_start(point, priors, law)))
     method = "parallel" if jax.local_device_count() >= chains else "sequential"

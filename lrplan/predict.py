@@ -186,7 +186,7 @@ def predict_curve(
     # each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
     # credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
     # rates: integrating over the rates' posterior is what keeps the tails honest when only a
-    # few held-out fits stand behind them.
+    # few held-out curves stand behind them.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
     u = np.maximum(0.0, np.log(reach))
     floor, anneal, growth = (fit.flat(k)[:, None] for k in RATE_SITES)
