@@ -5,7 +5,8 @@ Curve backtests use the data bundled in ``examples/`` (converted from the shared
   predict the other six) for the 25M, 100M and 400M models, multi-power law;
 - olmo-ladder: fit the 190M-1B runs of <= 2x Chinchilla tokens, predict 3B (size) and the
   5x / 10x runs (horizon) in one fold (``size:1.5e9;horizon:ratio=50``); the summary is split
-  by what is extrapolated.
+  by what is extrapolated. Then ``size:rolling``: each size but the largest in turn as the
+  cutoff, every run of the larger sizes predicted (30 held-out runs in 3 folds).
 - olmo-wsd: OLMo's constant-LR run per size with linear cooldowns branched from it (WSD), read
   from DATA_DIR: fit the constant run up to the 2x Chinchilla branch and the 0.5x / 1x / 2x
   cooldowns, predict the 5x and 10x cooldown runs (their constant part past 2x included),
@@ -97,6 +98,12 @@ def olmo(args, out):
                 row[c] = np.nanmean(v) if np.isfinite(v).any() else np.nan
         row["fit_s"] = res.timings[m]
         out.append(row)
+    # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
+    t0 = time.perf_counter()
+    res = backtest_curves(runs, "size:rolling", law=args.olmo_law, seed=args.seed, chains=args.chains,
+                          num_warmup=args.warmup, num_samples=args.samples, n_boot=args.boot)
+    print(f"olmo rolling: {time.perf_counter() - t0:.0f} s", flush=True)
+    summary_rows(res, "olmo-ladder", "rolling: fit <= each size, predict all larger ones", out)
 
 
 OLMO_LOSS, OLMO_LR = "eval/c4_en-validation/CrossEntropyLoss", "optim/learning_rate_group0"

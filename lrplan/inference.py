@@ -305,7 +305,7 @@ def _curve_moments(curves) -> tuple[np.ndarray, ...]:
     """Per held-out curve: its points, e'e, X'e and X'X for X = [1, d, u] (see `_rate_model`)."""
     n = np.array([c[0].size for c in curves], dtype=np.float64)
     x = [np.stack([np.ones_like(e), d, u], axis=1) for e, d, u in curves]
-    ee = np.array([e @ e for e, _, _ in curves], dtype=np.float64)
+    ee = np.array([e @ e for e, _, _ in curves], dtype=np.float64)  # an empty curve adds nothing
     xe = np.array([xi.T @ e for xi, (e, _, _) in zip(x, curves, strict=True)]).reshape(-1, 3)
     xx = np.array([xi.T @ xi for xi in x]).reshape(-1, 3, 3)
     return n, ee, xe, xx
@@ -348,9 +348,7 @@ def discrepancy_posterior(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     from numpyro.infer import MCMC, NUTS
 
-    curves = [c for c in curves if c[0].size]
-    moments = _curve_moments(curves) if curves else (np.zeros(0), np.zeros(0), np.zeros((0, 3)),
-                                                    np.zeros((0, 3, 3)))
+    moments = _curve_moments(curves)
     # thinned: draws that pass near a zero rate are autocorrelated (ESS ~0.1 per draw unthinned)
     mcmc = MCMC(NUTS(_rate_model), num_warmup=500, num_samples=3 * draws, thinning=3,
                 progress_bar=False)

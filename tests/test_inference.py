@@ -223,6 +223,29 @@ def _held_out_curves(truth, curves=400, points=20, seed=7):
     return out
 
 
+def test_held_out_curve_likelihood_is_the_multivariate_normal_it_claims():
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+    from numpyro.infer.util import log_density
+    from scipy.stats import multivariate_normal
+
+    from lrplan.inference import _curve_moments, _rate_model
+
+    curves = _held_out_curves((0.004, 0.3, 0.016), curves=5, points=7, seed=3)
+    curves.append((np.zeros(0), np.zeros(0), np.zeros(0)))  # an empty curve adds nothing
+    noise2 = 3e-7
+    for z in (np.array([0.003, -0.2, 0.01]), np.array([0.0, 0.5, 0.0])):
+        want = sum(multivariate_normal(np.zeros(e.size), noise2 * np.eye(e.size)
+                                       + np.stack([np.ones_like(e), d, u], 1) @ np.diag(z**2)
+                                       @ np.stack([np.ones_like(e), d, u], 1).T).logpdf(e)
+                   for e, d, u in curves if e.size)
+        moments = [jnp.asarray(x) for x in _curve_moments(curves)]
+        total, _ = log_density(_rate_model, (*moments, noise2, jnp.asarray(SCALES)), {},
+                               {"rate": jnp.asarray(z)})
+        got = float(total - dist.Normal(0.0, jnp.asarray(SCALES)).log_prob(jnp.asarray(z)).sum())
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
 @pytest.mark.parametrize("truth", [(0.004, 0.3, 0.016), (0.001, 0.0, 0.05), (0.0, 0.1, 0.0)])
 def test_discrepancy_posterior_recovers_known_rates(truth):
     from lrplan.inference import discrepancy_posterior
