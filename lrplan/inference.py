@@ -371,8 +371,8 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
 
     Returns a dict with ``draws`` posterior draws of the three rates (``rates``), their
     sampler's ``divergences``, their medians (``floor``, ``anneal``, ``growth``) and
-    ``scale``, the rms error of held-out points within the fitted LR area (the likelihood's
-    scale), plus notes.
+    ``fitted``, the rms by which held-out points within the fitted LR area miss more than the
+    fitted points do (the likelihood's discrepancy), plus notes.
 
     Held-out errors come from predicting each run of a group with >= 2 runs from a fit
     without it (schedule transfer, and a forecast beyond the other runs' LR area where it
@@ -460,11 +460,12 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     rates, divergences = discrepancy_posterior(curves, noise2=noise2, scales=scales, draws=draws,
                                                seed=seed)
     floor, anneal, growth = np.median(rates, axis=0)
-    # The likelihood's scale: how far the law misses the points of a run it did not fit, within
-    # the fitted LR area, noise included; modelled only where no held-out point lies there.
+    # The likelihood's discrepancy: how much further the law misses the points of a run it did
+    # not fit than those it fitted, within the fitted LR area; modelled only where no held-out
+    # point lies there.
     within = np.concatenate([e[u == 0] for e, _, u in curves]) if curves else np.zeros(0)
-    scale = float(np.sqrt(np.mean(within**2)) if within.size
-                  else np.sqrt(noise2 + floor**2 + anneal**2 * np.mean(d_fit**2)))
+    fitted = float(np.sqrt(max(0.0, np.mean(within**2) - noise2)) if within.size
+                   else np.sqrt(floor**2 + anneal**2 * np.mean(d_fit**2)))
     notes = [f"discrepancy {floor:.2e} (log loss), plus {anneal:.3f} of the loss reduction the law "
              f"credits to LR decay and {growth:.2e} per unit log area beyond the fitted area "
              f"(posterior medians from {len(curves)} curves of {fits} held-out fits: "
@@ -472,7 +473,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
              f"{len(PREFIXES)} of every run's first {', '.join(f'{p:.0%}' for p in PREFIXES)}"
              + (f", 1 without the longest run of {len(longest)} group(s))" if longest else ")")]
     return dict(rates=rates, divergences=divergences, floor=float(floor), anneal=float(anneal),
-                growth=float(growth), scale=scale), notes
+                growth=float(growth), fitted=fitted), notes
 
 
 def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
@@ -559,7 +560,7 @@ def fit_curves(
     notes += cal_notes
 
     noise = float(point["sigma"])
-    scale = max(noise, cal["scale"])
+    scale = float(np.hypot(noise, cal["fitted"]))
     kernel = NUTS(partial(curve_model, centred=True), dense_mass=True, target_accept_prob=0.8,
                   init_strategy=init_to_value(values=_centred_start(point, priors, law)))
     method = "parallel" if jax.local_device_count() >= chains else "sequential"

@@ -273,8 +273,9 @@ def curve_model(
         \log y_i \sim \mathrm{StudentT}_5\big(\log L_{g(i)}(t_i), s\big)
 
     With ``scale=None`` the scale :math:`s = \sigma` is sampled (point fits). For the posterior
-    the caller fixes :math:`s` at the law's rms error on points of runs it did not see (and
-    at least :math:`\sigma`): a curve's residuals are strongly autocorrelated,
+    the caller fixes :math:`s = \sqrt{\sigma^2 + \delta^2}` with :math:`\delta` the rms by
+    which the law misses points of runs it did not see more than those it fitted: a curve's
+    residuals are strongly autocorrelated,
     so treating its points as independent with the small in-sample noise alone gives a
     posterior far narrower than the law's real accuracy. ``obs=None`` samples the prior
     predictive. ``seen`` (booleans, one per point) keeps the other points out of the
