@@ -270,7 +270,7 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
         # With one batch per size (a ladder that scales the batch with the model), a batch term
         # in the loss is the size term again: the two trade along ridges NUTS does not cross
         # (OLMo's ladder, seeds 0 and 1: R-hat 2.3 and 1.2 with it, 1.01 without).
-        batch_term=bool(points.groupby("params")["tokens_per_step"].nunique().max() > 1),
+        batch_term=_batch_varies_at_a_size(points),
         anneal_term=bool(np.ptp(np.nan_to_num(ok["unannealed"].to_numpy(float))) >= ANNEAL_SPREAD),
     )
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
@@ -348,6 +348,11 @@ def _offset_notes(sigma_run: np.ndarray, priors: PriorSet) -> list[str]:
             "does not describe these curves, and every prediction's interval carries that spread"]
 
 
+def _batch_varies_at_a_size(points: pd.DataFrame) -> bool:
+    """Whether some model size has runs at two batches (else batch and size move together)."""
+    return bool(points.groupby("params")["tokens_per_step"].nunique().max() > 1)
+
+
 def _identifiability_notes(points: pd.DataFrame) -> list[str]:
     finals = points[points["final"]]
     notes = []
@@ -356,8 +361,7 @@ def _identifiability_notes(points: pd.DataFrame) -> list[str]:
                            ("tokens_per_step", "batch", "the prior (square-root rule)")):
         if finals[col].nunique() < 2:
             notes.append(f"the runs have one {what}: lr*'s {what} exponent comes from {src}")
-    batches = finals.groupby("params")["tokens_per_step"].nunique()
-    if finals["tokens_per_step"].nunique() > 1 and batches.max() < 2:
+    if finals["tokens_per_step"].nunique() > 1 and not _batch_varies_at_a_size(finals):
         notes.append("the runs' batch changes only with their size: lr*'s batch exponent comes "
                      "mostly from the prior (square-root rule), and the loss is taken not to depend "
                      "on the batch at a given size and token count")
