@@ -170,8 +170,10 @@ def _select(runs: RunSet) -> tuple[list[Run], list[str]]:
             notes.append(f"run {r.name}: {int((~keep).sum())} point(s) during warmup not fitted")
         used.append(r)
     if not used:
-        raise FitError(f"{runs.source}: no run has a loss curve the curve model can use "
-                       "(need >= 2 logged points after warmup and a known LR)")
+        # one line: the first run's reason stands for the rest
+        why = f"; {notes[0]}{f' (and {len(notes) - 1} more)' if len(notes) > 1 else ''}" if notes else ""
+        raise FitError(f"{runs.source}: no run has a loss curve the curve model can use{why}. A "
+                       "run needs >= 2 logged points after warmup, a known LR and no divergence")
     return used, notes
 
 

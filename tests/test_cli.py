@@ -86,6 +86,14 @@ def test_bad_runs_file_exit_2(files):
     assert "bad.csv: column 'step', run 'a', row 2" in res.stderr
 
 
+def test_no_usable_run_says_why(files):
+    bad = files / "diverged.csv"
+    bad.write_text("run,step,loss,lr\na,1,3.0,1e-3\na,2,,1e-3\na,3,2.8,1e-3\n")
+    res = CliRunner().invoke(cli, ["fit", str(bad), "-o", str(files / "y.nc")])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "run a: diverged at step 2" in res.stderr
+
+
 @pytest.mark.parametrize("diag, says", [
     ((1.005, 800, 0), ["(ok)"]),
     ((1.05, 60, 0), ["not mixed", "--warmup"]),
