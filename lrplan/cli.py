@@ -114,13 +114,17 @@ def _show_progress(as_json: bool = False) -> bool:
 
 
 class _Group(click.Group):
-    """Turns every `LrplanError` into one line on stderr and exit status 2."""
+    """Turns every `LrplanError` and usage error into one line on stderr and exit status 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LrplanError as e:
             click.echo(f"lrplan: error: {e}", err=True)
+            ctx.exit(2)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            click.echo(f"lrplan: error: {e.format_message()} (see `{where} --help`)", err=True)
             ctx.exit(2)
 
 

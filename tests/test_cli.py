@@ -69,9 +69,12 @@ def test_predict_from_lr_file_matches_spec(fit_file, files):
         (["fit", "{d}/nope.csv", "-o", "{d}/x.nc"], "nope.csv: no such file"),
         (["predict", "{d}/runs.csv", "--schedule", "constant", "--steps", "10", "--peak-lr", "1e-3"], "not an lrplan fit file"),
         (["schedule", "cosine:bogus=1", "--steps", "10", "--peak-lr", "1e-3", "-o", "{d}/s.csv"], "bogus"),
+        (["predict", "{d}/fit.nc", "--schedule", "constant", "--steps", "10", "--peak-lr", "1e-3",
+          "--at-steps", "20"], "step 20 is outside"),
+        (["fit"], "Missing argument 'RUNS'"),
     ],
 )
-def test_errors_are_one_line_exit_2(files, args, match):
+def test_errors_are_one_line_exit_2(files, fit_file, args, match):
     res = CliRunner().invoke(cli, [a.format(d=files) for a in args])
     assert res.exit_code == 2
     assert match in res.stderr and "Traceback" not in res.output
