@@ -86,9 +86,25 @@ def olmo(args, out):
     big = pr["params"] > 1.5e9
     long = pr["run"].str.extract(r"-(\d+(?:\.\d+)?)xC")[0].astype(float) > 2.5
     pr["what"] = np.where(big & long, "size+horizon", np.where(big, "size (3B)", "horizon (5-10xC)"))
-    for (what, m), g in pr.groupby(["what", "method"], sort=False):
-        row = {"data": "olmo-ladder", "split": f"fit <=1B, <=2xC; predict {what}", "method": m,
-               "runs": int(len(g))}
+    grouped_rows(res, pr, "what", lambda what: f"fit <=1B, <=2xC; predict {what}", out)
+    # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
+    t0 = time.perf_counter()
+    res = backtest_curves(runs, "size:rolling", law=args.olmo_law, seed=args.seed, chains=args.chains,
+                          num_warmup=args.warmup, num_samples=args.samples, n_boot=args.boot)
+    print(f"olmo rolling: {time.perf_counter() - t0:.0f} s", flush=True)
+    summary_rows(res, "olmo-ladder", "rolling: fit <= each size, predict all larger ones", out)
+    # and per cutoff: the runs of one fold share its fit's errors, so a fold is one draw of them
+    grouped_rows(res, res.per_run, "fold", lambda fold: f"rolling, one fold: fit {fold}, predict larger", out,
+                 timed=False)
+
+
+def grouped_rows(res, per_run, by: str, split, out: list, timed: bool = True) -> None:
+    """One row per (group of held-out runs, method): errors averaged, coverage pooled over points.
+
+    ``timed=False``: the groups are folds of one backtest, whose fit time is only known in all.
+    """
+    for (what, m), g in per_run.groupby([by, "method"], sort=False):
+        row = {"data": "olmo-ladder", "split": split(what), "method": m, "runs": int(len(g))}
         for c in CURVE_COLS:
             v = g[c].to_numpy(float)
             if c.startswith("cover"):
@@ -96,14 +112,8 @@ def olmo(args, out):
                 row[c] = np.sum(v * w) / np.sum(w) if np.isfinite(v).all() else np.nan
             else:
                 row[c] = np.nanmean(v) if np.isfinite(v).any() else np.nan
-        row["fit_s"] = res.timings[m]
+        row["fit_s"] = res.timings[m] if timed else np.nan
         out.append(row)
-    # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
-    t0 = time.perf_counter()
-    res = backtest_curves(runs, "size:rolling", law=args.olmo_law, seed=args.seed, chains=args.chains,
-                          num_warmup=args.warmup, num_samples=args.samples, n_boot=args.boot)
-    print(f"olmo rolling: {time.perf_counter() - t0:.0f} s", flush=True)
-    summary_rows(res, "olmo-ladder", "rolling: fit <= each size, predict all larger ones", out)
 
 
 OLMO_LOSS, OLMO_LR = "eval/c4_en-validation/CrossEntropyLoss", "optim/learning_rate_group0"
