@@ -12,6 +12,7 @@ import numpy as np
 from .errors import FitError
 from .inference import RATE_SITES, CurveFit, area
 from .model import (
+    MATCH_RTOL,
     STUDENT_DF,
     CurveData,
     GroupKey,
@@ -95,6 +96,13 @@ def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int
         )
     notes.append("target's (size, batch, peak LR) is not among the fitted groups: its law is "
                  "drawn from the pooled population of groups")
+    if cfg.size_law:
+        above = params > max(sizes) * (1 + MATCH_RTOL)
+        if above or params < min(sizes) * (1 - MATCH_RTOL):
+            edge, side = (max(sizes), "largest") if above else (min(sizes), "smallest")
+            notes.append(f"the target's size N={params:.3g} is {max(params / edge, edge / params):.1f}x "
+                         f"the {side} fitted ({edge:.3g}): its loss level extrapolates the size law "
+                         f"of {len(sizes)} sizes, and its interval holds only as far as that law does")
     return None, key, notes
 
 

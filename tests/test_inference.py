@@ -120,6 +120,14 @@ def test_two_sizes_sample_cleanly_and_recover_their_asymptotes(tmp_path):
     assert d.r_hat_max < 1.05 and d.ess_bulk_min > 50 and d.divergences <= 5, d
     lo, hi = np.quantile(fit.flat("L0_group"), [0.005, 0.995], axis=0)
     assert np.all((lo < truth) & (truth < hi)), (lo, truth, hi)
+    # a new size between the fitted ones interpolates the size law; beyond them it says so
+    lr = lr_schedule("cosine:final=0.1", steps=5000, peak_lr=1e-3, warmup_steps=200)
+    at = np.array([1000, 5000])
+    notes = {n: predict_curve(fit, lr, at, warmup_steps=200, params=n, tokens_per_step=5e5).notes
+             for n in (2e8, 1.6e9, 2.5e7)}
+    assert not any("extrapolates the size law" in x for x in notes[2e8])
+    assert any("4.0x the largest fitted" in x for x in notes[1.6e9]), notes[1.6e9]
+    assert any("4.0x the smallest fitted" in x for x in notes[2.5e7]), notes[2.5e7]
 
 
 def test_save_load_roundtrip_is_self_describing(fitted, tmp_path):
