@@ -6,7 +6,9 @@ Curve backtests use the data bundled in ``examples/`` (converted from the shared
 - olmo-ladder: fit the 190M-1B runs of <= 2x Chinchilla tokens, predict 3B (size) and the
   5x / 10x runs (horizon) in one fold (``size:1.5e9;horizon:ratio=50``); the summary is split
   by what is extrapolated. Then ``size:rolling``: each size but the largest in turn as the
-  cutoff, every run of the larger sizes predicted (30 held-out runs in 3 folds).
+  cutoff, every run of the larger sizes predicted (30 held-out runs in 3 folds). Both with
+  ``--olmo-law`` (default annealing: the multi-power law's fits of these runs take ~8 min each,
+  and its horizon errors are less than half the annealing law's; see the README).
 - olmo-wsd: OLMo's constant-LR run per size with linear cooldowns branched from it (WSD), read
   from DATA_DIR: fit the constant run up to the 2x Chinchilla branch and the 0.5x / 1x / 2x
   cooldowns, predict the 5x and 10x cooldown runs (their constant part past 2x included),
