@@ -7,7 +7,7 @@ Curve backtests use the data bundled in ``examples/`` (converted from the shared
   5x / 10x runs (horizon) in one fold (``size:1.5e9;horizon:ratio=50``); the summary is split
   by what is extrapolated. Then ``size:rolling``: each size but the largest in turn as the
   cutoff, every run of the larger sizes predicted (30 held-out runs in 3 folds). Both with
-  ``--olmo-law`` (default annealing: the multi-power law's fits of these runs take ~8 min each,
+  ``--olmo-law`` (default annealing: the multi-power law's fit of the first split takes ~7 min,
   and its horizon errors are less than half the annealing law's; see the README).
 - olmo-wsd: OLMo's constant-LR run per size with linear cooldowns branched from it (WSD), read
   from DATA_DIR: fit the constant run up to the 2x Chinchilla branch and the 0.5x / 1x / 2x
