@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import FitError
-from .predict import CurvePrediction, summarize
+from .predict import CurvePrediction, beyond, summarize
 from .schedules import lr_schedule, unannealed_fraction
 
 __all__ = ["PlanResult", "Target", "plan", "target_unannealed", "BAND_EXCESS", "MAX_DIVERGENCE"]
@@ -203,7 +203,7 @@ def _extrapolation_notes(fit, target: Target, notes: list[str]) -> None:
                              ("tokens_per_step", target.tokens_per_step, "batch")):
         top = float(finals[col].max())
         low = float(finals[col].min())
-        if value > top * 1.01 or value < low / 1.01:
-            ratio = value / top if value > top else low / value
+        ratio = beyond(value, low, top)
+        if ratio is not None:
             notes.append(f"the target's {what} ({value:.3g}) is {ratio:.3g}x outside the fitted "
                          f"runs ({low:.3g}-{top:.3g}): an extrapolation")

@@ -96,14 +96,22 @@ def _resolve_group(fit: CurveFit, params, tokens_per_step, peak_lr) -> tuple[int
         )
     notes.append("target's (size, batch, peak LR) is not among the fitted groups: its law is "
                  "drawn from the pooled population of groups")
-    if cfg.size_law:
-        above = params > max(sizes) * (1 + MATCH_RTOL)
-        if above or params < min(sizes) * (1 - MATCH_RTOL):
-            edge, side = (max(sizes), "largest") if above else (min(sizes), "smallest")
-            notes.append(f"the target's size N={params:.3g} is {max(params / edge, edge / params):.1f}x "
-                         f"the {side} fitted ({edge:.3g}): its loss level extrapolates the size law "
-                         f"of {len(sizes)} sizes, and its interval holds only as far as that law does")
+    far = beyond(params, min(sizes), max(sizes)) if cfg.size_law else None
+    if far is not None:
+        edge, side = (max(sizes), "largest") if params > max(sizes) else (min(sizes), "smallest")
+        notes.append(f"the target's size N={params:.3g} is {far:.1f}x the {side} fitted "
+                     f"({edge:.3g}): its loss level extrapolates the size law of {len(sizes)} sizes, "
+                     "and its interval holds only as far as that law does")
     return None, key, notes
+
+
+def beyond(value: float, low: float, high: float) -> float | None:
+    """How many times ``value`` lies outside ``[low, high]`` (None inside, to `MATCH_RTOL`)."""
+    if value > high * (1 + MATCH_RTOL):
+        return value / high
+    if value < low / (1 + MATCH_RTOL):
+        return low / value
+    return None
 
 
 def _target_values(fit: CurveFit, group: int | None, key: GroupKey, rng: np.random.Generator):
