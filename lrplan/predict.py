@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .data import RunSet
 from .errors import FitError
 from .inference import RATE_SITES, CurveFit, area
 from .model import (
@@ -23,7 +24,7 @@ from .model import (
     same_setting,
 )
 
-__all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "summarize"]
+__all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "replicate_runs", "summarize"]
 
 QUANTILES: tuple[float, ...] = (0.025, 0.1, 0.5, 0.9, 0.975)
 #: A target whose LR area exceeds the longest fitted run's by more than this is extrapolated.
@@ -164,6 +165,37 @@ def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _law_curves(fit: CurveFit, values: dict, lr: np.ndarray, steps: np.ndarray, warmup_steps: int,
+                log_n: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The law's curve per draw of ``values``, under ``lr`` and held at its peak instead."""
+    cfg = fit.config
+    out = []
+    for schedule in (lr, held_at_peak(lr, warmup_steps)):
+        data = curve_data(cfg.law, [(schedule, steps, None, warmup_steps, 0)], lr_ref=cfg.lr_ref,
+                          group_log_n=log_n, size_law=cfg.size_law)
+        out.append(_curves(cfg.law, data, values, chunk))
+    return out[0], out[1]
+
+
+def _unseen_run(fit: CurveFit, law_curves: np.ndarray, flat_curves: np.ndarray, reach: np.ndarray,
+                rates: tuple[np.ndarray, ...], rng: np.random.Generator) -> np.ndarray:
+    """Losses of a run the fit did not see: each law curve times its noise and discrepancy.
+
+    An unseen run departs from the law smoothly: per curve, one standard-normal offset for
+    each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
+    credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
+    rates: integrating over the rates' posterior is what keeps the tails honest when only a
+    few held-out curves stand behind them.
+    """
+    noise = fit.config.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
+    u = np.maximum(0.0, np.log(reach))
+    floor, anneal, growth = (r[:, None] for r in rates)
+    z = rng.standard_normal((3, law_curves.shape[0], 1))
+    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
+            + z[2] * growth * u[None, :])
+    return law_curves * np.exp(noise + disc)
+
+
 def predict_curve(
     fit: CurveFit,
     lr: np.ndarray,
@@ -183,33 +215,16 @@ def predict_curve(
     """
     lr = np.asarray(lr, dtype=np.float64)
     steps = np.asarray(steps, dtype=np.int64)
-    peak = float(lr.max())
-    group, key, notes = _resolve_group(fit, params, tokens_per_step, peak)
+    group, key, notes = _resolve_group(fit, params, tokens_per_step, float(lr.max()))
     cfg = fit.config
-    log_n = np.array([0.0 if key.params is None else np.log(key.params / cfg.n_ref)])
-    data = curve_data(cfg.law, [(lr, steps, None, warmup_steps, 0)], lr_ref=cfg.lr_ref,
-                      group_log_n=log_n, size_law=cfg.size_law)
     rng = np.random.default_rng(seed)
     values = _target_values(fit, group, key, rng)
-    flat = curve_data(cfg.law, [(held_at_peak(lr, warmup_steps), steps, None, warmup_steps, 0)],
-                      lr_ref=cfg.lr_ref, group_log_n=log_n, size_law=cfg.size_law)
-    law_curves, flat_curves = (_curves(cfg.law, d, values, chunk) for d in (data, flat))
+    law_curves, flat_curves = _law_curves(fit, values, lr, steps, warmup_steps, _log_n(fit, key), chunk)
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
-    noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
-    # An unseen run departs from the law smoothly: per draw, one standard-normal offset for
-    # each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
-    # credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
-    # rates: integrating over the rates' posterior is what keeps the tails honest when only a
-    # few held-out curves stand behind them.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
-    u = np.maximum(0.0, np.log(reach))
-    floor, anneal, growth = (fit.flat(k)[:, None] for k in RATE_SITES)
-    z = rng.standard_normal((3, law_curves.shape[0], 1))
-    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
-            + z[2] * growth * u[None, :])
-    draws = law_curves * np.exp(noise + disc)
+    draws = _unseen_run(fit, law_curves, flat_curves, reach, tuple(fit.flat(k) for k in RATE_SITES), rng)
     furthest = float(reach.max())
     if furthest > _REACH_SLACK:
         notes.append(f"the target's LR area reaches {furthest:.1f}x that of the longest fitted "
@@ -217,3 +232,39 @@ def predict_curve(
                      "optimistic (README, Honest intervals)")
     return CurvePrediction(steps=steps, draws=draws, law=law_curves, group=group,
                            notes=tuple(notes), reach=furthest)
+
+
+def _log_n(fit: CurveFit, key: GroupKey) -> np.ndarray:
+    return np.array([0.0 if key.params is None else np.log(key.params / fit.config.n_ref)])
+
+
+def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> RunSet:
+    """One replicate of ``runs`` from the fitted model: what they would log if it were true.
+
+    Every run gets the law of posterior draw ``draw`` for its group; runs whose (size, batch,
+    peak LR) is not among the fitted groups share one new group, drawn from that draw's
+    population as a prediction draws it. Each run then gets its own discrepancy and noise,
+    as a run the fit did not see. The runs keep their schedules and their logged steps after
+    warmup; a calibration study fits the replicate and scores its predictions against a truth
+    that the model holds exactly.
+    """
+    rng = np.random.default_rng(seed)
+    cfg = fit.config
+    rates = tuple(fit.flat(k)[draw:draw + 1] for k in RATE_SITES)
+    laws_of: list[tuple[GroupKey, dict]] = []
+    out = []
+    for r in runs:
+        if r.lr is None:
+            raise FitError(f"run {r.name}: no per-step LR to replicate it under")
+        group, key, _ = _resolve_group(fit, r.params, r.tokens_per_step, float(r.lr.max()))
+        values = next((v for k, v in laws_of if k.matches(key)), None)
+        if values is None:
+            values = {k: v[draw:draw + 1] for k, v in _target_values(fit, group, key, rng).items()}
+            laws_of.append((key, values))
+        steps = r.steps[(r.steps >= max(r.warmup_steps, 1)) & (r.steps <= r.total_steps)]
+        law_curves, flat_curves = _law_curves(fit, values, r.lr, steps, r.warmup_steps,
+                                              _log_n(fit, key), chunk=1)
+        loss = _unseen_run(fit, law_curves, flat_curves, area(r.lr, steps, cfg.lr_ref) / cfg.area_ref,
+                           rates, rng)[0]
+        out.append(replace(r, steps=steps, loss=loss, diverged=False, diverged_step=None))
+    return RunSet(runs=tuple(out), source=f"{runs.source} (replicate of draw {draw})")

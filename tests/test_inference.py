@@ -128,6 +128,25 @@ def test_two_sizes_sample_cleanly_and_recover_their_asymptotes(tmp_path):
     assert not any("extrapolates the size law" in x for x in notes[2e8])
     assert any("4.0x the largest fitted" in x for x in notes[1.6e9]), notes[1.6e9]
     assert any("4.0x the smallest fitted" in x for x in notes[2.5e7]), notes[2.5e7]
+    # a replicate draws one new group for the runs of a new size, as a prediction would
+    from dataclasses import replace
+
+    from lrplan.data import RunSet
+    from lrplan.predict import replicate_runs
+
+    cos = load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv")["1e+08_cos"]
+    twins = RunSet(runs=tuple(replace(cos, name=n, params=1.6e9) for n in ("a", "b")) + (cos,),
+                   source="twins")
+    finals = np.array([[r.final_loss for r in replicate_runs(fit, twins, draw=i, seed=i)]
+                       for i in range(0, 1000, 5)])
+    spread = np.std(np.log(finals[:, 0]))
+    assert np.std(np.log(finals[:, 0] / finals[:, 1])) < 0.5 * spread  # shared group
+    pred = predict_curve(fit, cos.lr, cos.steps[-1:], warmup_steps=200, params=1.6e9,
+                         tokens_per_step=5e5, seed=1)
+    assert abs(spread / np.std(np.log(pred.final)) - 1) < 0.2
+    assert abs(np.median(finals[:, 0]) / np.median(pred.final) - 1) < 0.01
+    # the fitted group's replicate sits on its fitted law
+    assert abs(np.median(finals[:, 2]) / cos.final_loss - 1) < 0.01
 
 
 def test_save_load_roundtrip_is_self_describing(fitted, tmp_path):
