@@ -35,6 +35,10 @@ __all__ = ["Candidate", "NextRunResult", "default_candidates", "expected_posteri
 LR_FACTORS: tuple[float, ...] = (0.5, 1.0, 2.0)
 #: Below this effective number of draws per outcome, the after-run spread is a rough estimate.
 MIN_ESS = 50
+#: When no candidate removes this share of lr*'s variance, the ranking says so.
+LITTLE = 0.1
+#: An sd of log lr* below this (lr* within ~10%) is well inside any near-optimal band.
+PINNED = 0.1
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,20 @@ def next_run(
                      "ess": res["ess"]})
     table = pd.DataFrame(rows).sort_values("value_per_pflop", ascending=False, ignore_index=True)
     notes = []
+    lr_sd = float(np.sqrt(var_now[0]))
+    shed_most = 1.0 - np.array([table["lr_sd_after"].min(), table["loss_sd_after"].min()]) ** 2 / np.where(
+        var_now > 0, var_now, np.inf)
+    if goal == "lr" and shed_most[0] < LITTLE:
+        why = (f"the runs already pin it (sd of log lr* {lr_sd:.3f})" if lr_sd < PINNED else
+               f"its uncertainty (sd of log lr* {lr_sd:.3f}) lies in the extrapolation to the target: "
+               "score sweeps nearer it (--sizes, --horizons)")
+        note = f"no candidate removes more than {shed_most[0]:.0%} of lr*'s variance: {why}"
+        if shed_most[1] >= LITTLE:
+            by_loss = table.loc[table["loss_sd_after"].idxmin()]
+            note += (f"; for the final loss (--goal loss), N={by_loss['params']:.3g}, "
+                     f"D={by_loss['tokens']:.3g} would take its sd from {np.sqrt(var_now[1]):.4f} "
+                     f"to {by_loss['loss_sd_after']:.4f}")
+        notes.append(note)
     if not fit.diagnostics.ok:
         notes.append("the transfer fit did not converge (see the diagnostics): the draws this "
                      "ranking reweights are unreliable")
@@ -242,6 +260,6 @@ def next_run(
         notes.append(f"{rough} candidate(s) would pin the law down so much that fewer than {MIN_ESS} "
                      "posterior draws keep weight after them: their after-run spread is rough "
                      "(refit with more --samples for a finer estimate)")
-    return NextRunResult(plan=planned, lr_sd=float(np.sqrt(var_now[0])),
+    return NextRunResult(plan=planned, lr_sd=lr_sd,
                          loss_sd=float(np.sqrt(var_now[1])), regret=regret_now, table=table,
                          goal=goal, notes=tuple(notes))

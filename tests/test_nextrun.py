@@ -78,6 +78,11 @@ def test_a_new_horizon_teaches_most_about_a_longer_target(sweep_fit):
     assert longer < min(repeat, bigger)
     assert repeat > 0.9 * res.lr_sd
     assert res.table["regret_after"].max() <= res.regret
+    assert not any("no candidate removes" in n for n in res.notes)
+    # repeating a fitted cell teaches nothing about lr* 10x beyond: the note says where it lies
+    again = next_run(planned, cands[:1], seed=0)
+    assert any("no candidate removes more than 1% of lr*'s variance" in n
+               and "extrapolation to the target" in n for n in again.notes), again.notes
     # --goal loss ranks by the share of the final loss's variance shed per 1e15 FLOPs
     by_loss = next_run(planned, cands, goal="loss", seed=0).table
     shed = 1 - (by_loss["loss_sd_after"] / res.loss_sd) ** 2
