@@ -243,14 +243,16 @@ def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> 
 
     Every run gets the law of posterior draw ``draw`` for its group; runs whose (size, batch,
     peak LR) is not among the fitted groups share one new group, drawn from that draw's
-    population as a prediction draws it. Each run then gets its own discrepancy and noise,
-    as a run the fit did not see. The runs keep their schedules and their logged steps after
-    warmup; a calibration study fits the replicate and scores its predictions against a truth
-    that the model holds exactly.
+    population as a prediction draws it. Each run then gets its own noise and the two parts
+    of the discrepancy that belong to a run: an offset, and a share of its LR decay's loss
+    reduction. The third part, growth beyond the fitted LR area, describes a forecast, not a
+    run, and is left out. The runs keep their schedules and their logged steps after warmup;
+    a calibration study fits the replicate and scores its predictions against a truth that
+    the model holds exactly.
     """
     rng = np.random.default_rng(seed)
     cfg = fit.config
-    rates = tuple(fit.flat(k)[draw:draw + 1] for k in RATE_SITES)
+    rates = tuple(fit.flat(k)[draw:draw + 1] for k in RATE_SITES[:2]) + (np.zeros(1),)
     laws_of: list[tuple[GroupKey, dict]] = []
     out = []
     for r in runs:
