@@ -177,25 +177,6 @@ def _law_curves(fit: CurveFit, values: dict, lr: np.ndarray, steps: np.ndarray, 
     return out[0], out[1]
 
 
-def _unseen_run(fit: CurveFit, law_curves: np.ndarray, flat_curves: np.ndarray, reach: np.ndarray,
-                rates: tuple[np.ndarray, ...], rng: np.random.Generator) -> np.ndarray:
-    """Losses of a run the fit did not see: each law curve times its noise and discrepancy.
-
-    An unseen run departs from the law smoothly: per curve, one standard-normal offset for
-    each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
-    credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
-    rates: integrating over the rates' posterior is what keeps the tails honest when only a
-    few held-out curves stand behind them.
-    """
-    noise = fit.config.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
-    u = np.maximum(0.0, np.log(reach))
-    floor, anneal, growth = (r[:, None] for r in rates)
-    z = rng.standard_normal((3, law_curves.shape[0], 1))
-    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
-            + z[2] * growth * u[None, :])
-    return law_curves * np.exp(noise + disc)
-
-
 def predict_curve(
     fit: CurveFit,
     lr: np.ndarray,
@@ -223,8 +204,19 @@ def predict_curve(
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
+    noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
+    # An unseen run departs from the law smoothly: per draw, one standard-normal offset for
+    # each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
+    # credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
+    # rates: integrating over the rates' posterior is what keeps the tails honest when only a
+    # few held-out curves stand behind them.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
-    draws = _unseen_run(fit, law_curves, flat_curves, reach, tuple(fit.flat(k) for k in RATE_SITES), rng)
+    u = np.maximum(0.0, np.log(reach))
+    floor, anneal, growth = (fit.flat(k)[:, None] for k in RATE_SITES)
+    z = rng.standard_normal((3, law_curves.shape[0], 1))
+    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
+            + z[2] * growth * u[None, :])
+    draws = law_curves * np.exp(noise + disc)
     furthest = float(reach.max())
     if furthest > _REACH_SLACK:
         notes.append(f"the target's LR area reaches {furthest:.1f}x that of the longest fitted "
@@ -239,20 +231,17 @@ def _log_n(fit: CurveFit, key: GroupKey) -> np.ndarray:
 
 
 def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> RunSet:
-    """One replicate of ``runs`` from the fitted model: what they would log if it were true.
+    """One replicate of ``runs`` from the curve model itself: what they would log if it held.
 
-    Every run gets the law of posterior draw ``draw`` for its group; runs whose (size, batch,
+    Every run gets the law of posterior draw ``draw`` for its group, times Student-t
+    evaluation noise at the fitted scale (the model's likelihood). Runs whose (size, batch,
     peak LR) is not among the fitted groups share one new group, drawn from that draw's
-    population as a prediction draws it. Each run then gets its own noise and the two parts
-    of the discrepancy that belong to a run: an offset, and a share of its LR decay's loss
-    reduction. The third part, growth beyond the fitted LR area, describes a forecast, not a
-    run, and is left out. The runs keep their schedules and their logged steps after warmup;
-    a calibration study fits the replicate and scores its predictions against a truth that
-    the model holds exactly.
+    population as a prediction draws it. No discrepancy is added: it is lrplan's calibrated
+    forecast error, not something runs do. The runs keep their schedules and their logged
+    steps after warmup; a calibration study fits the replicate and scores its predictions
+    against a truth that the model holds exactly.
     """
     rng = np.random.default_rng(seed)
-    cfg = fit.config
-    rates = tuple(fit.flat(k)[draw:draw + 1] for k in RATE_SITES[:2]) + (np.zeros(1),)
     laws_of: list[tuple[GroupKey, dict]] = []
     out = []
     for r in runs:
@@ -264,9 +253,7 @@ def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> 
             values = {k: v[draw:draw + 1] for k, v in _target_values(fit, group, key, rng).items()}
             laws_of.append((key, values))
         steps = r.steps[(r.steps >= max(r.warmup_steps, 1)) & (r.steps <= r.total_steps)]
-        law_curves, flat_curves = _law_curves(fit, values, r.lr, steps, r.warmup_steps,
-                                              _log_n(fit, key), chunk=1)
-        loss = _unseen_run(fit, law_curves, flat_curves, area(r.lr, steps, cfg.lr_ref) / cfg.area_ref,
-                           rates, rng)[0]
+        law = _law_curves(fit, values, r.lr, steps, r.warmup_steps, _log_n(fit, key), chunk=1)[0][0]
+        loss = law * np.exp(fit.config.noise * rng.standard_t(STUDENT_DF, size=law.shape))
         out.append(replace(r, steps=steps, loss=loss, diverged=False, diverged_step=None))
     return RunSet(runs=tuple(out), source=f"{runs.source} (replicate of draw {draw})")
