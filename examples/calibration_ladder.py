@@ -106,6 +106,10 @@ def main():
     for i, d in enumerate(draws):
         pr = scored(replicate_runs(truth, runs, draw=int(d), seed=args.seed + i), args, args.seed + i)
         reps.append(pooled(pr).assign(rep=i))
+        if i % 8 == 7:
+            # each fit compiles its own model, and JAX keeps every executable for the life of
+            # the process (~1000 memory maps a fit): about 60 fits exhaust the kernel's limit
+            jax.clear_caches()
         print(f"replicate {i + 1}/{args.reps} ({time.perf_counter() - t0:.0f} s):",
               ", ".join(f"{s} cov80 {c:.2f}" for s, c in zip(reps[-1]["split"], reps[-1]["cover80"],
                                                               strict=True)), flush=True)
