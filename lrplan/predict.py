@@ -165,16 +165,13 @@ def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _law_curves(fit: CurveFit, values: dict, lr: np.ndarray, steps: np.ndarray, warmup_steps: int,
-                log_n: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """The law's curve per draw of ``values``, under ``lr`` and held at its peak instead."""
+def _law_curves(fit: CurveFit, values: dict, schedules: tuple[np.ndarray, ...], steps: np.ndarray,
+                warmup_steps: int, log_n: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """The law's curve per draw of ``values`` under each of ``schedules`` (per-step LRs)."""
     cfg = fit.config
-    out = []
-    for schedule in (lr, held_at_peak(lr, warmup_steps)):
-        data = curve_data(cfg.law, [(schedule, steps, None, warmup_steps, 0)], lr_ref=cfg.lr_ref,
-                          group_log_n=log_n, size_law=cfg.size_law)
-        out.append(_curves(cfg.law, data, values, chunk))
-    return out[0], out[1]
+    return [_curves(cfg.law, curve_data(cfg.law, [(lr, steps, None, warmup_steps, 0)], lr_ref=cfg.lr_ref,
+                                        group_log_n=log_n, size_law=cfg.size_law), values, chunk)
+            for lr in schedules]
 
 
 def predict_curve(
@@ -200,7 +197,8 @@ def predict_curve(
     cfg = fit.config
     rng = np.random.default_rng(seed)
     values = _target_values(fit, group, key, rng)
-    law_curves, flat_curves = _law_curves(fit, values, lr, steps, warmup_steps, _log_n(fit, key), chunk)
+    law_curves, flat_curves = _law_curves(fit, values, (lr, held_at_peak(lr, warmup_steps)), steps,
+                                          warmup_steps, _log_n(fit, key), chunk)
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
@@ -253,7 +251,7 @@ def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> 
             values = {k: v[draw:draw + 1] for k, v in _target_values(fit, group, key, rng).items()}
             laws_of.append((key, values))
         steps = r.steps[(r.steps >= max(r.warmup_steps, 1)) & (r.steps <= r.total_steps)]
-        law = _law_curves(fit, values, r.lr, steps, r.warmup_steps, _log_n(fit, key), chunk=1)[0][0]
+        law = _law_curves(fit, values, (r.lr,), steps, r.warmup_steps, _log_n(fit, key), chunk=1)[0][0]
         loss = law * np.exp(fit.config.noise * rng.standard_t(STUDENT_DF, size=law.shape))
         out.append(replace(r, steps=steps, loss=loss, diverged=False, diverged_step=None))
     return RunSet(runs=tuple(out), source=f"{runs.source} (replicate of draw {draw})")
