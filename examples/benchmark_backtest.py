@@ -85,9 +85,7 @@ def olmo(args, out):
                           n_boot=args.boot)
     print(f"olmo: {time.perf_counter() - t0:.0f} s", flush=True)
     pr = res.per_run.copy()
-    big = pr["params"] > 1.5e9
-    long = pr["run"].str.extract(r"-(\d+(?:\.\d+)?)xC")[0].astype(float) > 2.5
-    pr["what"] = np.where(big & long, "size+horizon", np.where(big, "size (3B)", "horizon (5-10xC)"))
+    pr["what"] = olmo_extrapolates(pr)
     grouped_rows(res, pr, "what", lambda what: f"fit <=1B, <=2xC; predict {what}", out)
     # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
     t0 = time.perf_counter()
@@ -98,6 +96,13 @@ def olmo(args, out):
     # and per cutoff: the runs of one fold share its fit's errors, so a fold is one draw of them
     grouped_rows(res, res.per_run, "fold", lambda fold: f"rolling, one fold: fit {fold}, predict larger", out,
                  timed=False)
+
+
+def olmo_extrapolates(per_run: pd.DataFrame) -> np.ndarray:
+    """What each held-out run of OLMo's size and horizon split extrapolates."""
+    big = per_run["params"] > 1.5e9
+    long = per_run["run"].str.extract(r"-(\d+(?:\.\d+)?)xC")[0].astype(float) > 2.5
+    return np.where(big & long, "size+horizon", np.where(big, "size (3B)", "horizon (5-10xC)"))
 
 
 def grouped_rows(res, per_run, by: str, split, out: list, timed: bool = True) -> None:

@@ -39,6 +39,8 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+from benchmark_backtest import olmo_extrapolates  # noqa: E402
+
 from lrplan.backtest import backtest_curves, markdown_table  # noqa: E402
 from lrplan.data import RunSet, load_runs  # noqa: E402
 from lrplan.examples import example_path  # noqa: E402
@@ -49,19 +51,13 @@ HERE = Path(__file__).resolve().parent
 HOLDOUTS = {"size-horizon": "size:1.5e9;horizon:ratio=50", "rolling": "size:rolling"}
 
 
-def split_of(run: pd.Series) -> str:
-    big = run["params"] > 1.5e9
-    long = float(run["run"].split("-")[1][:-2]) > 2.5
-    return "size+horizon" if big and long else ("size (3B)" if big else "horizon (5-10xC)")
-
-
 def scored(runs: RunSet, args, seed: int) -> pd.DataFrame:
     res = backtest_curves(runs, HOLDOUTS[args.holdout], law=args.law, methods=("lrplan",), seed=seed,
                           chains=2, num_warmup=args.warmup, num_samples=args.samples)
     pr = res.per_run.copy()
     if args.holdout == "rolling":  # per fold (a fold's runs share its fit), and all of them
         return pd.concat([pr.assign(split="fit " + pr["fold"]), pr.assign(split="all folds")])
-    pr["split"] = pr.apply(split_of, axis=1)
+    pr["split"] = olmo_extrapolates(pr)
     return pr
 
 
