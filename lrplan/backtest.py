@@ -248,7 +248,7 @@ def backtest_curves(
     runs: RunSet,
     holdout: str | Holdout,
     *,
-    law: str = "multipower",
+    law: str = "auto",
     methods: Sequence[str] = CURVE_METHODS,
     seed: int = 0,
     chains: int = 2,
@@ -261,7 +261,8 @@ def backtest_curves(
 
     Methods: ``lrplan`` (`lrplan.inference.fit_curves` + `lrplan.predict.predict_curve`; the
     point error uses the posterior-mean law, intervals and scores the predictive draws),
-    ``huber`` (`lrplan.baselines.bootstrap_curves`: point error from the full Huber fit,
+    ``huber`` (`lrplan.baselines.bootstrap_curves` of the same law, the annealing law for
+    ``law="auto"``: point error from the full Huber fit,
     intervals and scores from ``n_boot`` block-bootstrap refits) and ``nearest``
     (`lrplan.baselines.nearest_curve`; a point: no intervals, CRPS = absolute error).
     Held-out runs are scored at their logged steps after warmup.
@@ -314,6 +315,12 @@ def backtest_curves(
                 fit = None
                 notes.append(f"fold {label}: lrplan fit failed: {e}")
             timings["lrplan"] += time.perf_counter() - t0
+            if fit is not None and hasattr(fit, "scores"):
+                notes.append(f"fold {label}: laws weighed " + ", ".join(
+                    f"{s.law} {s.weight:.2f}" for s in fit.scores))
+            if fit is not None and fit.diagnostics.misfit:
+                notes.append(f"fold {label}: lrplan's fit misses its own runs: "
+                             + "; ".join(fit.diagnostics.misfit))
             for r in test if fit is not None else []:
                 try:
                     p = predict_curve(fit, r.lr, _eval_steps(r), warmup_steps=r.warmup_steps,
@@ -326,7 +333,9 @@ def backtest_curves(
             t0 = time.perf_counter()
             targets = [(r.name, r.lr, _eval_steps(r), r.warmup_steps, r.params) for r in test]
             try:
-                boot = bootstrap_curves(list(train), targets, law=law, n_boot=n_boot, seed=seed)
+                # practitioners fit the annealing law by Huber when no law is named
+                boot = bootstrap_curves(list(train), targets, law="annealing" if law == "auto" else law,
+                                        n_boot=n_boot, seed=seed)
                 for r in test:
                     preds["huber"][r.name] = (boot.point[r.name], boot.draws[r.name])
                 if boot.failed:

@@ -146,10 +146,11 @@ def cli(verbose: int, quiet: bool) -> None:
 @cli.command()
 @click.argument("runs", type=click.Path(dir_okay=False))
 @click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
-@click.option("--law", type=click.Choice(["multipower", "annealing"]), default="multipower",
-              show_default=True, help="Curve law.")
+@click.option("--law", type=click.Choice(["auto", "multipower", "annealing"]), default="auto",
+              show_default=True,
+              help="Curve law; auto weighs every law by its held-out predictive score (stacking).")
 @click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
-              help="TOML file overriding priors by name.")
+              help="TOML file overriding priors by name (of the law it names).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Posterior file to write (NetCDF).")
 @sampler_options(warmup=400)
@@ -159,10 +160,9 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
     """Fit a loss-curve law to the runs in RUNS with NUTS and save the posterior."""
     from .data import load_runs
     from .inference import fit_curves, save_fit
-    from .priors import load_priors
 
     runset = load_runs(runs, meta=meta)
-    priors = load_priors(law, priors_file)
+    priors = _fit_priors(law, priors_file)
     result = fit_curves(runset, law=law, priors=priors, seed=seed, chains=chains,
                         num_warmup=num_warmup, num_samples=num_samples,
                         progress=_show_progress(as_json))
@@ -170,10 +170,7 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
     d = result.diagnostics
     doc = {"fit": str(output), "law": law, "runs": len(set(result.observed["run"])),
            "points": int(len(result.observed["step"])), "groups": len(result.config.groups),
-           "discrepancy": result.config.discrepancy,
-           "discrepancy_anneal": result.config.discrepancy_anneal,
-           "discrepancy_growth": result.config.discrepancy_growth, "noise": result.config.noise,
-           "diagnostics": d.to_json(), "notes": list(result.config.notes)}
+           **_law_doc(result), "diagnostics": d.to_json(), "notes": list(result.config.notes)}
     if as_json:
         _echo_json(doc)
         return
@@ -181,7 +178,32 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
         log.info(note)
     click.echo(f"{law} law fitted to {doc['runs']} runs ({doc['points']} points, "
                f"{doc['groups']} group(s)) -> {output}")
+    for s in doc.get("laws", ()):
+        click.echo(f"  {s['law']:<11} weight {s['weight']:.2f}  held-out elpd {s['elpd']:8.1f} "
+                   f"+- {s['elpd_se']:.1f}" + ("" if s["sampled"] else "  (not sampled)"))
     click.echo(_diag_line(d))
+
+
+def _fit_priors(law: str, priors_file):
+    """The priors of a fit: with --law auto, a priors file overrides the law it names."""
+    from .model import LAWS
+    from .priors import load_priors, priors_by_law
+
+    return load_priors(law, priors_file) if law != "auto" else priors_by_law(LAWS, priors_file)
+
+
+def _law_doc(result) -> dict:
+    """The fit's law part of `fit --json`: each law's discrepancy, noise, weight and score."""
+    fits = getattr(result, "fits", (result,))
+    per_law = {f.law: {"discrepancy": f.config.discrepancy,
+                       "discrepancy_anneal": f.config.discrepancy_anneal,
+                       "discrepancy_growth": f.config.discrepancy_growth,
+                       "noise": f.config.noise} for f in fits}
+    if len(per_law) == 1 and not hasattr(result, "scores"):
+        return next(iter(per_law.values()))
+    weights = {f.law: w for f, w in zip(fits, result.weights, strict=True)}
+    return {**per_law[result.main.law], "weights": weights,
+            "laws": [{**s.to_json(), **per_law.get(s.law, {})} for s in result.scores]}
 
 
 def _diag_line(d) -> str:
@@ -195,6 +217,7 @@ def _diag_line(d) -> str:
     if d.divergences:
         advice.append("divergent transitions: the draws may miss part of the posterior, often "
                       "where the data leave parameters loose (see the notes)")
+    advice += list(getattr(d, "misfit", ()))
     return f"{line} (WARNING: {'; '.join(advice)})"
 
 
@@ -593,10 +616,11 @@ def demo(out_dir, seed):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, test = multipower_example("100M")
-    click.echo(f"Fitting the multi-power law to {len(train)} runs of a 100M model "
-               f"({', '.join(r.name for r in train)}) ...", err=True)
-    result = fit_curves(train, law="multipower", seed=seed, progress=_show_progress())
+    click.echo(f"Fitting the curve laws to {len(train)} runs of a 100M model "
+               f"({', '.join(r.name for r in train)}), weighed by held-out score ...", err=True)
+    result = fit_curves(train, seed=seed, progress=_show_progress())
     save_fit(result, out / "fit.nc")
+    click.echo("Law weights: " + ", ".join(f"{s.law} {s.weight:.2f}" for s in result.scores))
     click.echo(_diag_line(result.diagnostics))
     click.echo(f"\nPredicting {len(test)} schedules it did not see:")
     click.echo(f"{'run':28} {'final obs':>9} {'predicted':>9} {'95% interval':>17} "
@@ -642,8 +666,8 @@ def demo(out_dir, seed):
               help="Runs to predict: schedule:NAME1,NAME2 (or a glob), horizon:STEPS, "
                    "horizon:tokens=D, horizon:ratio=TOKENS_PER_PARAM, size:N or size:rolling; "
                    "join clauses with ';'.")
-@click.option("--law", type=click.Choice(["multipower", "annealing"]), default="multipower",
-              show_default=True, help="Curve law (curve data).")
+@click.option("--law", type=click.Choice(["auto", "multipower", "annealing"]), default="auto",
+              show_default=True, help="Curve law of lrplan's fits (auto: weighed by held-out score).")
 @sampler_options(warmup=400, minimum=10)
 @click.option("--bootstrap", "n_boot", default=100, show_default=True, type=click.IntRange(1),
               help="Bootstrap refits of the Huber baseline.")

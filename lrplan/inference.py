@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from .data import Run, RunSet
 from .errors import FitError, PriorError
 from .files import atomic_write
+from .lawchoice import AUTO, CurveMixture, law_scores, stacking_weights
 from .model import (
+    LAWS,
     STEP_SCALE,
     CurveData,
     GroupKey,
@@ -49,16 +51,19 @@ class Diagnostics:
     r_hat_max: float
     ess_bulk_min: float
     divergences: int
+    #: How the fitted law misses its own fitted runs, one phrase each (see `misfit_checks`).
+    misfit: tuple[str, ...] = ()
 
     #: Mixed: R-hat at most this and bulk ESS at least ESS_MIN.
     R_HAT_MAX = 1.01
     ESS_MIN = 200
 
     def to_json(self) -> dict:
-        """JSON form; R-hat is null when undefined (one chain)."""
+        """JSON form; R-hat is null when undefined (one chain). ``status`` is "ok" or "warning"."""
         finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
-        return {"r_hat_max": finite(self.r_hat_max), "ess_bulk_min": finite(self.ess_bulk_min),
-                "divergences": int(self.divergences)}
+        return {"status": "ok" if self.ok else "warning",
+                "r_hat_max": finite(self.r_hat_max), "ess_bulk_min": finite(self.ess_bulk_min),
+                "divergences": int(self.divergences), "misfit": list(self.misfit)}
 
     @property
     def mixed(self) -> bool:
@@ -67,11 +72,15 @@ class Diagnostics:
 
     @property
     def ok(self) -> bool:
-        """Mixed, and no divergence."""
-        return self.mixed and self.divergences == 0
+        """Mixed, no divergence, and the law fits its own runs."""
+        return self.mixed and self.divergences == 0 and not self.misfit
 
     def problems(self) -> list[str]:
-        """What failed, one short phrase each (empty when ok)."""
+        """What failed, one short phrase each (empty when ok): the sampler's, then the misfit."""
+        return self.sampler_problems() + list(self.misfit)
+
+    def sampler_problems(self) -> list[str]:
+        """What failed in the sampler (R-hat, ESS, divergences), one short phrase each."""
         out = []
         if not np.isfinite(self.r_hat_max):
             out.append("R-hat could not be computed (one chain): run two or more chains")
@@ -313,6 +322,26 @@ def _curve_moments(curves) -> tuple[np.ndarray, ...]:
     return n, ee, xe, xx
 
 
+def curve_loglik(rates, n, ee, xe, xx, noise2):
+    """Log density of each held-out curve's errors given the three rates (one draw).
+
+    A curve's errors are ``e ~ N(0, noise2 I + X diag(rates^2) X')`` with ``X = [1, d, u]``
+    (see `discrepancy_posterior`); only the curve's moments (`_curve_moments`) enter.
+    """
+    z = rates
+    # Through the 3x3 capacitance matrix (Woodbury): M = I + Z X'X Z / noise2 with
+    # Z = diag(z), inverted by its adjugate (batched 3x3 factorisations cost XLA on CPU ~20x
+    # more per NUTS step).
+    m = jnp.eye(3) + z[:, None] * z[None, :] * xx / noise2
+    b = z * xe
+    adj = jnp.stack([jnp.cross(m[..., 1, :], m[..., 2, :]), jnp.cross(m[..., 2, :], m[..., 0, :]),
+                     jnp.cross(m[..., 0, :], m[..., 1, :])], axis=-1)
+    det = jnp.sum(m[..., 0, :] * adj[..., :, 0], axis=-1)
+    quad = (ee - jnp.einsum("ci,cij,cj->c", b, adj, b) / det / noise2) / noise2
+    logdet = n * jnp.log(noise2) + jnp.log(det)
+    return -0.5 * (quad + logdet + n * jnp.log(2 * jnp.pi))
+
+
 def _rate_model(n, ee, xe, xx, noise2, scales):
     import numpyro
     import numpyro.distributions as dist
@@ -321,17 +350,21 @@ def _rate_model(n, ee, xe, xx, noise2, scales):
     # whose absolute value is half-normal: a smooth density through 0, where a positive rate
     # sampled on log scale has a long flat tail that makes NUTS diverge.
     z = numpyro.sample("rate", dist.Normal(0.0, jnp.asarray(scales)))
-    # A curve's errors e ~ N(0, noise2 I + X diag(z^2) X'), through the 3x3 capacitance matrix
-    # (Woodbury): M = I + Z X'X Z / noise2 with Z = diag(z), inverted by its adjugate (batched
-    # 3x3 factorisations cost XLA on CPU ~20x more per NUTS step).
-    m = jnp.eye(3) + z[:, None] * z[None, :] * xx / noise2
-    b = z * xe
-    adj = jnp.stack([jnp.cross(m[..., 1, :], m[..., 2, :]), jnp.cross(m[..., 2, :], m[..., 0, :]),
-                     jnp.cross(m[..., 0, :], m[..., 1, :])], axis=-1)
-    det = jnp.sum(m[..., 0, :] * adj[..., :, 0], axis=-1)
-    quad = (ee - jnp.einsum("ci,cij,cj->c", b, adj, b) / det / noise2) / noise2
-    logdet = n * jnp.log(noise2) + jnp.log(det)
-    numpyro.factor("heldout", -0.5 * jnp.sum(quad + logdet + n * jnp.log(2 * jnp.pi)))
+    numpyro.factor("heldout", jnp.sum(curve_loglik(z, n, ee, xe, xx, noise2)))
+
+
+def heldout_scores(curves, *, noise2: float, rates: np.ndarray) -> np.ndarray:
+    """Log predictive density of each held-out curve, averaged over draws of the rates.
+
+    ``curves`` as for `discrepancy_posterior`; ``rates`` (draws, 3). The score of curve c is
+    ``log mean_s p(e_c | rates_s)``: the joint density of its errors under the law's
+    calibrated predictive distribution, one number per curve (its points are not independent).
+    """
+    from scipy.special import logsumexp
+
+    moments = [jnp.asarray(x) for x in _curve_moments(curves)]
+    ll = np.asarray(jax.vmap(lambda z: curve_loglik(z, *moments, noise2))(jnp.asarray(rates)))
+    return logsumexp(ll, axis=0) - np.log(ll.shape[0])
 
 
 def discrepancy_posterior(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
@@ -363,8 +396,18 @@ def discrepancy_posterior(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]
 #: Where the calibration cuts every run to forecast the rest: the forecasts reach ~3x the
 #: fitted LR area, the range a planner extrapolates over.
 PREFIXES = (0.3, 0.45, 0.6)
-#: The relative loss reduction from LR decay below which a point has seen none.
-DECAY_SEEN = 1e-4
+#: A point has seen an LR decay once the LR after warmup has fallen this far (relative) below
+#: its peak. It depends on the schedule alone, so every law is calibrated (and scored) on the
+#: same held-out points.
+DECAY_SEEN = 1e-3
+
+
+def _decayed(run: Run, steps: np.ndarray) -> np.ndarray:
+    """Per evaluation step: whether the run's LR has fallen below its peak since warmup."""
+    lr = np.asarray(run.lr, dtype=np.float64)
+    low = np.minimum.accumulate(lr[run.warmup_steps:]) if lr.size > run.warmup_steps else lr
+    low = np.concatenate([np.full(min(run.warmup_steps, lr.size), lr.max()), low])
+    return low[np.asarray(steps) - 1] < (1.0 - DECAY_SEEN) * lr.max()
 
 
 def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[int],
@@ -401,6 +444,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
         return law, np.asarray(_law_at_point(flat, p)) / law - 1.0
 
     law_fit, d_fit = reduction(point)
+    decayed = np.concatenate([_decayed(r, st) for r, st in zip(used, steps, strict=True)])
 
     def held_out(seen):
         p, _ = fit.solve(seen, starts=2)
@@ -415,24 +459,30 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
              ] if eligible else []
     areas = [area(r.lr, st, lr_ref) for r, st in zip(used, steps, strict=True)]
     ends = np.array([a[-1] for a in areas])
+    def decay_unseen(seen):
+        # A fit that saw no LR decay knows nothing of what one does, and the fit being
+        # calibrated always has seen one (else no point has d > 0): its misses after a decay
+        # (WSD cooldowns cut off by every prefix; 0.4-1.6% rms on OLMo's 370M runs; a cosine
+        # forecast from a constant run alone, where the law's L0 and B are one sum) would pass
+        # for a floor that widens every interval.
+        return not np.any(decayed[seen])
+
     for j in folds:
         e, d = held_out(run_of != j)
         out = run_of == j
+        keep = ~decayed[out] if decay_unseen(run_of != j) else np.ones(out.sum(), bool)
         # a run that outlasts the others' LR area is a forecast beyond it, as in a prediction
         reach = np.delete(ends, j).max()
-        curves.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
+        u = np.maximum(0.0, np.log(areas[j] / reach))
+        curves.append((e[out][keep], d[out][keep], u[keep]))
     for frac in PREFIXES:
         cut = [int(frac * (st.size - 1)) for st in steps]
         seen = np.concatenate([np.arange(st.size) <= c for st, c in zip(steps, cut, strict=True)])
         e, d = held_out(seen)
         u = np.concatenate([np.log(a / a[c]) for a, c in zip(areas, cut, strict=True)])
         late = u > 0
-        if not np.any(d_fit[seen] > DECAY_SEEN):
-            # A fit that saw no LR decay knows nothing of what one does, and the fit being
-            # calibrated always has seen one (else no point has d > 0): its misses after a decay
-            # (WSD cooldowns cut off by every prefix; 0.4-1.6% rms on OLMo's 370M runs) would pass
-            # for a floor that widens every interval.
-            late &= d_fit <= DECAY_SEEN
+        if decay_unseen(seen):
+            late &= ~decayed
         curves += [(e[k], d[k], u[k]) for k in (late & (run_of == i) for i in range(len(used)))]
     # In a group with runs of several lengths, the longest one forecast from the others is
     # the horizon extrapolation a planner makes: its reach beyond the group's fitted area, at a
@@ -448,10 +498,13 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
     if len(longest) == 1 and longest[0][0] in folds:
         longest = []  # that fit is the fold leaving the run out, above
     if longest:
-        e, d = held_out(~np.isin(run_of, [j for j, _ in longest]))
+        seen = ~np.isin(run_of, [j for j, _ in longest])
+        e, d = held_out(seen)
         for j, reach in longest:
             out = run_of == j
-            curves.append((e[out], d[out], np.maximum(0.0, np.log(areas[j] / reach))))
+            keep = ~decayed[out] if decay_unseen(seen) else np.ones(out.sum(), bool)
+            u = np.maximum(0.0, np.log(areas[j] / reach))
+            curves.append((e[out][keep], d[out][keep], u[keep]))
     curves = [c for c in curves if c[0].size]
     fits = len(folds) + len(PREFIXES) + bool(longest)
     # The held-out errors carry the points' own noise, outliers included: its variance is
@@ -474,8 +527,12 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
              f"{len(folds)} leaving one run out, "
              f"{len(PREFIXES)} of every run's first {', '.join(f'{p:.0%}' for p in PREFIXES)}"
              + (f", 1 without the longest run of {len(longest)} group(s))" if longest else ")")]
+    # Each held-out curve's log predictive density under the calibrated law: how laws are
+    # weighed against each other (`lrplan.lawchoice`). Thinned draws: the mean is smooth.
+    thin = max(1, len(rates) // 1000)
+    scores = heldout_scores(curves, noise2=noise2, rates=rates[::thin]) if curves else np.zeros(0)
     return dict(rates=rates, divergences=divergences, floor=float(floor), anneal=float(anneal),
-                growth=float(growth), fitted=fitted), notes
+                growth=float(growth), fitted=fitted, scores=scores), notes
 
 
 def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
@@ -522,27 +579,26 @@ def _centred_start(point: dict[str, np.ndarray], priors: PriorSet, law: str) -> 
     return start
 
 
-def fit_curves(
-    runs: RunSet,
-    *,
-    law: str = "multipower",
-    priors: PriorSet | None = None,
-    seed: int = 0,
-    chains: int = 2,
-    num_warmup: int = 400,
-    num_samples: int = 1000,
-    progress: bool = False,
-) -> CurveFit:
-    """Fit a curve law to every usable run with NUTS.
+@dataclass
+class _Prepared:
+    """One law's data, MAP point and held-out calibration: everything before NUTS."""
 
-    The chains start at the MAP point (L-BFGS from several starts), so warmup only has to adapt
-    the step size and a dense mass matrix. Chains run in parallel when JAX has one device per
-    chain (the CLI asks for that), else one after another.
-    """
-    from numpyro.infer import MCMC, NUTS, init_to_value
+    law: str
+    priors: PriorSet
+    data: CurveData
+    used: list
+    group_index: list[int]
+    groups: tuple[GroupKey, ...]
+    size_law: bool
+    n_ref: float
+    lr_ref: float
+    point: dict
+    cal: dict
+    notes: list[str]
 
+
+def _prepare(runs: RunSet, law: str, priors: PriorSet, *, seed: int, draws: int) -> _Prepared:
     law_parameters(law)
-    priors = priors or load_priors(law)
     if priors.law != law:
         raise FitError(f"priors are for law {priors.law!r}, the fit asks for {law!r}")
     scales = rate_scales(priors)
@@ -554,17 +610,78 @@ def fit_curves(
                   groups=groups)
     log.info("fitting %s law to %d runs (%d points, %d groups)", law, len(used),
              data.n_points, data.n_groups)
-
     point_fit = PointFit(data, priors, seed=seed)
     point, _ = point_fit.solve()
     cal, cal_notes = _calibrate(point_fit, point, used, group_index, lr_ref,
-                                scales=scales, draws=chains * num_samples, seed=seed)
-    notes += cal_notes
+                                scales=scales, draws=draws, seed=seed)
+    return _Prepared(law, priors, data, used, group_index, groups, size_law, n_ref, lr_ref,
+                     point, cal, notes + cal_notes)
 
+
+#: A fitted run is missed when its last points sit off the posterior-median law by more than
+#: this many noise scales, and by at least `MISFIT_MIN` in log loss.
+MISFIT_NOISES = 4.0
+MISFIT_MIN = 0.002
+#: A discrepancy floor over this many noise scales (and over `FLOOR_MIN`) dwarfs the noise: the
+#: law misses unseen runs everywhere, not only where it extrapolates.
+FLOOR_NOISES = 10.0
+FLOOR_MIN = 0.005
+
+
+def misfit_checks(law_median: np.ndarray, log_loss: np.ndarray, run_of: np.ndarray,
+                  names: list[str], *, noise: float, floor: float) -> tuple[str, ...]:
+    """Ways in which a fitted law misses its own runs, one phrase each (empty: it fits).
+
+    ``law_median`` is the posterior-median law at the fitted points. A run is missed when
+    the mean error over its last 10% of points (at least 3) exceeds ``MISFIT_NOISES`` noise
+    scales and ``MISFIT_MIN``: the end of a fitted run is what a forecast of a similar run
+    leans on.
+    """
+    out = []
+    err = log_loss - np.log(law_median)
+    limit = max(MISFIT_NOISES * noise, MISFIT_MIN)
+    for i, name in enumerate(names):
+        e = err[run_of == i]
+        tail = e[-max(3, int(np.ceil(0.1 * e.size))):]
+        bias = float(np.mean(tail))
+        if abs(bias) > limit:
+            out.append(f"the law misses its fitted run {name} by {bias:+.2%} over its last "
+                       f"{tail.size} points (noise {noise:.2%}): the fit failed, or the law "
+                       "does not describe this run")
+    if floor > max(FLOOR_NOISES * noise, FLOOR_MIN):
+        out.append(f"the law misses runs it did not fit by {floor:.2%} everywhere (its noise is "
+                   f"{noise:.2%}): it does not describe these runs")
+    return tuple(out)
+
+
+def _law_median(data: CurveData, samples: dict[str, np.ndarray], max_draws: int = 200) -> np.ndarray:
+    """The posterior-median law at the fitted points, from up to ``max_draws`` draws."""
+    from .model import law_mean
+
+    names = law_parameters(data.law)
+    flat = {}
+    for n in names:
+        key = f"{n}_group" if f"{n}_group" in samples else n
+        x = samples[key]
+        x = x.reshape((-1, *x.shape[2:]))
+        flat[n] = x.reshape(x.shape[0], -1) if x.ndim > 1 else x[:, None]
+    total = flat[names[0]].shape[0]
+    pick = np.unique(np.linspace(0, total - 1, min(max_draws, total)).round().astype(int))
+    values = {n: jnp.broadcast_to(jnp.asarray(v[pick]), (pick.size, data.n_groups))
+              for n, v in flat.items()}
+    curves = jax.vmap(lambda v: law_mean(data, v))(values)
+    return np.median(np.asarray(curves), axis=0)
+
+
+def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup: int,
+            num_samples: int, progress: bool) -> CurveFit:
+    from numpyro.infer import MCMC, NUTS, init_to_value
+
+    data, point, cal, priors, used = prep.data, prep.point, prep.cal, prep.priors, prep.used
     noise = float(point["sigma"])
     scale = float(np.hypot(noise, cal["fitted"]))
     kernel = NUTS(partial(curve_model, centred=True), dense_mass=True, target_accept_prob=0.8,
-                  init_strategy=init_to_value(values=_centred_start(point, priors, law)))
+                  init_strategy=init_to_value(values=_centred_start(point, priors, prep.law)))
     method = "parallel" if jax.local_device_count() >= chains else "sequential"
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
                 chain_method=method, progress_bar=progress)
@@ -572,27 +689,83 @@ def fit_curves(
              scale=scale, extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     sites = [k for k in samples if not k.endswith("_group") and k not in ("C", "E")]
+    run_of = np.concatenate([np.full(int(_fit_points(r, thin=True).sum()), i)
+                             for i, r in enumerate(used)])
+    misfit = misfit_checks(_law_median(data, samples), data.log_loss, run_of,
+                           [r.name for r in used], noise=noise, floor=cal["floor"])
     # one draw of the discrepancy rates per draw of the law (they are independent)
     samples.update({k: cal["rates"][:, i].reshape(chains, num_samples) for i, k in enumerate(RATE_SITES)})
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()) + cal["divergences"]
     diag = _diagnostics(samples, divergences, sites + list(RATE_SITES))
+    diag = Diagnostics(diag.r_hat_max, diag.ess_bulk_min, diag.divergences, misfit=misfit)
+    for m in misfit:
+        log.warning("%s law: %s", prep.law, m)
 
-    config = FitConfig(law=law, lr_ref=lr_ref, n_ref=n_ref, size_law=size_law, groups=groups,
-                       noise=noise, discrepancy=cal["floor"],
+    config = FitConfig(law=prep.law, lr_ref=prep.lr_ref, n_ref=prep.n_ref, size_law=prep.size_law,
+                       groups=prep.groups, noise=noise, discrepancy=cal["floor"],
                        discrepancy_growth=cal["growth"], discrepancy_anneal=cal["anneal"],
-                       area_ref=float(max(area(r.lr, r.steps[_fit_points(r)][-1:], lr_ref)[0] for r in used)),
+                       area_ref=float(max(area(r.lr, r.steps[_fit_points(r)][-1:], prep.lr_ref)[0]
+                                          for r in used)),
                        seed=seed, chains=chains, num_warmup=num_warmup,
                        num_samples=num_samples,
-                       notes=tuple(runs.excluded) + tuple(notes))
+                       notes=tuple(runs.excluded) + tuple(prep.notes))
     observed = {
         "run": np.concatenate([np.full(_fit_points(r).sum(), r.name, dtype=object) for r in used]),
         "step": np.concatenate([r.steps[_fit_points(r)] for r in used]),
         "loss": np.concatenate([r.loss[_fit_points(r)] for r in used]),
         "group": np.concatenate([np.full(_fit_points(r).sum(), g)
-                                 for r, g in zip(used, group_index, strict=True)]),
+                                 for r, g in zip(used, prep.group_index, strict=True)]),
     }
     return CurveFit(config=config, priors=priors, samples=samples, diagnostics=diag,
                     observed=observed)
+
+
+def _priors_of(law: str, priors: PriorSet | dict | None) -> PriorSet:
+    if isinstance(priors, dict):
+        priors = priors.get(law)
+    if priors is None or (priors.law != law and isinstance(priors, PriorSet)):
+        return load_priors(law)
+    return priors
+
+
+def fit_curves(
+    runs: RunSet,
+    *,
+    law: str = AUTO,
+    priors: PriorSet | dict[str, PriorSet] | None = None,
+    seed: int = 0,
+    chains: int = 2,
+    num_warmup: int = 400,
+    num_samples: int = 1000,
+    progress: bool = False,
+) -> CurveFit | CurveMixture:
+    """Fit a curve law to every usable run with NUTS; ``law="auto"`` lets the data choose.
+
+    The chains start at the MAP point (L-BFGS from several starts), so warmup only has to adapt
+    the step size and a dense mass matrix. Chains run in parallel when JAX has one device per
+    chain (the CLI asks for that), else one after another.
+
+    With ``law="auto"`` every law is calibrated on the same held-out curves and weighed by
+    stacking of their held-out predictive densities (`lrplan.lawchoice`); the laws with a
+    weight of at least `MIN_WEIGHT` are sampled and returned as a `CurveMixture`. ``priors``
+    is one law's `PriorSet` (the other laws take their defaults) or a dict by law.
+    """
+    draws = chains * num_samples
+    if law != AUTO:
+        if isinstance(priors, PriorSet) and priors.law != law:
+            raise FitError(f"priors are for law {priors.law!r}, the fit asks for {law!r}")
+        prep = _prepare(runs, law, _priors_of(law, priors), seed=seed, draws=draws)
+        return _sample(prep, runs, seed=seed, chains=chains, num_warmup=num_warmup,
+                       num_samples=num_samples, progress=progress)
+    preps = [_prepare(runs, name, _priors_of(name, priors), seed=seed, draws=draws) for name in LAWS]
+    lpd = np.stack([p.cal["scores"] for p in preps])
+    scores = law_scores(list(LAWS), lpd, stacking_weights(lpd))
+    log.info("law weights: %s", ", ".join(f"{s.law} {s.weight:.2f}" for s in scores))
+    fits = tuple(_sample(p, runs, seed=seed, chains=chains, num_warmup=num_warmup,
+                         num_samples=num_samples, progress=progress)
+                 for p, s in zip(preps, scores, strict=True) if s.sampled)
+    w = np.array([s.weight for s in scores if s.sampled])
+    return CurveMixture(fits=fits, weights=tuple((w / w.sum()).tolist()), scores=scores)
 
 
 # ---------------------------------------------------------------- files
@@ -610,25 +783,42 @@ def _config_from_json(text: str) -> FitConfig:
     return FitConfig(**d)
 
 
-def save_fit(fit: CurveFit, path: str | Path) -> None:
-    """Write the fit as ArviZ InferenceData NetCDF, atomically, with its provenance inside."""
+#: Separates a law's name from its sites in a mixture's posterior file.
+_LAW_SEP = "__"
+
+
+def _law_attrs(fit: CurveFit) -> dict:
+    return {"law": fit.law, "config": _config_to_json(fit.config), "priors": fit.priors.to_toml(),
+            "diagnostics": json.dumps(asdict(fit.diagnostics))}
+
+
+def save_fit(fit: CurveFit | CurveMixture, path: str | Path) -> None:
+    """Write the fit as ArviZ InferenceData NetCDF, atomically, with its provenance inside.
+
+    A `CurveMixture` keeps each law's draws under ``<law>__<site>`` and, in the attributes,
+    each law's config, priors and diagnostics, the weights and every law's held-out score.
+    """
     import arviz as az
 
+    mixture = isinstance(fit, CurveMixture)
+    fits = fit.fits if mixture else (fit,)
+    samples = ({f"{f.law}{_LAW_SEP}{k}": v for f in fits for k, v in f.samples.items()}
+               if mixture else fit.samples)
     obs = {k: (v.astype(str) if v.dtype == object else v) for k, v in fit.observed.items()}
     idata = az.from_dict(
-        posterior=fit.samples,
+        posterior=samples,
         observed_data={"loss": obs["loss"]},
         constant_data={"run": obs["run"], "step": obs["step"], "group": obs["group"]},
         dims={"loss": ["point"], "run": ["point"], "step": ["point"], "group": ["point"]},
     )
-    idata.posterior.attrs.update({
-        "lrplan_version": fit.version,
-        "lrplan_kind": "curve",
-        "law": fit.law,
-        "config": _config_to_json(fit.config),
-        "priors": fit.priors.to_toml(),
-        "diagnostics": json.dumps(asdict(fit.diagnostics)),
-    })
+    attrs = {"lrplan_version": fit.version, "lrplan_kind": "curve_mixture" if mixture else "curve"}
+    if mixture:
+        attrs.update(law="auto", laws=json.dumps({f.law: _law_attrs(f) for f in fits}),
+                     weights=json.dumps(dict(zip((f.law for f in fits), fit.weights, strict=True))),
+                     scores=json.dumps([s.to_json() for s in fit.scores]))
+    else:
+        attrs.update(_law_attrs(fit))
+    idata.posterior.attrs.update(attrs)
     atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
 
 
@@ -642,9 +832,16 @@ def _release(version: str) -> tuple[str, ...]:
     return tuple(parts[:2]) if parts[0] == "0" else (parts[0],)
 
 
-def load_fit(path: str | Path) -> CurveFit:
+def _diagnostics_from_json(text: str) -> Diagnostics:
+    d = json.loads(text)
+    return Diagnostics(**{**d, "misfit": tuple(d.get("misfit", ()))})
+
+
+def load_fit(path: str | Path) -> CurveFit | CurveMixture:
     """Read a fit written by `save_fit`; a file of another kind or version raises FitError."""
     import arviz as az
+
+    from .lawchoice import LawScore
 
     path = Path(path)
     if not path.exists():
@@ -654,25 +851,32 @@ def load_fit(path: str | Path) -> CurveFit:
     except Exception as e:  # noqa: BLE001 - any reader failure means "not a fit file"
         raise FitError(f"{path}: not an lrplan fit file ({type(e).__name__})") from None
     attrs = idata.posterior.attrs
-    if attrs.get("lrplan_kind") != "curve" or "config" not in attrs:
+    kind = attrs.get("lrplan_kind")
+    if kind not in ("curve", "curve_mixture") or ("config" not in attrs and "laws" not in attrs):
         raise FitError(f"{path}: not an lrplan curve fit (no lrplan provenance inside)")
     if _release(str(attrs.get("lrplan_version", "0"))) != _release(__version__):
         raise FitError(f"{path}: written by lrplan {attrs['lrplan_version']}, this is "
                        f"{__version__}; refit with this version")
-    config = _config_from_json(attrs["config"])
     post = idata.posterior
-    samples = {k: np.asarray(post[k].values) for k in post.data_vars}
     cd = idata.constant_data
     observed = {"run": np.asarray(cd["run"].values).astype(object),
                 "step": np.asarray(cd["step"].values),
                 "loss": np.asarray(idata.observed_data["loss"].values),
                 "group": np.asarray(cd["group"].values)}
-    return CurveFit(
-        config=config,
-        priors=priors_from_toml(attrs["priors"], source=str(path)),
-        samples=samples,
-        diagnostics=Diagnostics(**json.loads(attrs["diagnostics"])),
-        observed=observed,
-        version=str(attrs["lrplan_version"]),
-    )
 
+    def one(a: dict, samples: dict) -> CurveFit:
+        return CurveFit(config=_config_from_json(a["config"]),
+                        priors=priors_from_toml(a["priors"], source=str(path)), samples=samples,
+                        diagnostics=_diagnostics_from_json(a["diagnostics"]), observed=observed,
+                        version=str(attrs["lrplan_version"]))
+
+    if kind == "curve":
+        return one(attrs, {k: np.asarray(post[k].values) for k in post.data_vars})
+    fits = []
+    for law, a in json.loads(attrs["laws"]).items():
+        prefix = f"{law}{_LAW_SEP}"
+        fits.append(one(a, {k[len(prefix):]: np.asarray(post[k].values)
+                            for k in post.data_vars if k.startswith(prefix)}))
+    weights = json.loads(attrs["weights"])
+    return CurveMixture(fits=tuple(fits), weights=tuple(float(weights[f.law]) for f in fits),
+                        scores=tuple(LawScore(**s) for s in json.loads(attrs["scores"])))

@@ -12,6 +12,7 @@ import numpy as np
 from .data import RunSet
 from .errors import FitError
 from .inference import RATE_SITES, CurveFit, area
+from .lawchoice import CurveMixture
 from .model import (
     MATCH_RTOL,
     STUDENT_DF,
@@ -175,7 +176,7 @@ def _law_curves(fit: CurveFit, values: dict, schedules: tuple[np.ndarray, ...], 
 
 
 def predict_curve(
-    fit: CurveFit,
+    fit: CurveFit | CurveMixture,
     lr: np.ndarray,
     steps: np.ndarray,
     *,
@@ -191,6 +192,9 @@ def predict_curve(
     size, batch and peak LR match one, else a new group drawn from the pooled population),
     plus the calibrated discrepancy of an unseen run and the evaluation noise.
     """
+    if isinstance(fit, CurveMixture):
+        return _predict_mixture(fit, lr, steps, warmup_steps=warmup_steps, params=params,
+                                tokens_per_step=tokens_per_step, seed=seed, chunk=chunk)
     lr = np.asarray(lr, dtype=np.float64)
     steps = np.asarray(steps, dtype=np.int64)
     group, key, notes = _resolve_group(fit, params, tokens_per_step, float(lr.max()))
@@ -224,6 +228,41 @@ def predict_curve(
                            notes=tuple(notes), reach=furthest)
 
 
+#: Laws weighed at least this much are compared at the target for the disagreement note.
+_DISAGREE_WEIGHT = 0.1
+
+
+def _predict_mixture(fit: CurveMixture, lr, steps, **kw) -> CurvePrediction:
+    """Draws from the stacking mixture: each law's share of draws is its weight.
+
+    A note says when two laws of weight >= 0.1 disagree at the target beyond their 80%
+    intervals: the data did not settle which law holds there, and the mixture's interval
+    spans both.
+    """
+    seed = kw.pop("seed")
+    parts = [predict_curve(f, lr, steps, seed=seed + i, **kw) for i, f in enumerate(fit.fits)]
+    n = parts[0].draws.shape[0]
+    rng = np.random.default_rng(seed)
+    draws, law = [], []
+    for p, count in zip(parts, fit.draw_counts(n), strict=True):
+        pick = rng.choice(p.draws.shape[0], size=count, replace=False)
+        draws.append(p.draws[pick])
+        law.append(p.law[pick])
+    notes = list(dict.fromkeys(x for p in parts for x in p.notes))
+    heavy = [(f.law, p) for f, p, w in zip(fit.fits, parts, fit.weights, strict=True)
+             if w >= _DISAGREE_WEIGHT]
+    bands = {name: np.quantile(p.final, (0.1, 0.5, 0.9)) for name, p in heavy}
+    if len(bands) > 1 and max(b[0] for b in bands.values()) > min(b[2] for b in bands.values()):
+        notes.append("the laws disagree at the target beyond their 80% intervals of the final "
+                     "loss (" + "; ".join(f"{k} {b[1]:.4f} ({b[0]:.4f}-{b[2]:.4f})"
+                                         for k, b in bands.items())
+                     + "): the fitted runs do not settle which law holds here, and the "
+                     "interval spans both")
+    main = parts[int(np.argmax(fit.weights))]
+    return CurvePrediction(steps=main.steps, draws=np.concatenate(draws), law=np.concatenate(law),
+                           group=main.group, notes=tuple(notes), reach=max(p.reach for p in parts))
+
+
 def _log_n(fit: CurveFit, key: GroupKey) -> np.ndarray:
     return np.array([0.0 if key.params is None else np.log(key.params / fit.config.n_ref)])
 
@@ -239,6 +278,8 @@ def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> 
     steps after warmup; a calibration study fits the replicate and scores its predictions
     against a truth that the model holds exactly.
     """
+    if isinstance(fit, CurveMixture):
+        raise FitError("replicate_runs draws from one law's model: pass one of the mixture's fits")
     rng = np.random.default_rng(seed)
     laws_of: list[tuple[GroupKey, dict]] = []
     out = []

@@ -146,3 +146,23 @@ def load_priors(law: str, overrides: str | Path | None = None) -> PriorSet:
             f"known: {', '.join(base.params)}"
         )
     return PriorSet(law, {**base.params, **params})
+
+
+def priors_by_law(laws: tuple[str, ...], overrides: str | Path | None = None) -> dict[str, PriorSet]:
+    """Priors of several laws (a fit with ``law="auto"``), ``overrides`` applied where it fits.
+
+    A file that names its law overrides that law only; one that names none overrides every law
+    that has all the parameters it names. A file that fits no law raises PriorError.
+    """
+    if overrides is None:
+        return {law: load_priors(law) for law in laws}
+    out, errors = {}, []
+    for law in laws:
+        try:
+            out[law] = load_priors(law, overrides)
+        except PriorError as e:
+            errors.append(e)
+            out[law] = load_priors(law)
+    if len(errors) == len(laws):
+        raise errors[0]
+    return out

@@ -248,9 +248,13 @@ class _Context:
 
     @property
     def fits(self) -> list[tuple[str, object]]:
-        """(label, fit) of the curve fit and the transfer fit, those present."""
-        return ([("curve fit", self.fit)] if self.fit is not None else []) + \
-            ([("transfer fit", self.plan.fit)] if self.plan is not None else [])
+        """(label, fit) of the curve fit(s) and the transfer fit, those present.
+
+        A fit of several laws (``--law auto``) counts each sampled law as a curve fit.
+        """
+        curve = [] if self.fit is None else [("curve fit", self.fit)] if not hasattr(self.fit, "fits") \
+            else [(f"curve fit ({f.law} law)", f) for f in self.fit.fits]
+        return curve + ([("transfer fit", self.plan.fit)] if self.plan is not None else [])
 
     @property
     def both(self) -> bool:
@@ -357,9 +361,14 @@ def _warnings(ctx: _Context) -> list[str]:
     for label, f in ctx.fits:
         d = f.diagnostics
         if not d.ok:
-            out.append(f"The {label}'s sampler diagnostics failed: {'; '.join(d.problems())}. "
-                       "Its intervals may be wrong; refit with more warmup/samples or more chains "
-                       "before trusting them.")
+            if d.misfit:
+                out.append(f"The {label} does not fit its own runs: {'; '.join(d.misfit)}. Its "
+                           "predictions are not to be trusted; try another --law.")
+            if d.sampler_problems():
+                out.append(f"The {label}'s sampler diagnostics failed: "
+                           f"{'; '.join(d.sampler_problems())}. "
+                           "Its intervals may be wrong; refit with more warmup/samples or more "
+                           "chains before trusting them.")
     return out
 
 
@@ -424,7 +433,8 @@ def _summary(ctx: _Context) -> Section:
     if problems:
         b.p("**Diagnostics failed** — see the warning above and the Diagnostics section.")
     else:
-        b.p("**Diagnostics:** R-hat, effective sample size and divergences all pass.")
+        b.p("**Diagnostics:** R-hat, effective sample size and divergences all pass, and the "
+            "fitted law follows its own runs.")
     return b.section("Summary", "summary")
 
 
@@ -462,6 +472,14 @@ def _curve_data(ctx: _Context, b: _Body) -> None:
     b.table(["run", "params N", "tokens/step", "peak LR", "steps", "schedule", "points after warmup",
              "points in likelihood"], rows, caption=f"{len(rows)} run(s) in the {fit.law} curve fit")
     c = fit.config
+    if hasattr(fit, "scores"):
+        b.table(["law", "stacking weight", "held-out elpd", "se", "sampled"],
+                [[s.law, _fixed(s.weight, 3), _fixed(s.elpd, 1), _fixed(s.elpd_se, 1),
+                  "yes" if s.sampled else "no (weight < 0.01)"] for s in fit.scores],
+                caption="Laws weighed by stacking of their held-out predictive densities (each "
+                        "held-out curve of the calibration's leave-out fits scored under each law's "
+                        "calibrated predictive); predictions draw from the weighted mixture. The "
+                        "details below are the heaviest law's.")
     b.p(f"Fit: {c.law} law, {c.chains} chain(s) × {c.num_samples} draws after {c.num_warmup} warmup, "
         f"seed {c.seed}, lrplan {fit.version}; noise {_fmt(c.noise, 3)} (log loss); the calibrated "
         f"discrepancy of an unseen run is (posterior medians) {_fmt(c.discrepancy, 3)}, plus "
