@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ class Diagnostics:
     r_hat_max: float
     ess_bulk_min: float
     divergences: int
+    ess_tail_min: float = float("nan")
     #: How the fitted law misses its own fitted runs, one phrase each (see `misfit_checks`).
     misfit: tuple[str, ...] = ()
 
@@ -63,6 +64,7 @@ class Diagnostics:
         finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
         return {"status": "ok" if self.ok else "warning",
                 "r_hat_max": finite(self.r_hat_max), "ess_bulk_min": finite(self.ess_bulk_min),
+                "ess_tail_min": finite(self.ess_tail_min),
                 "divergences": int(self.divergences), "misfit": list(self.misfit)}
 
     @property
@@ -405,9 +407,9 @@ DECAY_SEEN = 1e-3
 def _decayed(run: Run, steps: np.ndarray) -> np.ndarray:
     """Per evaluation step: whether the run's LR has fallen below its peak since warmup."""
     lr = np.asarray(run.lr, dtype=np.float64)
-    low = np.minimum.accumulate(lr[run.warmup_steps:]) if lr.size > run.warmup_steps else lr
-    low = np.concatenate([np.full(min(run.warmup_steps, lr.size), lr.max()), low])
-    return low[np.asarray(steps) - 1] < (1.0 - DECAY_SEEN) * lr.max()
+    low = lr.copy()
+    low[: run.warmup_steps] = lr.max()
+    return np.minimum.accumulate(low)[np.asarray(steps) - 1] < (1.0 - DECAY_SEEN) * lr.max()
 
 
 def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[int],
@@ -549,19 +551,35 @@ def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
 # ---------------------------------------------------------------- NUTS
 
 
-def _diagnostics(samples: dict[str, np.ndarray], divergences: int, sites: list[str]) -> Diagnostics:
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+def _diagnostics(samples: dict[str, np.ndarray], divergences: int, sites: list[str],
+                 single_chain: tuple[str, ...] = ()) -> Diagnostics:
+    """Rank-normalised split R-hat and bulk / tail ESS (ArviZ, Vehtari et al. 2021) over ``sites``.
 
-    r_hat, ess = [], []
-    for n in sites:
-        x = samples[n]
-        if x.shape[0] >= 2:
-            r_hat.append(np.nanmax(np.asarray(split_gelman_rubin(x))))
-        ess.append(np.nanmin(np.asarray(effective_sample_size(x))))
+    ``samples[name]`` is (chain, draw, ...). The ``single_chain`` sites were drawn by one
+    chain (the calibration's rates, laid out like the law's draws): they count towards the
+    ESS as one chain and never towards R-hat, whose chains they are not.
+    """
+    import arviz as az
+
+    r_hat, bulk, tail = [], [], []
+    for n in [*sites, *single_chain]:
+        x = np.asarray(samples[n], dtype=np.float64)
+        if n in single_chain:
+            x = x.reshape((1, -1, *x.shape[2:]))
+        x = x.reshape(x.shape[0], x.shape[1], -1)
+        for i in range(x.shape[2]):
+            xi = x[:, :, i]
+            if np.ptp(xi) == 0:  # a constant (e.g. a fixed site): nothing to diagnose
+                continue
+            if x.shape[0] >= 2:
+                r_hat.append(float(az.rhat(xi, method="rank")))
+            bulk.append(float(az.ess(xi, method="bulk")))
+            tail.append(float(az.ess(xi, method="tail")))
     return Diagnostics(
-        r_hat_max=float(max(r_hat)) if r_hat else float("nan"),
-        ess_bulk_min=float(min(ess)),
+        r_hat_max=float(np.nanmax(r_hat)) if r_hat else float("nan"),
+        ess_bulk_min=float(np.nanmin(bulk)) if bulk else float("nan"),
         divergences=int(divergences),
+        ess_tail_min=float(np.nanmin(tail)) if tail else float("nan"),
     )
 
 
@@ -696,8 +714,7 @@ def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup
     # one draw of the discrepancy rates per draw of the law (they are independent)
     samples.update({k: cal["rates"][:, i].reshape(chains, num_samples) for i, k in enumerate(RATE_SITES)})
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()) + cal["divergences"]
-    diag = _diagnostics(samples, divergences, sites + list(RATE_SITES))
-    diag = Diagnostics(diag.r_hat_max, diag.ess_bulk_min, diag.divergences, misfit=misfit)
+    diag = replace(_diagnostics(samples, divergences, sites, single_chain=RATE_SITES), misfit=misfit)
     for m in misfit:
         log.warning("%s law: %s", prep.law, m)
 

@@ -133,6 +133,7 @@ class CurveMixture:
         return Diagnostics(r_hat_max=max(d.r_hat_max for d in ds),
                            ess_bulk_min=min(d.ess_bulk_min for d in ds),
                            divergences=sum(d.divergences for d in ds),
+                           ess_tail_min=min(d.ess_tail_min for d in ds),
                            misfit=tuple(m for f, d in zip(self.fits, ds, strict=True)
                                         for m in (f"{f.law}: {x}" for x in d.misfit)))
 

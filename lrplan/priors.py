@@ -8,11 +8,10 @@ distribution's arguments and ``why`` (a one-line justification with its source).
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from .errors import PriorError
 
