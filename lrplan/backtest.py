@@ -48,6 +48,7 @@ __all__ = [
     "transfer_recommender",
     "backtest_curves",
     "backtest_sweep",
+    "map_folds",
     "to_json",
     "markdown_table",
     "to_markdown",
@@ -243,74 +244,38 @@ def _summarize_curves(per_run: pd.DataFrame) -> pd.DataFrame:
 def _eval_steps(r: Run) -> np.ndarray:
     return r.steps[(r.steps >= max(r.warmup_steps, 1)) & (r.steps <= r.total_steps)]
 
+@dataclass(frozen=True)
+class _CurveFold:
+    """One fold of `backtest_curves`: everything its fits need, picklable for other processes."""
 
-def backtest_curves(
-    runs: RunSet,
-    holdout: str | Holdout,
-    *,
-    law: str = "auto",
-    methods: Sequence[str] = CURVE_METHODS,
-    seed: int = 0,
-    chains: int = 2,
-    num_warmup: int = 300,
-    num_samples: int = 500,
-    n_boot: int = 100,
-    priors=None,
-) -> BacktestResult:
-    """Fit each method on a fold's runs, predict its held-out runs' curves, score them.
+    label: str
+    train: RunSet
+    test: tuple[Run, ...]
+    methods: tuple[str, ...]
+    law: str
+    priors: object
+    seed: int
+    chains: int
+    num_warmup: int
+    num_samples: int
+    n_boot: int
 
-    Methods: ``lrplan`` (`lrplan.inference.fit_curves` + `lrplan.predict.predict_curve`; the
-    point error uses the posterior-mean law, intervals and scores the predictive draws),
-    ``huber`` (`lrplan.baselines.bootstrap_curves` of the same law, the annealing law for
-    ``law="auto"``: point error from the full Huber fit,
-    intervals and scores from ``n_boot`` block-bootstrap refits) and ``nearest``
-    (`lrplan.baselines.nearest_curve`; a point: no intervals, CRPS = absolute error).
-    Held-out runs are scored at their logged steps after warmup.
+    def __call__(self) -> tuple[list[dict], list[str], dict[str, float]]:
+        """Fit each method on the fold's runs and score its held-out runs: rows, notes, timings."""
+        from .inference import fit_curves
+        from .predict import predict_curve
 
-    Returns
-    -------
-    BacktestResult
-        ``per_run``: one row per (fold, run, method) with ``n_points``, ``mean_rel_err``,
-        ``worst_rel_err``, ``final_rel_err``, ``cover50/80/95``, ``width50/80/95`` (median
-        relative width), ``final_in50/80/95`` (1 if the last held-out loss lies inside the
-        central interval, else 0), ``crps_rel`` (mean CRPS / loss) and ``lpd`` (mean log
-        predictive density per point, Gaussian KDE of the draws); ``summary``: one row per
-        method (coverage pooled over points, ``final_in*`` the share of runs);
-        ``timings``: seconds spent fitting per method (lrplan: NUTS incl. calibration;
-        huber: point fit + bootstrap), summed over folds.
-    """
-    from .inference import fit_curves
-    from .predict import predict_curve
-
-    holdout = parse_holdout(holdout) if isinstance(holdout, str) else holdout
-    unknown = [m for m in methods if m not in CURVE_METHODS]
-    if unknown:
-        raise DataError(f"unknown method(s) {', '.join(unknown)}; use {', '.join(CURVE_METHODS)}")
-    all_runs = list(runs)
-    rows, notes, folds = [], list(runs.excluded), []
-    timings = {m: 0.0 for m in methods}
-    for label, fit_mask, test_mask in holdout_folds(holdout, _attrs_of_runs(all_runs)):
-        train = RunSet(runs=tuple(r for r, k in zip(all_runs, fit_mask, strict=True) if k),
-                       source=runs.source)
-        test = []
-        for r, k in zip(all_runs, test_mask, strict=True):
-            if not k:
-                continue
-            if r.lr is None or r.diverged or _eval_steps(r).size == 0:
-                why = "no per-step LR" if r.lr is None else (
-                    "diverged" if r.diverged else "no logged point after warmup")
-                notes.append(f"fold {label}: held-out run {r.name} not scored ({why})")
-                continue
-            test.append(r)
-        folds.append({"fold": label, "fit": [r.name for r in train], "predict": [r.name for r in test]})
-        if not test:
-            continue
+        _worker_setup()
+        label, train, test, methods, law, seed = (self.label, self.train, self.test, self.methods,
+                                                  self.law, self.seed)
+        rows, notes = [], []
+        timings = {m: 0.0 for m in methods}
         preds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {m: {} for m in methods}
         if "lrplan" in methods:
             t0 = time.perf_counter()
             try:
-                fit = fit_curves(train, law=law, priors=priors, seed=seed, chains=chains,
-                                 num_warmup=num_warmup, num_samples=num_samples)
+                fit = fit_curves(train, law=law, priors=self.priors, seed=seed, chains=self.chains,
+                                 num_warmup=self.num_warmup, num_samples=self.num_samples)
             except LrplanError as e:
                 fit = None
                 notes.append(f"fold {label}: lrplan fit failed: {e}")
@@ -335,11 +300,11 @@ def backtest_curves(
             try:
                 # practitioners fit the annealing law by Huber when no law is named
                 boot = bootstrap_curves(list(train), targets, law="annealing" if law == "auto" else law,
-                                        n_boot=n_boot, seed=seed)
+                                        n_boot=self.n_boot, seed=seed)
                 for r in test:
                     preds["huber"][r.name] = (boot.point[r.name], boot.draws[r.name])
                 if boot.failed:
-                    notes.append(f"fold {label}: {boot.failed} of {n_boot} bootstrap refits failed")
+                    notes.append(f"fold {label}: {boot.failed} of {self.n_boot} bootstrap refits failed")
             except LrplanError as e:
                 notes.append(f"fold {label}: huber baseline failed: {e}")
             timings["huber"] += time.perf_counter() - t0
@@ -360,6 +325,113 @@ def backtest_curves(
                     rows.append({**base, **_score_curve(point, draws, y)})
                 else:
                     rows.append({**base, "n_points": 0, **{c: np.nan for c in _CURVE_COLUMNS}})
+        return rows, notes, timings
+
+
+def _worker_setup() -> None:
+    """JAX as lrplan runs it (64-bit), in whichever process a fold lands."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _call(task):
+    return task()
+
+
+def map_folds(tasks: Sequence[Callable], *, jobs: int = 1, executor=None) -> list:
+    """Each task's result, in order: here (``jobs=1``), in ``jobs`` processes, or on ``executor``.
+
+    ``executor`` is any `concurrent.futures.Executor` (a Dask cluster's
+    ``Client.get_executor()``, a ``ProcessPoolExecutor``); the tasks must pickle. New
+    processes are spawned (JAX does not survive a fork) with this process's environment,
+    ``XLA_FLAGS`` included.
+    """
+    if executor is None and (jobs <= 1 or len(tasks) <= 1):
+        return [t() for t in tasks]
+    if executor is not None:
+        return list(executor.map(_call, tasks))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_call, tasks))
+
+
+
+def backtest_curves(
+    runs: RunSet,
+    holdout: str | Holdout,
+    *,
+    law: str = "auto",
+    methods: Sequence[str] = CURVE_METHODS,
+    seed: int = 0,
+    chains: int = 2,
+    num_warmup: int = 300,
+    num_samples: int = 500,
+    n_boot: int = 100,
+    priors=None,
+    jobs: int = 1,
+    executor=None,
+) -> BacktestResult:
+    """Fit each method on a fold's runs, predict its held-out runs' curves, score them.
+
+    Folds run one after another (``jobs=1``), in ``jobs`` processes on this machine, or on
+    ``executor`` (a `concurrent.futures.Executor`, e.g. a Dask cluster's
+    ``Client.get_executor()``): every fold is fitted with the same seed, so the tables are
+    the same whichever way they ran.
+
+    Methods: ``lrplan`` (`lrplan.inference.fit_curves` + `lrplan.predict.predict_curve`; the
+    point error uses the posterior-mean law, intervals and scores the predictive draws),
+    ``huber`` (`lrplan.baselines.bootstrap_curves` of the same law, the annealing law for
+    ``law="auto"``: point error from the full Huber fit,
+    intervals and scores from ``n_boot`` block-bootstrap refits) and ``nearest``
+    (`lrplan.baselines.nearest_curve`; a point: no intervals, CRPS = absolute error).
+    Held-out runs are scored at their logged steps after warmup.
+
+    Returns
+    -------
+    BacktestResult
+        ``per_run``: one row per (fold, run, method) with ``n_points``, ``mean_rel_err``,
+        ``worst_rel_err``, ``final_rel_err``, ``cover50/80/95``, ``width50/80/95`` (median
+        relative width), ``final_in50/80/95`` (1 if the last held-out loss lies inside the
+        central interval, else 0), ``crps_rel`` (mean CRPS / loss) and ``lpd`` (mean log
+        predictive density per point, Gaussian KDE of the draws); ``summary``: one row per
+        method (coverage pooled over points, ``final_in*`` the share of runs);
+        ``timings``: seconds spent fitting per method (lrplan: NUTS incl. calibration;
+        huber: point fit + bootstrap), summed over folds.
+    """
+    holdout = parse_holdout(holdout) if isinstance(holdout, str) else holdout
+    unknown = [m for m in methods if m not in CURVE_METHODS]
+    if unknown:
+        raise DataError(f"unknown method(s) {', '.join(unknown)}; use {', '.join(CURVE_METHODS)}")
+    all_runs = list(runs)
+    notes, folds, tasks = list(runs.excluded), [], []
+    for label, fit_mask, test_mask in holdout_folds(holdout, _attrs_of_runs(all_runs)):
+        train = RunSet(runs=tuple(r for r, k in zip(all_runs, fit_mask, strict=True) if k),
+                       source=runs.source)
+        test = []
+        for r, k in zip(all_runs, test_mask, strict=True):
+            if not k:
+                continue
+            if r.lr is None or r.diverged or _eval_steps(r).size == 0:
+                why = "no per-step LR" if r.lr is None else (
+                    "diverged" if r.diverged else "no logged point after warmup")
+                notes.append(f"fold {label}: held-out run {r.name} not scored ({why})")
+                continue
+            test.append(r)
+        folds.append({"fold": label, "fit": [r.name for r in train], "predict": [r.name for r in test]})
+        if test:
+            tasks.append(_CurveFold(label, train, tuple(test), tuple(methods), law, priors, seed,
+                                    chains, num_warmup, num_samples, n_boot))
+    rows, timings = [], {m: 0.0 for m in methods}
+    # folds are independent and seeded alike: any order, any process, the same numbers
+    for fold_rows, fold_notes, fold_times in map_folds(tasks, jobs=jobs, executor=executor):
+        rows += fold_rows
+        notes += fold_notes
+        for m, t in fold_times.items():
+            timings[m] += t
     per_run = pd.DataFrame(rows, columns=["fold", "run", "method", "params", "total_steps",
                                           "n_points"] + _CURVE_COLUMNS)
     settings = {"law": law, "seed": seed, "chains": chains, "num_warmup": num_warmup,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +36,7 @@ from .model import (
     prior_distribution,
 )
 from .priors import PriorSet, load_priors, priors_from_toml
+from .sampling import bucket, cached, nuts
 
 __all__ = ["RATE_SITES", "CurveFit", "Diagnostics", "PointFit", "area", "discrepancy_posterior",
            "fit_curves", "load_fit", "rate_scales", "save_fit"]
@@ -243,53 +243,104 @@ def lbfgs(value_and_grad, x0: np.ndarray, *args, **kwargs):
     return minimize(fun, x0, jac=True, method="L-BFGS-B", **kwargs)
 
 
+def _padded(data: CurveData) -> CurveData:
+    """``data`` padded to its shape bucket (points, and multi-power pairs): see `sampling.bucket`."""
+    pairs = getattr(data.features, "point", None)
+    return data.padded(bucket(data.n_points), None if pairs is None else bucket(pairs.size))
+
+
+def _signature(data: CurveData, priors: PriorSet, *rest) -> tuple:
+    """What picks a compiled function besides array shapes: the law, groups, size law, priors."""
+    return (data.law, data.n_groups, data.size_law, priors.to_toml(), *rest)
+
+
+def _point_functions(data: CurveData, priors: PriorSet):
+    """The point fit's compiled functions for data like ``data`` (padded), built once.
+
+    ``init(key, data)``: the prior-median start (unconstrained, flat) and whether it is
+    valid; ``value_and_grad(x, seen, data)``: the potential energy and its gradient;
+    ``constrain(x, data)``: every site's constrained value, deterministic ones included.
+    """
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer import init_to_median
+    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+
+    def kwargs(data, seen=None):
+        return dict(data=data, priors=priors, obs=data.log_loss, seen=seen)
+
+    def start(key, data):
+        info, *_ = initialize_model(key, curve_model, model_kwargs=kwargs(data),
+                                    init_strategy=init_to_median(num_samples=15),
+                                    dynamic_args=False)
+        return info.z, jnp.isfinite(info.potential_energy)
+
+    def build():
+        proto = jax.eval_shape(start, jax.random.PRNGKey(0), data)[0]
+        unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), proto))[1]
+        def init(key, data):
+            z, ok = start(key, data)
+            return ravel_pytree(z)[0], ok
+
+        return dict(
+            init=jax.jit(init),
+            value_and_grad=jax.jit(jax.value_and_grad(lambda x, seen, data: potential_energy(
+                curve_model, (), kwargs(data, seen), unravel(x)))),
+            constrain=jax.jit(lambda x, data: constrain_fn(
+                curve_model, (), kwargs(data), unravel(x), return_deterministic=True)),
+        )
+
+    return cached(("point", *_signature(data, priors)), build)
+
+
 class PointFit:
     """Maximum a posteriori points of the curve model on one data set, compiled once.
 
     L-BFGS from several starts: the prior median, then random moves from it.
 
     ``solve(seen)`` fits the points flagged in ``seen`` only; the held-out fits of the
-    calibration differ in nothing else, so they share the set-up and compilation (which,
-    not the optimisation, is most of a point fit's time). Once the full data are solved, a
+    calibration differ in nothing else, so they share the set-up. The objective is compiled
+    once per law, group layout, priors and shape bucket (`lrplan.sampling`), with the data as
+    arguments: fits of similar data in one process share it. Once the full data are solved, a
     held-out fit starts from that optimum as well: from the prior median alone, a fit to a
     short prefix can stall at a law that fits nothing.
     """
 
     def __init__(self, data: CurveData, priors: PriorSet, *, seed: int = 0):
-        from jax.flatten_util import ravel_pytree
-        from numpyro.infer import init_to_median
-        from numpyro.infer.util import initialize_model, potential_energy
-
         self.data, self.seed = data, seed
-        kwargs = dict(data=data, priors=priors, obs=data.log_loss)
-        info, _, self._postprocess, _ = initialize_model(
-            jax.random.PRNGKey(seed), curve_model, model_kwargs=kwargs,
-            init_strategy=init_to_median(num_samples=15), dynamic_args=False,
-        )
-        self._x0, self._unravel = ravel_pytree(info.z)
+        self._padded = jax.tree.map(jnp.asarray, _padded(data))
+        self._fns = _point_functions(self._padded, priors)
+        x0, ok = self._fns["init"](jax.random.PRNGKey(seed), self._padded)
+        if not bool(ok):
+            raise FitError("the point fit found no start with a finite posterior density; "
+                           "check the priors")
+        self._x0 = np.asarray(x0)
         self._x_full = None
-        self._vg = jax.jit(jax.value_and_grad(lambda x, seen: potential_energy(
-            curve_model, (), {**kwargs, "seen": seen}, self._unravel(x))))
+
+    def _seen(self, seen: np.ndarray | None) -> jnp.ndarray:
+        n = self.data.n_points
+        seen = np.ones(n, bool) if seen is None else np.asarray(seen, bool)
+        return jnp.asarray(np.concatenate([seen, np.zeros(self._padded.n_points - n, bool)]))
 
     def solve(self, seen: np.ndarray | None = None, *, starts: int = 4):
         """The best of ``starts`` L-BFGS runs: constrained values of every site, and energy."""
         full = seen is None
-        seen = jnp.ones(self.data.n_points, bool) if full else jnp.asarray(seen, bool)
+        mask = self._seen(seen)
         rng = np.random.default_rng(self.seed)
-        x0 = np.asarray(self._x0)
+        x0 = self._x0
         points = [x0] + [x0 + rng.normal(0.0, 0.5, x0.shape) for _ in range(starts - 1)]
         if self._x_full is not None and not full:
             points.append(self._x_full)
         best = None
         for start in points:
-            res = lbfgs(self._vg, start, seen, options=dict(maxiter=3000))
+            res = lbfgs(self._fns["value_and_grad"], start, mask, self._padded,
+                        options=dict(maxiter=3000))
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
         if best is None:
             raise FitError("the point fit found no finite posterior density; check the priors")
         if full:
             self._x_full = best.x
-        constrained = self._postprocess(self._unravel(jnp.asarray(best.x)))
+        constrained = self._fns["constrain"](jnp.asarray(best.x), self._padded)
         return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
 
 
@@ -314,13 +365,21 @@ def rate_scales(priors: PriorSet) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _curve_moments(curves) -> tuple[np.ndarray, ...]:
-    """Per held-out curve: its points, e'e, X'e and X'X for X = [1, d, u] (see `_rate_model`)."""
+def _curve_moments(curves, pad: bool = False) -> tuple[np.ndarray, ...]:
+    """Per held-out curve: its points, e'e, X'e and X'X for X = [1, d, u] (see `_rate_model`).
+
+    ``pad``: add empty curves (no points: a log density of exactly 0) up to the shape
+    bucket of the number of curves, so that calibrations share compiled code.
+    """
     n = np.array([c[0].size for c in curves], dtype=np.float64)
     x = [np.stack([np.ones_like(e), d, u], axis=1) for e, d, u in curves]
     ee = np.array([e @ e for e, _, _ in curves], dtype=np.float64)  # an empty curve adds nothing
     xe = np.array([xi.T @ e for xi, (e, _, _) in zip(x, curves, strict=True)]).reshape(-1, 3)
     xx = np.array([xi.T @ xi for xi in x]).reshape(-1, 3, 3)
+    if pad:
+        k = bucket(len(curves)) - len(curves)
+        n, ee = np.concatenate([n, np.zeros(k)]), np.concatenate([ee, np.zeros(k)])
+        xe, xx = np.concatenate([xe, np.zeros((k, 3))]), np.concatenate([xx, np.zeros((k, 3, 3))])
     return n, ee, xe, xx
 
 
@@ -364,8 +423,10 @@ def heldout_scores(curves, *, noise2: float, rates: np.ndarray) -> np.ndarray:
     """
     from scipy.special import logsumexp
 
-    moments = [jnp.asarray(x) for x in _curve_moments(curves)]
-    ll = np.asarray(jax.vmap(lambda z: curve_loglik(z, *moments, noise2))(jnp.asarray(rates)))
+    moments = [jnp.asarray(x) for x in _curve_moments(curves, pad=True)]
+    fn = cached("curve_loglik_draws", lambda: jax.jit(
+        jax.vmap(curve_loglik, in_axes=(0, None, None, None, None, None))))
+    ll = np.asarray(fn(jnp.asarray(rates), *moments, noise2))[:, :len(curves)]
     return logsumexp(ll, axis=0) - np.log(ll.shape[0])
 
 
@@ -383,16 +444,15 @@ def discrepancy_posterior(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]
     independent errors: a few curves leave the rates uncertain however densely each is
     logged, and a growth the fitted runs barely reveal is not ruled out.
     """
-    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer import NUTS
 
-    moments = _curve_moments(curves)
+    moments = _curve_moments(curves, pad=True)
     # thinned: draws that pass near a zero rate are autocorrelated (ESS ~0.1 per draw unthinned)
-    mcmc = MCMC(NUTS(_rate_model), num_warmup=500, num_samples=3 * draws, thinning=3,
-                progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), *(jnp.asarray(x) for x in moments), noise2,
-             jnp.asarray(scales), extra_fields=("diverging",))
-    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    return np.abs(np.asarray(mcmc.get_samples()["rate"], dtype=np.float64)), divergences
+    args = (*(jnp.asarray(x) for x in moments), jnp.asarray(noise2, dtype=jnp.float64),
+            jnp.asarray(scales, dtype=jnp.float64))
+    samples, diverging = nuts("rates", lambda: NUTS(_rate_model), jax.random.PRNGKey(seed), args,
+                              num_warmup=500, num_samples=draws, thinning=3)
+    return np.abs(np.asarray(samples["rate"][0], dtype=np.float64)), int(diverging.sum())
 
 
 #: Where the calibration cuts every run to forecast the rest: the forecasts reach ~3x the
@@ -537,15 +597,25 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
                 growth=float(growth), fitted=fitted, scores=scores), notes
 
 
-def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> jnp.ndarray:
+def _law_mean(data: CurveData, values: dict, *, draws: bool = False) -> np.ndarray:
+    """The law at ``data``'s points from per-group values (``draws``: a leading draw axis).
+
+    Compiled once per law, group layout and shape bucket (the data are padded to it).
+    """
     from .model import law_mean
 
+    fn = cached(("law_mean", draws), lambda: jax.jit(
+        jax.vmap(law_mean, in_axes=(None, 0)) if draws else law_mean))
+    return np.asarray(fn(_padded(data), values))[..., :data.n_points]
+
+
+def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> np.ndarray:
     values = {}
     for n in law_parameters(data.law):
         key = f"{n}_group" if f"{n}_group" in point else n
         v = jnp.asarray(point[key])
         values[n] = jnp.broadcast_to(v, (data.n_groups,)) if v.ndim == 0 else v
-    return law_mean(data, values)
+    return _law_mean(data, values)
 
 
 # ---------------------------------------------------------------- NUTS
@@ -674,8 +744,6 @@ def misfit_checks(law_median: np.ndarray, log_loss: np.ndarray, run_of: np.ndarr
 
 def _law_median(data: CurveData, samples: dict[str, np.ndarray], max_draws: int = 200) -> np.ndarray:
     """The posterior-median law at the fitted points, from up to ``max_draws`` draws."""
-    from .model import law_mean
-
     names = law_parameters(data.law)
     flat = {}
     for n in names:
@@ -687,25 +755,37 @@ def _law_median(data: CurveData, samples: dict[str, np.ndarray], max_draws: int 
     pick = np.unique(np.linspace(0, total - 1, min(max_draws, total)).round().astype(int))
     values = {n: jnp.broadcast_to(jnp.asarray(v[pick]), (pick.size, data.n_groups))
               for n, v in flat.items()}
-    curves = jax.vmap(lambda v: law_mean(data, v))(values)
-    return np.median(np.asarray(curves), axis=0)
+    return np.median(_law_mean(data, values, draws=True), axis=0)
+
+
+class _Centred:
+    """The centred curve model with fixed priors and the data and scale as its arguments.
+
+    One per priors (cached), so that NUTS's compiled code is shared by every fit with them.
+    """
+
+    def __init__(self, priors: PriorSet):
+        self.priors = priors
+
+    def __call__(self, data: CurveData, scale):
+        curve_model(data, priors=self.priors, obs=data.log_loss, scale=scale, centred=True)
 
 
 def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup: int,
             num_samples: int, progress: bool) -> CurveFit:
-    from numpyro.infer import MCMC, NUTS, init_to_value
+    from numpyro.infer import NUTS
 
     data, point, cal, priors, used = prep.data, prep.point, prep.cal, prep.priors, prep.used
     noise = float(point["sigma"])
     scale = float(np.hypot(noise, cal["fitted"]))
-    kernel = NUTS(partial(curve_model, centred=True), dense_mass=True, target_accept_prob=0.8,
-                  init_strategy=init_to_value(values=_centred_start(point, priors, prep.law)))
-    method = "parallel" if jax.local_device_count() >= chains else "sequential"
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
-                chain_method=method, progress_bar=progress)
-    mcmc.run(jax.random.PRNGKey(seed), data=data, priors=priors, obs=data.log_loss,
-             scale=scale, extra_fields=("diverging",))
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    model = cached(("centred model", priors.to_toml()), lambda: _Centred(priors))
+    padded = jax.tree.map(jnp.asarray, _padded(data))
+    samples, diverging = nuts(
+        ("curve", *_signature(data, priors)),
+        lambda: NUTS(model, dense_mass=True, target_accept_prob=0.8),
+        jax.random.PRNGKey(seed), (padded, jnp.asarray(scale, dtype=jnp.float64)),
+        init=_centred_start(point, priors, prep.law), num_chains=chains,
+        num_warmup=num_warmup, num_samples=num_samples)
     sites = [k for k in samples if not k.endswith("_group") and k not in ("C", "E")]
     run_of = np.concatenate([np.full(int(_fit_points(r, thin=True).sum()), i)
                              for i, r in enumerate(used)])
@@ -713,7 +793,7 @@ def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup
                            [r.name for r in used], noise=noise, floor=cal["floor"])
     # one draw of the discrepancy rates per draw of the law (they are independent)
     samples.update({k: cal["rates"][:, i].reshape(chains, num_samples) for i, k in enumerate(RATE_SITES)})
-    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()) + cal["divergences"]
+    divergences = int(diverging.sum()) + cal["divergences"]
     diag = replace(_diagnostics(samples, divergences, sites, single_chain=RATE_SITES), misfit=misfit)
     for m in misfit:
         log.warning("%s law: %s", prep.law, m)

@@ -11,9 +11,10 @@ calibrated separately by held-out prediction (see `lrplan.inference`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -103,11 +104,49 @@ class CurveData:
     n_groups: int
     group_log_n: np.ndarray
     size_law: bool
+    #: Per point: a real point (True) or padding (False) up to a shape bucket (see `padded`).
+    valid: np.ndarray | None = None
 
     @property
     def n_points(self) -> int:
-        """Number of evaluation points."""
+        """Number of evaluation points (padding included)."""
         return int(self.point_group.shape[0])
+
+    def padded(self, n_points: int, n_pairs: int | None = None) -> CurveData:
+        """The same data padded to ``n_points`` points (and ``n_pairs`` multi-power pairs).
+
+        Padding points are masked out of the likelihood and of the positivity check, and
+        padding pairs add nothing to the loss: the model's density is unchanged, and fits of
+        data of different lengths padded to one size share compiled code.
+        """
+        n = self.n_points
+        extra = n_points - n
+        if extra < 0:
+            raise ValueError(f"cannot pad {n} points to {n_points}")
+        pad = lambda x, v: np.concatenate([np.asarray(x), np.full(extra, v, np.asarray(x).dtype)])  # noqa: E731
+        f = self.features
+        if isinstance(f, laws.MultiPowerFeatures):
+            k = n_pairs if n_pairs is not None else f.point.size
+            more = k - f.point.size
+            if more < 0:
+                raise ValueError(f"cannot pad {f.point.size} pairs to {k}")
+            pp = lambda x, v: np.concatenate([x, np.full(more, v, x.dtype)])  # noqa: E731
+            f = laws.MultiPowerFeatures(s1w=pad(f.s1w, 1.0), point=pp(f.point, 0),
+                                        d_lr=pp(f.d_lr, 0.0), log_lr=pp(f.log_lr, 0.0),
+                                        area_far=pp(f.area_far, 0.0),
+                                        area_near=pp(f.area_near, 0.0))
+        else:
+            f = laws.AnnealingFeatures(s1=pad(f.s1, 1.0), s2=pad(f.s2, 0.0))
+        valid = np.ones(n, bool) if self.valid is None else np.asarray(self.valid, bool)
+        return replace(self, features=f, point_group=pad(self.point_group, 0),
+                       log_loss=None if self.log_loss is None else pad(self.log_loss, 0.0),
+                       valid=pad(valid, False))
+
+
+# data are a pytree: arrays dynamic, the law and the groups' layout static (part of the shape)
+jax.tree_util.register_dataclass(
+    CurveData, data_fields=["features", "point_group", "log_loss", "group_log_n", "valid"],
+    meta_fields=["law", "n_groups", "size_law"])
 
 
 def held_at_peak(lr: np.ndarray, warmup_steps: int) -> np.ndarray:
@@ -285,10 +324,13 @@ def curve_model(
     values = _group_values(data, priors, centred)
     mean = law_mean(data, values)
     # A law whose parameters make the loss non-positive is outside the model: give it no mass.
-    numpyro.factor("positive_loss", jnp.where(jnp.all(mean > 0), 0.0, -jnp.inf))
+    positive = mean > 0 if data.valid is None else (mean > 0) | ~jnp.asarray(data.valid)
+    numpyro.factor("positive_loss", jnp.where(jnp.all(positive), 0.0, -jnp.inf))
     log_mean = jnp.log(jnp.clip(mean, 1e-6))
     if scale is None:
         scale = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
-    with numpyro.plate("points", data.n_points), numpyro.handlers.mask(
-            mask=True if seen is None else seen):
+    mask = True if seen is None else seen
+    if data.valid is not None:
+        mask = jnp.asarray(data.valid) & mask
+    with numpyro.plate("points", data.n_points), numpyro.handlers.mask(mask=mask):
         numpyro.sample("log_loss", dist.StudentT(STUDENT_DF, log_mean, scale), obs=obs)

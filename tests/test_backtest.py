@@ -173,3 +173,51 @@ def test_sweep_backtest_scores_lrplan_beside_the_baselines():
     lr = per.loc["lrplan"]
     # the bundled sweep is drawn from the transfer law: lrplan lands near each cell's optimum
     assert np.all(np.abs(lr["log_ratio"]) < 0.4) and np.all(lr["rel_excess"] < 0.005)
+
+
+def _sized_runs(tmp_path, noise=0.002):
+    """Two schedules at each of four sizes: `size:rolling` makes two folds."""
+    parts = [simulate_curves("annealing", {"L0": 2.2 + 0.4 * (3 - i), "A": 0.8, "alpha": 0.45, "C": 0.3},
+                             {f"{n:.0e}-cos": "cosine:final=0.1", f"{n:.0e}-const": "constant"},
+                             steps=3000, peak_lr=1e-3, warmup_steps=200, every=100, noise=noise,
+                             params=n, tokens_per_step=1e5, seed=i)
+             for i, n in enumerate((1e7, 3e7, 1e8, 3e8))]
+    pd.concat([p[0] for p in parts]).to_csv(tmp_path / "r.csv", index=False)
+    pd.concat([p[1] for p in parts]).to_csv(tmp_path / "m.csv", index=False)
+    return load_runs(tmp_path / "r.csv", meta=tmp_path / "m.csv")
+
+
+def _same_tables(a, b):
+    assert len(a.folds) == len(b.folds) >= 2
+    pd.testing.assert_frame_equal(a.per_run, b.per_run)
+    pd.testing.assert_frame_equal(a.summary, b.summary)
+    assert a.notes == b.notes and a.folds == b.folds
+
+
+def test_backtest_folds_in_two_processes_give_the_serial_tables(tmp_path):
+    runs = _sized_runs(tmp_path)
+    kw = dict(law="annealing", methods=("huber", "nearest"), n_boot=4, seed=3)
+    serial = backtest.backtest_curves(runs, "size:rolling", **kw)
+    parallel = backtest.backtest_curves(runs, "size:rolling", jobs=2, **kw)
+    _same_tables(serial, parallel)
+    assert serial.per_run["mean_rel_err"].notna().all()
+
+
+def test_backtest_folds_on_a_local_dask_cluster_give_the_serial_tables(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    runs = _sized_runs(tmp_path)
+    kw = dict(law="annealing", methods=("huber", "nearest"), n_boot=4, seed=3)
+    serial = backtest.backtest_curves(runs, "size:rolling", **kw)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = backtest.backtest_curves(runs, "size:rolling", executor=client.get_executor(), **kw)
+    _same_tables(serial, remote)
+
+
+@pytest.mark.slow
+def test_lrplan_backtest_in_two_processes_gives_the_serial_tables(tmp_path):
+    runs = _sized_runs(tmp_path)
+    kw = dict(law="annealing", methods=("lrplan",), chains=2, num_warmup=100, num_samples=100, seed=1)
+    serial = backtest.backtest_curves(runs, "size:rolling", **kw)
+    parallel = backtest.backtest_curves(runs, "size:rolling", jobs=2, **kw)
+    _same_tables(serial, parallel)
