@@ -780,6 +780,9 @@ def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup
     scale = float(np.hypot(noise, cal["fitted"]))
     model = cached(("centred model", priors.to_toml()), lambda: _Centred(priors))
     padded = jax.tree.map(jnp.asarray, _padded(data))
+    if progress:  # one compiled run: no per-step bar
+        log.info("sampling the %s law: %d chain(s) x (%d warmup + %d draws)", prep.law, chains,
+                 num_warmup, num_samples)
     samples, diverging = nuts(
         ("curve", *_signature(data, priors)),
         lambda: NUTS(model, dense_mass=True, target_accept_prob=0.8),

@@ -154,7 +154,16 @@ def _law_draws(law: str, features, point_group, values: dict) -> jnp.ndarray:
 
 
 def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
-    """The law's curve for every draw, in chunks of one shape (one compilation)."""
+    """The law's curve for every draw, in chunks of one shape (one compilation).
+
+    The points (and multi-power pairs) are padded to their shape bucket, so targets of
+    similar lengths share the compiled code.
+    """
+    from .sampling import bucket
+
+    points = data.n_points
+    pairs = getattr(data.features, "point", None)
+    data = data.padded(bucket(points), None if pairs is None else bucket(pairs.size))
     n = len(values["L0"])
     out = []
     for i in range(0, n, chunk):
@@ -162,7 +171,7 @@ def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
         m = len(part["L0"])
         if m < chunk:
             part = {k: jnp.concatenate([v, jnp.repeat(v[-1:], chunk - m)]) for k, v in part.items()}
-        out.append(np.asarray(_law_draws(law, data.features, data.point_group, part))[:m])
+        out.append(np.asarray(_law_draws(law, data.features, data.point_group, part))[:m, :points])
     return np.concatenate(out)
 
 

@@ -196,7 +196,7 @@ def _same_tables(a, b):
 
 def test_backtest_folds_in_two_processes_give_the_serial_tables(tmp_path):
     runs = _sized_runs(tmp_path)
-    kw = dict(law="annealing", methods=("huber", "nearest"), n_boot=4, seed=3)
+    kw = dict(law="annealing", methods=("huber", "nearest"), n_boot=2, seed=3)
     serial = backtest.backtest_curves(runs, "size:rolling", **kw)
     parallel = backtest.backtest_curves(runs, "size:rolling", jobs=2, **kw)
     _same_tables(serial, parallel)
@@ -206,7 +206,7 @@ def test_backtest_folds_in_two_processes_give_the_serial_tables(tmp_path):
 def test_backtest_folds_on_a_local_dask_cluster_give_the_serial_tables(tmp_path):
     distributed = pytest.importorskip("distributed")
     runs = _sized_runs(tmp_path)
-    kw = dict(law="annealing", methods=("huber", "nearest"), n_boot=4, seed=3)
+    kw = dict(law="annealing", methods=("huber", "nearest"), n_boot=2, seed=3)
     serial = backtest.backtest_curves(runs, "size:rolling", **kw)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:

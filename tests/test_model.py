@@ -43,3 +43,30 @@ def test_fixed_scale_removes_sigma_and_prior_predictive_is_finite():
     assert "sigma" not in draws
     assert draws["log_loss"].shape == (50, d.n_points)
     assert np.isfinite(np.asarray(draws["log_loss"])).mean() > 0.9
+
+
+def test_padding_leaves_the_density_and_the_law_unchanged():
+    from numpyro.infer.util import log_density
+
+    from lrplan.model import law_mean
+    from lrplan.sampling import bucket
+
+    for law in ("multipower", "annealing"):
+        d = data(law, groups=2)
+        d = d.__class__(**{**d.__dict__, "log_loss": d.log_loss + 0.01 * np.arange(d.n_points) / d.n_points})
+        pairs = getattr(d.features, "point", None)
+        p = d.padded(bucket(d.n_points + 1), None if pairs is None else bucket(pairs.size + 1))
+        assert p.n_points > d.n_points and not p.valid[d.n_points:].any()
+        priors = load_priors(law)
+        tr = handlers.trace(handlers.seed(curve_model, 3)).get_trace(d, priors=priors, obs=d.log_loss)
+        params = {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+        seen = np.arange(d.n_points) % 3 > 0
+        dens = [log_density(curve_model, (), dict(data=x, priors=priors, obs=x.log_loss, seen=s), params)[0]
+                for x, s in ((d, seen), (p, np.concatenate([seen, np.ones(p.n_points - d.n_points, bool)])))]
+        assert np.isfinite(dens[0])
+        np.testing.assert_allclose(dens[1], dens[0], rtol=1e-12)
+        values = {k: np.full(2, v) for k, v in dict(L0=2.5, A=0.8, alpha=0.4, B=0.5, C=2.0, beta=0.6,
+                                                     gamma=0.6).items()}
+        np.testing.assert_allclose(np.asarray(law_mean(p, values))[:d.n_points],
+                                   np.asarray(law_mean(d, values)), rtol=1e-12)
+    assert [bucket(n) for n in (1, 16, 17, 20, 21, 33, 100)] == [16, 16, 20, 20, 24, 40, 112]
