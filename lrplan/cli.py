@@ -678,7 +678,7 @@ def demo(out_dir, seed):
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
               help="Fit the folds of a curve backtest in this many processes (same tables).")
 @click.option("--cluster", metavar="ADDRESS",
-              help="Fit the folds on a Dask cluster, e.g. tcp://scheduler:8786 (pip install "
+              help="Fit the folds of a curve backtest on a Dask cluster, e.g. tcp://host:8786 (pip install "
                    "'lrplan[cluster]').")
 @seed_option
 @json_option
