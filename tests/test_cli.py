@@ -29,7 +29,7 @@ def fit_file(files):
                                    "-o", str(out), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["runs"] == 2 and set(doc["diagnostics"]) == {"r_hat_max", "ess_bulk_min", "divergences"}
+    assert doc["runs"] == 2 and set(doc["diagnostics"]) == {"status", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences", "misfit"}
     return out
 
 
