@@ -78,11 +78,11 @@ LossUnit = Literal["nats", "bits", "perplexity"]
 
 #: Loss keys, most preferred first: eval losses, then train losses.
 EVAL_LOSS_KEYS = ("eval/loss", "val/loss", "eval_loss", "val_loss", "validation/loss",
-                  "valid/loss", "eval/lm_loss", "lm loss validation", "lm-loss-validation/lm loss",
-                  "validation_loss")
+                  "valid/loss", "eval/lm_loss", "lm loss validation", "lm_loss_validation",
+                  "lm-loss-validation/lm loss", "validation_loss")
 EVAL_LOSS_PATTERNS = ("eval/*/CrossEntropyLoss", "eval/*/loss", "val/*/loss")
 TRAIN_LOSS_KEYS = ("train/loss", "train/CrossEntropyLoss", "train_loss", "loss", "lm loss",
-                   "train/lm_loss", "training_loss", "lm-loss-training/lm loss")
+                   "lm_loss", "train/lm_loss", "training_loss", "lm-loss-training/lm loss")
 LR_KEYS = ("lr", "learning_rate", "train/learning_rate", "train/lr", "optim/learning_rate_group0",
            "learning-rate", "optim/lr", "trainer/learning_rate")
 LR_PATTERNS = ("lr-*",)  # PyTorch Lightning's LearningRateMonitor
