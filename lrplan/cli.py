@@ -233,7 +233,7 @@ def _default_steps(total: int, warmup: int, n: int = 50):
 @click.argument("fit_file", metavar="FIT", type=click.Path(dir_okay=False))
 @click.option("--lr-file", type=click.Path(dir_okay=False), help="CSV step,lr of the target.")
 @click.option("--schedule", help="Schedule spec, e.g. cosine:final=0.1 or wsd:decay=0.2.")
-@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), help="Total steps of the target.")
 @click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
 @click.option("--warmup-steps", type=click.IntRange(0),
               help="Warmup steps (default: 0 for a spec, inferred from an LR file).")
@@ -289,7 +289,7 @@ def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, t
 
 @cli.command()
 @click.argument("spec")
-@click.option("--steps", required=True, type=click.IntRange(1), help="Total steps.")
+@click.option("--steps", required=True, type=click.IntRange(1, 100_000_000), help="Total steps.")
 @click.option("--peak-lr", required=True, type=float, callback=_positive, help="Peak LR.")
 @click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(0))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -316,7 +316,7 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
 @click.option("--schedule", "schedules", multiple=True,
               help="Candidate schedule spec for the target (repeatable). Default: cosine:final=0.1, "
                    "wsd:decay=0.2 and constant at the longest fitted run's steps and peak LR.")
-@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), help="Total steps of the target.")
 @click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
 @click.option("--warmup-steps", type=click.IntRange(0), help="Warmup steps of the target.")
 @click.option("--params", type=float, callback=_positive, help="Target model size N.")

@@ -59,6 +59,7 @@ __all__ = [
     "EXTENSIONS",
     "EXPLODE_FACTOR",
     "EXPLODE_LOSS",
+    "MAX_STEPS",
 ]
 
 REQUIRED_COLUMNS = ("run", "step", "loss")
@@ -70,6 +71,9 @@ _NUMERIC_PER_RUN = tuple(c for c in PER_RUN_COLUMNS if c not in _TEXT_PER_RUN)
 #: What a branch takes from its parent when it does not give it: the model, batch and warmup.
 _INHERITED = ("params", "tokens_per_step", "peak_lr", "warmup_steps")
 _INTEGER_PER_RUN = ("total_steps", "warmup_steps")
+
+#: Most optimizer steps a run may have (a per-step LR of that many float64 takes 800 MB).
+MAX_STEPS = 100_000_000
 
 #: File extensions accepted for runs and metadata files, and the reader each one selects.
 EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
@@ -445,16 +449,22 @@ def _interpolate_lr(steps: np.ndarray, lr: np.ndarray, *, total_steps: int, warm
     Linear interpolation between logged steps; the last logged LR is held after the last
     logged step. Before the first logged step s0: with a warmup of W > 0 steps the LR ramps
     as ``peak_lr * s / W`` up to step W and is interpolated from the peak at W to the first
-    logged LR at s0 (if s0 <= W, it ramps linearly from 0 to the first logged LR); with no
-    warmup the first logged LR is held.
+    logged LR at s0 (if s0 <= W, it ramps linearly from 0 to the first logged LR, and the
+    warmup's end W is a knot at the peak when no step logs it); with no warmup the first
+    logged LR is held.
     """
     ok = np.isfinite(lr)
     xs, ys = steps[ok].astype(np.float64), lr[ok].astype(np.float64)
     if warmup_steps > 0:
-        if xs[0] > warmup_steps:
-            xs, ys = np.r_[0.0, float(warmup_steps), xs], np.r_[0.0, peak_lr, ys]
-        else:
+        w = float(warmup_steps)
+        if xs[0] > w:
+            xs, ys = np.r_[0.0, w, xs], np.r_[0.0, peak_lr, ys]
+        elif w in xs or xs[-1] < w:
             xs, ys = np.r_[0.0, xs], np.r_[0.0, ys]
+        else:  # the warmup ends between two logged steps: at the peak
+            before = xs < w
+            xs = np.r_[0.0, xs[before], w, xs[~before]]
+            ys = np.r_[0.0, ys[before], peak_lr, ys[~before]]
     return np.interp(np.arange(1, total_steps + 1, dtype=np.float64), xs, ys)
 
 
@@ -553,6 +563,12 @@ def runs_from_frame(df: pd.DataFrame, *, source: str,
         i = _first(bad)
         shown = "empty" if np.isnan(step[i]) else repr(df["step"].iloc[i])
         raise _fail(file, "step", runs_col[i], i + 1, f"{shown} is not an integer >= 1")
+    bad = step > MAX_STEPS
+    if bad.any():
+        i = _first(bad)
+        raise _fail(file, "step", runs_col[i], i + 1,
+                    f"{_show(step[i])} is beyond {MAX_STEPS:.0e} optimizer steps",
+                    "give the number of optimizer updates (not tokens or samples)")
     step_i = step.astype(np.int64)
 
     loss = _numeric(df, "loss", file, runs_col)
@@ -739,6 +755,11 @@ def _make_run(name: str, rows: np.ndarray, *, file: str, step: np.ndarray, loss:
                             f"{int(warmup_f)} (row {wv.row} of {wv.file})",
                             "drop one of them or make them agree")
 
+    if total_f is not None and total_f > MAX_STEPS:
+        tv = per["total_steps"]
+        raise _fail(tv.file, "total_steps", name, tv.row,
+                    f"{_show(total_f)} is beyond {MAX_STEPS:.0e} optimizer steps",
+                    "give the planned number of optimizer updates (not tokens)")
     total = int(total_f) if total_f is not None else last_step
     if total < last_step:
         tv = per["total_steps"]

@@ -53,7 +53,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .data import EXTENSIONS, RunSet, read_table, runs_from_frame
+from .data import EXTENSIONS, MAX_STEPS, RunSet, read_table, runs_from_frame
 from .errors import DataError
 from .files import atomic_write
 
@@ -234,10 +234,14 @@ def _numbers(raw: RawRun, key: str, s: Series, what: str, fix: str) -> tuple[np.
         except (TypeError, ValueError):
             raise _fail(raw.file, key, raw.name, s.where[i], f"step {_show(st)} is not a number",
                         "give the optimizer step as an integer >= 0") from None
-        if not (math.isfinite(t) and t >= 0 and t == round(t) and t < 2**53):
+        if not (math.isfinite(t) and t >= 0 and t == round(t)):
             raise _fail(raw.file, key, raw.name, s.where[i],
                         f"step {_show(st)} is not an integer >= 0",
                         "give the optimizer step as an integer >= 0")
+        if t > MAX_STEPS:
+            raise _fail(raw.file, key, raw.name, s.where[i],
+                        f"step {_show(st)} is beyond {MAX_STEPS:.0e} optimizer steps",
+                        "give the number of optimizer updates (not tokens or samples) as the step")
         steps.append(t)
         values.append(x)
         keep.append(i)
@@ -742,11 +746,16 @@ def _warmup_from_lr(steps: np.ndarray, lr: np.ndarray) -> int | None:
     peak = y.max()
     if y[0] >= 0.99 * peak:
         return 0
-    w = int(round(s[0] * peak / y[0]))
+    with np.errstate(over="ignore", divide="ignore"):
+        w_float = s[0] * (peak / y[0])
+    reach = int(s[np.argmax(y >= 0.99 * peak)])
+    if not w_float <= reach:
+        return reach
+    w = max(int(round(w_float)), 1)
     ramp = s < w
     if np.all(np.abs(y[ramp] - peak * s[ramp] / w) <= 0.05 * peak):
         return w
-    return int(s[np.argmax(y >= 0.99 * peak)])
+    return reach
 
 
 def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | None,
@@ -805,8 +814,12 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
             del frame["lr"]
         else:
             w = _warmup_from_lr(lst, lv)
-            if w:
+            if w and w < st[-1]:
                 per["warmup_steps"] = ("the logged LR's rise", w)
+            elif w == 0 and lst.size and lst.min() > 1:
+                notes.append(f"run {raw.name}: the logged LR is at its peak from its first step "
+                             f"({int(lst.min())}): a warmup before it is not seen; give "
+                             "--warmup-steps (or warmup_steps in --meta) if there was one")
     else:
         notes.append(f"run {raw.name}: no LR logged (looked for {', '.join(LR_KEYS[:5])}, ...); "
                      "give --lr KEY, or a schedule and peak_lr, for the curve model")
