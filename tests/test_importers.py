@@ -299,3 +299,37 @@ def test_bad_import_leaves_no_output_and_one_line(tmp_path):
     assert res.exit_code == 2 and not out.exists() and list(tmp_path.iterdir()) == [p]
     assert res.stderr.strip() == ("lrplan: error: " + str(p) + ": key 'train/loss', run 'r', row 2: 'abc' is not "
                                   "a number; the loss must be a number (NaN or inf for a diverged step)")
+
+
+def test_same_logs_give_the_same_bytes(tmp_path, monkeypatch):
+    out, _ = _import(tmp_path, monkeypatch, "hf")
+    first = out.read_bytes()
+    args = ["import", str(tmp_path / "hf"), "-o", str(tmp_path / "again.csv"), "--params", "1e8", "--json"]
+    a, b = CliRunner().invoke(cli, args), CliRunner().invoke(cli, args)
+    assert a.exit_code == 0 and a.stdout == b.stdout
+    assert (tmp_path / "again.csv").read_bytes() == first
+
+
+def test_non_physical_losses_mark_divergence_and_are_never_fitted(tmp_path):
+    from lrplan.inference import _select
+    from lrplan.transfer import transfer_points
+
+    runs = []
+    for name, bad in (("ok1", None), ("ok2", None), ("ok3", None), ("huge", 1e308), ("neg", -0.5)):
+        steps = np.arange(100, 1100, 100)
+        loss = 4.0 - steps / 1000
+        if bad is not None:
+            loss[6] = bad
+        runs.append(pd.DataFrame({"run": name, "step": steps, "loss": loss, "lr": 1e-3, "params": 1e8,
+                                  "tokens_per_step": 1e6}))
+    pd.concat(runs).to_csv(tmp_path / "r.csv", index=False)
+    rs = load_runs(tmp_path / "r.csv")
+    for name in ("huge", "neg"):
+        r = rs[name]
+        assert r.diverged and r.diverged_step == 700 and 700 not in r.steps and r.loss.max() < 20
+        assert any(n.startswith(f"run {name}: 1 row(s) with a loss <= 0 or above 20") for n in rs.excluded)
+    used, notes = _select(rs)
+    assert [r.name for r in used] == ["ok1", "ok2", "ok3"]
+    points, _ = transfer_points(rs)
+    assert points.loc[points.run.isin(["huge", "neg"]), "loss"].isna().all()
+    assert points.loc[points.run.isin(["huge", "neg"]), "diverged"].all()
