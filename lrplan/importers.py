@@ -964,7 +964,10 @@ def import_runs(sources: Sequence[str | os.PathLike[str]], *, format: Format = "
         frames.append(f)
         infos.append(info)
         per_run[r.name] = per
-    given = _given(meta, settings, list(per_run))
+    given = _given(meta, settings, list(per_run), notes)
+    for name, g in given.items():
+        if "warmup_steps" in g:  # the caller knows the warmup the log does not show
+            notes[:] = [n for n in notes if not n.startswith(f"run {name}: the logged LR is at its peak")]
     for name, per in per_run.items():
         for col, (where, value) in given.get(name, {}).items():
             if col in per and not _close(per[col][1], value):
@@ -996,7 +999,7 @@ def _close(a: Any, b: Any) -> bool:
 
 
 def _given(meta: str | os.PathLike[str] | None, settings: dict[str, Any] | None,
-           names: list[str]) -> dict[str, dict[str, tuple[str, Any]]]:
+           names: list[str], notes: list[str]) -> dict[str, dict[str, tuple[str, Any]]]:
     """Per-run values given by the caller: the metadata file's, then the settings for all."""
     out: dict[str, dict[str, tuple[str, Any]]] = {n: {} for n in names}
     if meta is not None:
@@ -1004,9 +1007,18 @@ def _given(meta: str | os.PathLike[str] | None, settings: dict[str, Any] | None,
         if "run" not in m.columns:
             raise DataError(f"{meta}: missing column 'run' (found: {_cols(m.columns)}); a "
                             "metadata file needs a run column to join on")
+        unused = [c for c in m.columns if c != "run" and c not in _USER_SETTINGS]
+        if unused:
+            notes.append(f"{meta}: column(s) {', '.join(map(str, unused))} not used")
+        other, seen = [], set()
         for i, row in m.iterrows():
             rid = str(row["run"]).strip()
+            if rid in seen:
+                raise DataError(f"{meta}: column 'run', run {rid!r}, row {i + 1}: run listed again; "
+                                "keep one metadata row per run")
+            seen.add(rid)
             if rid not in out:
+                other.append(rid)
                 continue
             for col in _USER_SETTINGS:
                 if col in m.columns and not _missing(row[col]) and not (
@@ -1019,6 +1031,9 @@ def _given(meta: str | os.PathLike[str] | None, settings: dict[str, Any] | None,
                             raise DataError(f"{meta}: column {col!r}, run {rid!r}, row {i + 1}: "
                                             f"{_show(v)} is not a number; give a number") from None
                     out[rid][col] = (f"meta {meta}", v)
+        if other:
+            notes.append(f"{meta}: {len(other)} run(s) not among the imported runs ignored: "
+                         + ", ".join(other[:8]) + (" ..." if len(other) > 8 else ""))
     for col, v in (settings or {}).items():
         if v is None:
             continue
