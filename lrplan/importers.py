@@ -8,9 +8,10 @@ run, checks every value it uses, and builds one runs table (the contract of
 
 Formats, each read with the ecosystem's own reader where one exists:
 
-- ``wandb``: a run history as exported from the UI or by ``run.history()`` /
-  ``scan_history()`` (CSV or Parquet, one run per file), with the run's config as JSON beside
-  it (``NAME.config.json``, ``NAME_config.json`` or ``config.json``; W&B's
+- ``wandb``: a run history as saved from ``run.history()`` / ``scan_history()`` (CSV or
+  Parquet, one run per file), or a chart's data exported from the UI (``Step``, ``RUN - KEY``
+  columns, any number of runs; a run's keys may come from several charts' files), with the
+  run's config as JSON beside it (``NAME.config.json``, ``NAME_config.json`` or ``config.json``; W&B's
   ``{"key": {"value": ...}}`` wrapping is undone, nested keys are joined with ``.``).
 - ``tensorboard``: event files, or folders of them (one run per folder that holds event files),
   read with TensorBoard's ``EventAccumulator`` keeping every scalar (its default keeps a
@@ -19,7 +20,8 @@ Formats, each read with the ecosystem's own reader where one exists:
   them (one run per folder; of a run's ``checkpoint-N`` folders, the latest).
 - ``mlflow``: an MLflow file store (``mlruns/<experiment>/<run>/metrics/<key>``, lines of
   ``timestamp value step``); the run's name is its ``mlflow.runName`` tag, its config its
-  ``params``.
+  ``params``. A tracking URI (``sqlite:///mlflow.db``, ``http://host:5000``) is read with
+  ``MlflowClient().get_metric_history`` (needs mlflow or mlflow-skinny).
 - ``csv``: any CSV / Parquet / JSONL table; ``run_column`` names the column of run ids (else
   one run per file), the key options name the other columns.
 
@@ -66,6 +68,7 @@ __all__ = [
     "read_tensorboard",
     "read_hf",
     "read_mlflow",
+    "read_mlflow_client",
     "read_csv",
     "detect_format",
     "import_runs",
@@ -123,6 +126,7 @@ class Series:
     steps: np.ndarray  # object: as read (numbers, text, None)
     values: np.ndarray  # object: as read
     where: tuple[str, ...]  # "row 12", "line 3", "log_history entry 7", "step 400"
+    file: str | None = None  # where it differs from its run's file (a run merged from files)
 
 
 @dataclass(frozen=True)
@@ -224,22 +228,22 @@ def _numbers(raw: RawRun, key: str, s: Series, what: str, fix: str) -> tuple[np.
         try:
             x = _number(v)
         except (TypeError, ValueError):
-            raise _fail(raw.file, key, raw.name, s.where[i], f"{_show(v)} is not a number",
+            raise _fail(s.file or raw.file, key, raw.name, s.where[i], f"{_show(v)} is not a number",
                         fix) from None
         if _missing(st):
-            raise _fail(raw.file, key, raw.name, s.where[i], "no step for this value",
+            raise _fail(s.file or raw.file, key, raw.name, s.where[i], "no step for this value",
                         "give every logged value its step")
         try:
             t = _number(st)
         except (TypeError, ValueError):
-            raise _fail(raw.file, key, raw.name, s.where[i], f"step {_show(st)} is not a number",
+            raise _fail(s.file or raw.file, key, raw.name, s.where[i], f"step {_show(st)} is not a number",
                         "give the optimizer step as an integer >= 0") from None
         if not (math.isfinite(t) and t >= 0 and t == round(t)):
-            raise _fail(raw.file, key, raw.name, s.where[i],
+            raise _fail(s.file or raw.file, key, raw.name, s.where[i],
                         f"step {_show(st)} is not an integer >= 0",
                         "give the optimizer step as an integer >= 0")
         if t > MAX_STEPS:
-            raise _fail(raw.file, key, raw.name, s.where[i],
+            raise _fail(s.file or raw.file, key, raw.name, s.where[i],
                         f"step {_show(st)} is beyond {MAX_STEPS:.0e} optimizer steps",
                         "give the number of optimizer updates (not tokens or samples) as the step")
         steps.append(t)
@@ -370,11 +374,37 @@ def read_wandb(path: str | os.PathLike[str], *, step: str | None = None,
     if df.empty:
         raise DataError(f"{p}: the history has no rows; export the run's history with its "
                         "logged rows")
-    step_col = _pick_step_column(df, p, step)
     cfg_path = Path(config) if config is not None else _sidecar_config(p)
     cfg = _read_config(cfg_path) if cfg_path is not None else {}
-    return [RawRun(name or p.stem, str(p), "wandb", _table_series(df, step_col), cfg,
-                   None if cfg_path is None else str(cfg_path))]
+    cfg_file = None if cfg_path is None else str(cfg_path)
+    panel = _panel_columns(df)
+    if panel is not None:
+        steps = df["Step"].to_numpy(dtype=object)
+        where = tuple(f"row {i + 1}" for i in range(len(df)))
+        runs: dict[str, dict[str, Series]] = {}
+        for col, (run, key) in panel.items():
+            runs.setdefault(run, {})[key] = Series(steps, df[col].to_numpy(dtype=object), where)
+        return [RawRun(r, str(p), "wandb", series, cfg, cfg_file) for r, series in runs.items()]
+    step_col = _pick_step_column(df, p, step)
+    return [RawRun(name or p.stem, str(p), "wandb", _table_series(df, step_col), cfg, cfg_file)]
+
+
+_PANEL = re.compile(r"^(?P<run>.+?) - (?P<key>.+?)(?P<agg>__MIN|__MAX)?$")
+
+
+def _panel_columns(df: pd.DataFrame) -> dict[str, tuple[str, str]] | None:
+    """Columns of a W&B panel export (``Step``, ``RUN - KEY``, ``RUN - KEY__MIN``, ...), or None.
+
+    Maps each ``RUN - KEY`` column to (run, key); the ``__MIN`` / ``__MAX`` columns (the range
+    of the points a sampled panel merged into one) are not used.
+    """
+    others = [c for c in df.columns if c != "Step"]
+    if "Step" not in df.columns or not others:
+        return None
+    matches = {c: _PANEL.match(c) for c in others}
+    if not all(matches.values()):
+        return None
+    return {c: (m.group("run"), m.group("key")) for c, m in matches.items() if not m.group("agg")}
 
 
 def read_csv(path: str | os.PathLike[str], *, step: str | None = None,
@@ -574,6 +604,50 @@ def read_mlflow(path: str | os.PathLike[str]) -> list[RawRun]:
     return runs
 
 
+def read_mlflow_client(uri: str) -> list[RawRun]:
+    """Read every run of an MLflow tracking server or database with ``MlflowClient``.
+
+    ``uri`` is a tracking URI (``sqlite:///mlflow.db``, ``http://host:5000``, ...); each
+    metric's history comes from ``get_metric_history``, the config from the run's params.
+    Needs the mlflow (or mlflow-skinny) package.
+    """
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise DataError(f"{uri}: reading an MLflow tracking URI needs the mlflow package; install "
+                        "it (pip install mlflow-skinny), or point at an mlruns folder") from None
+    runs = []
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiments = client.search_experiments()
+        for exp in sorted(experiments, key=lambda e: str(e.experiment_id)):
+            token = None
+            while True:
+                page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
+                                          order_by=["attributes.start_time ASC"])
+                for run in page:
+                    rid = run.info.run_id
+                    series = {}
+                    for key in sorted(run.data.metrics):
+                        hist = client.get_metric_history(rid, key)
+                        series[key] = Series(np.array([m.step for m in hist], dtype=object),
+                                             np.array([m.value for m in hist], dtype=object),
+                                             tuple(f"point {i + 1}" for i in range(len(hist))))
+                    runs.append(RawRun(run.info.run_name or rid, f"{uri} run {rid}", "mlflow",
+                                       series, dict(run.data.params), f"{uri} run {rid}"))
+                token = page.token
+                if not token:
+                    break
+    except MlflowException as e:
+        first = str(e.message if hasattr(e, "message") else e).strip().splitlines()
+        raise DataError(f"{uri}: MLflow cannot read it ({first[0] if first else type(e).__name__})"
+                        "; check the tracking URI") from None
+    if not runs:
+        raise DataError(f"{uri}: no MLflow runs there; check the tracking URI")
+    return runs
+
+
 def _read_text(p: Path) -> str:
     try:
         return p.read_text(encoding="utf-8")
@@ -688,7 +762,7 @@ def _dedupe(raw: RawRun, key: str, s: Series, steps: np.ndarray, values: np.ndar
                 same += 1
                 continue
             if duplicates == "error":
-                raise _fail(raw.file, key, raw.name, s.where[idx[j]],
+                raise _fail(s.file or raw.file, key, raw.name, s.where[idx[j]],
                             f"step {int(st)} is logged again with another value "
                             f"({_show(values[j])}; first {_show(values[first])} at "
                             f"{s.where[idx[first]]})",
@@ -778,7 +852,7 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
                      "(before the first update) left out")
         st, y, idx = st[~zero], y[~zero], idx[~zero]
     if st.size == 0:
-        raise _fail(raw.file, loss_key, raw.name, None, "no value at a step >= 1",
+        raise _fail(s.file or raw.file, loss_key, raw.name, None, "no value at a step >= 1",
                     "log the loss at least once after the first optimizer step")
     order = np.argsort(st, kind="stable")
     st, y = st[order], y[order]
@@ -804,7 +878,7 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
         bad = ~np.isfinite(lv) | (lv < 0)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
-            raise _fail(raw.file, lr_key, raw.name, ls.where[lidx[j]],
+            raise _fail(ls.file or raw.file, lr_key, raw.name, ls.where[lidx[j]],
                         f"{_show(lv[j])} is not a finite LR >= 0", "log the LR in effect at the step")
         lst, lv, lidx = _dedupe(raw, lr_key, ls, lst, lv, lidx, duplicates, notes)
         frame["lr"] = _series_at(st, lst, lv)
@@ -836,7 +910,7 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
         bad = ~np.isfinite(tv) | (tv < 0)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
-            raise _fail(raw.file, tokens_key, raw.name, ts.where[tidx[j]],
+            raise _fail(ts.file or raw.file, tokens_key, raw.name, ts.where[tidx[j]],
                         f"{_show(tv[j])} is not a token count >= 0",
                         "log the cumulative tokens seen")
         tst, tv, tidx = _dedupe(raw, tokens_key, ts, tst, tv, tidx, duplicates, notes)
@@ -867,8 +941,11 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
     return pd.DataFrame(frame), per, info
 
 
-def _read(source: Path, fmt: str, *, step: str | None, run_column: str | None,
+def _read(source: str, fmt: str, *, step: str | None, run_column: str | None,
           config: str | None) -> list[RawRun]:
+    if "://" in source and fmt in ("auto", "mlflow"):
+        return read_mlflow_client(source)
+    source = Path(source)
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt == "wandb":
         if source.is_dir():
@@ -939,7 +1016,7 @@ def import_runs(sources: Sequence[str | os.PathLike[str]], *, format: Format = "
                         "--config per source, in the same order")
     raws: list[RawRun] = []
     for i, src in enumerate(sources):
-        raws.extend(_read(Path(src), format, step=step, run_column=run_column,
+        raws.extend(_read(str(src), format, step=step, run_column=run_column,
                           config=str(configs[i]) if configs else None))
     if run_names:
         if len(run_names) != len(raws):
@@ -947,14 +1024,24 @@ def import_runs(sources: Sequence[str | os.PathLike[str]], *, format: Format = "
                             f"({', '.join(r.name for r in raws[:8])}); give one name per run")
         raws = [RawRun(n, r.file, r.format, r.series, r.config, r.config_file)
                 for n, r in zip(run_names, raws, strict=True)]
-    seen: dict[str, str] = {}
+    merged: dict[str, RawRun] = {}
     for r in raws:
         if not r.name.strip():
             raise DataError(f"{r.file}: the run has an empty name; give one with --run")
-        if r.name in seen:
-            raise DataError(f"{r.file}: run {r.name!r} is also in {seen[r.name]}; give the runs "
-                            "distinct names with --run")
-        seen[r.name] = r.file
+        first = merged.get(r.name)
+        if first is None:
+            merged[r.name] = r
+            continue
+        # one run's keys spread over several files (W&B panel exports: one per chart)
+        both = sorted(set(first.series) & set(r.series))
+        if both or first.format != r.format:
+            raise DataError(f"{r.file}: run {r.name!r} is also in {first.file}"
+                            + (f" (both log {both[0]!r})" if both else "")
+                            + "; give the runs distinct names with --run")
+        moved = {k: Series(v.steps, v.values, v.where, v.file or r.file) for k, v in r.series.items()}
+        merged[r.name] = RawRun(r.name, first.file, first.format, {**first.series, **moved},
+                                {**r.config, **first.config}, first.config_file or r.config_file)
+    raws = list(merged.values())
     notes: list[str] = []
     frames, infos = [], []
     per_run: dict[str, dict[str, tuple[str, Any]]] = {}

@@ -333,3 +333,48 @@ def test_non_physical_losses_mark_divergence_and_are_never_fitted(tmp_path):
     points, _ = transfer_points(rs)
     assert points.loc[points.run.isin(["huge", "neg"]), "loss"].isna().all()
     assert points.loc[points.run.isin(["huge", "neg"]), "diverged"].all()
+
+
+def test_mlflow_client_reads_what_the_file_store_reader_reads(tmp_path, monkeypatch):
+    (store,) = write_mlflow(tmp_path, monkeypatch)
+    direct = import_runs([store])
+    client = import_runs([store.as_uri()])
+    assert sorted(direct.runset.names) == sorted(client.runset.names) == sorted(TRUE)
+    for r in direct.runset:
+        c = client.runset[r.name]
+        np.testing.assert_array_equal(r.steps, c.steps)
+        np.testing.assert_array_equal(r.loss, c.loss)
+        np.testing.assert_array_equal(r.lr, c.lr)
+        assert (r.params, r.tokens_per_step, r.warmup_steps) == (c.params, c.tokens_per_step, c.warmup_steps)
+    assert {r.file for r in client.runs} != {r.file for r in direct.runs}
+
+
+def test_wandb_chart_exports_of_several_runs(tmp_path):
+    """The UI's chart export: Step, 'RUN - KEY' (+ __MIN/__MAX) columns; the loss and the LR chart in two files."""
+    frames = {}
+    for key in ("val/loss", "lr"):
+        cols = {}
+        for name, t in TRUE.items():
+            steps = t["log_steps"]
+            if key == "lr":
+                vals = t["lr"][steps - 1]
+            else:
+                ev = dict(zip(t["eval"][:, 0].astype(int), t["eval"][:, 1], strict=True))
+                vals = np.array([ev.get(s, np.nan) for s in steps])
+            cols[f"{name} - {key}"] = vals
+            cols[f"{name} - {key}__MIN"] = vals
+            cols[f"{name} - {key}__MAX"] = vals
+        frames[key] = pd.DataFrame({"Step": TRUE["small-lr"]["log_steps"], **cols})
+    frames["val/loss"].to_csv(tmp_path / "loss_chart.csv", index=False)
+    frames["lr"].to_csv(tmp_path / "lr_chart.csv", index=False)
+    imp = import_runs([tmp_path / "loss_chart.csv", tmp_path / "lr_chart.csv"], settings={"params": PARAMS})
+    for name in TRUE:
+        steps, loss, lr = _expected(name)
+        r = imp.runset[name]
+        np.testing.assert_array_equal(r.steps, steps)
+        np.testing.assert_allclose(r.loss, loss, rtol=1e-12)
+        np.testing.assert_allclose(r.lr[steps - 1], lr, rtol=1e-12)
+        assert r.warmup_steps == WARMUP
+    # the same chart twice is one run logged twice, not a merge
+    with pytest.raises(DataError, match=r"run 'small-lr' is also in .*loss_chart\.csv \(both log 'val/loss'\)"):
+        import_runs([tmp_path / "loss_chart.csv", tmp_path / "loss_chart.csv"])
