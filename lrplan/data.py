@@ -561,7 +561,7 @@ def runs_from_frame(df: pd.DataFrame, *, source: str,
     bad = ~np.isfinite(step) | (step < 1) | (step != np.round(step))
     if bad.any():
         i = _first(bad)
-        shown = "empty" if np.isnan(step[i]) else repr(df["step"].iloc[i])
+        shown = "empty" if np.isnan(step[i]) else _show(df["step"].iloc[i])
         raise _fail(file, "step", runs_col[i], i + 1, f"{shown} is not an integer >= 1")
     bad = step > MAX_STEPS
     if bad.any():

@@ -532,9 +532,8 @@ def read_hf(path: str | os.PathLike[str]) -> list[RawRun]:
         steps, where, columns = [], [], {}
         for i, entry in enumerate(doc["log_history"]):
             if not isinstance(entry, dict):
-                raise DataError(f"{f}: key 'log_history', entry {i + 1}: a "
-                                f"{type(entry).__name__}, not an object; each entry is a JSON "
-                                "object of logged values")
+                raise DataError(f"{f}: key 'log_history', entry {i + 1}: {_show(entry)} is not an "
+                                "object; each entry is a JSON object of logged values")
             steps.append(entry.get("step"))
             where.append(f"log_history entry {i + 1}")
             for k in entry:
@@ -596,7 +595,7 @@ def read_mlflow(path: str | os.PathLike[str]) -> list[RawRun]:
                 st.append(parts[2] if len(parts) == 3 else "0")
                 where.append(f"line {lineno}")
             series[key] = Series(np.array(st, dtype=object), np.array(vals, dtype=object),
-                                 tuple(where))
+                                 tuple(where), str(f))
         pdir = d / "params"
         cfg = ({str(p.relative_to(pdir)).replace(os.sep, "/"): _read_text(p).strip()
                 for p in sorted(pdir.rglob("*")) if p.is_file()} if pdir.is_dir() else {})

@@ -79,6 +79,9 @@ def assert_clean(res, *, files, outputs=()):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrplan: error: "), res.stderr
     assert any(Path(f).name in lines[0] for f in files), (lines[0], files)
+    if os.environ.get("LRPLAN_FUZZ_LOG"):  # to read the messages
+        with open(os.environ["LRPLAN_FUZZ_LOG"], "a", encoding="utf-8") as fh:
+            fh.write(lines[0] + "\n")
     for o in outputs:
         assert not Path(o).exists(), o
         assert not list(Path(o).parent.glob(f".{Path(o).name}.*")), "temporary file left behind"
