@@ -215,7 +215,8 @@ def _show(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _numbers(raw: RawRun, key: str, s: Series, what: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
+def _numbers(raw: RawRun, key: str, s: Series,
+             fix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Steps and values of a series as floats, rows with a missing value left out.
 
     A missing step where a value is logged is an error; so is a value or step that is not a
@@ -495,6 +496,14 @@ def read_tensorboard(path: str | os.PathLike[str]) -> list[RawRun]:
     return runs
 
 
+def _objects(values: list) -> np.ndarray:
+    """A 1-d object array of the values as they are (lists stay single elements)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
 def _hf_states(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
@@ -541,8 +550,8 @@ def read_hf(path: str | os.PathLike[str]) -> list[RawRun]:
         for i, entry in enumerate(doc["log_history"]):
             for k, v in entry.items():
                 columns[k][i] = v
-        st = np.array(steps + [], dtype=object)
-        series = {k: Series(st, np.array(v, dtype=object), tuple(where)) for k, v in columns.items()}
+        st = _objects(steps)
+        series = {k: Series(st, _objects(v), tuple(where)) for k, v in columns.items()}
         cfg = {k: v for k, v in doc.items() if k != "log_history" and not isinstance(v, (list, dict))}
         runs.append(RawRun(name, str(f), "hf", series, cfg, str(f)))
     return runs
@@ -838,7 +847,7 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
     unit = _unit(raw, loss_key, loss_unit)
     s = raw.series[loss_key]
     fix = "the loss must be a number (NaN or inf for a diverged step)"
-    st, y, idx = _numbers(raw, loss_key, s, "loss", fix)
+    st, y, idx = _numbers(raw, loss_key, s, fix)
     st, y, idx = _dedupe(raw, loss_key, s, st, y, idx, duplicates, notes)
     if unit == "bits":
         y = y * math.log(2.0)
@@ -873,7 +882,7 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
     per: dict[str, Any] = {}
     if lr_key is not None:
         ls = raw.series[lr_key]
-        lst, lv, lidx = _numbers(raw, lr_key, ls, "lr", "the LR must be a number >= 0")
+        lst, lv, lidx = _numbers(raw, lr_key, ls, "the LR must be a number >= 0")
         bad = ~np.isfinite(lv) | (lv < 0)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
@@ -905,7 +914,7 @@ def _run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | No
                     "name a logged key with --tokens")
     if tokens_key is not None:
         ts = raw.series[tokens_key]
-        tst, tv, tidx = _numbers(raw, tokens_key, ts, "tokens", "tokens must be a number >= 0")
+        tst, tv, tidx = _numbers(raw, tokens_key, ts, "tokens must be a number >= 0")
         bad = ~np.isfinite(tv) | (tv < 0)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])

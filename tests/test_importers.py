@@ -378,3 +378,10 @@ def test_wandb_chart_exports_of_several_runs(tmp_path):
     # the same chart twice is one run logged twice, not a merge
     with pytest.raises(DataError, match=r"run 'small-lr' is also in .*loss_chart\.csv \(both log 'val/loss'\)"):
         import_runs([tmp_path / "loss_chart.csv", tmp_path / "loss_chart.csv"])
+
+
+def test_trainer_state_of_lists_is_refused_by_entry(tmp_path):
+    hist = [{"loss": [4.0, 3.9], "step": [1, 2]}, {"loss": [3.8, 3.7], "step": [3, 4]}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": hist}))
+    with pytest.raises(DataError, match=r"trainer_state\.json: key 'loss', run '.*', log_history entry 1: \[4\.0, 3\.9\] is not a number"):
+        import_runs([tmp_path / "trainer_state.json"])
