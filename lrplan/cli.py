@@ -256,7 +256,7 @@ def _default_steps(total: int, warmup: int, n: int = 50):
 @click.argument("fit_file", metavar="FIT", type=click.Path(dir_okay=False))
 @click.option("--lr-file", type=click.Path(dir_okay=False), help="CSV step,lr of the target.")
 @click.option("--schedule", help="Schedule spec, e.g. cosine:final=0.1 or wsd:decay=0.2.")
-@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), help="Total steps of the target.")
 @click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
 @click.option("--warmup-steps", type=click.IntRange(0),
               help="Warmup steps (default: 0 for a spec, inferred from an LR file).")
@@ -312,7 +312,7 @@ def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, t
 
 @cli.command()
 @click.argument("spec")
-@click.option("--steps", required=True, type=click.IntRange(1), help="Total steps.")
+@click.option("--steps", required=True, type=click.IntRange(1, 100_000_000), help="Total steps.")
 @click.option("--peak-lr", required=True, type=float, callback=_positive, help="Peak LR.")
 @click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(0))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -339,7 +339,7 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
 @click.option("--schedule", "schedules", multiple=True,
               help="Candidate schedule spec for the target (repeatable). Default: cosine:final=0.1, "
                    "wsd:decay=0.2 and constant at the longest fitted run's steps and peak LR.")
-@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), help="Total steps of the target.")
 @click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
 @click.option("--warmup-steps", type=click.IntRange(0), help="Warmup steps of the target.")
 @click.option("--params", type=float, callback=_positive, help="Target model size N.")
@@ -698,6 +698,60 @@ def backtest(runs, meta, holdout, law, chains, num_warmup, num_samples, n_boot, 
         log.info(note)
     click.echo(bt.markdown_table(result.summary))
     click.echo("fit wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
+
+
+# ------------------------------------------------------------------------- import
+
+
+@cli.command(name="import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Runs file to write (.csv, .parquet or .jsonl).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "wandb", "tensorboard", "hf", "mlflow", "csv"]),
+              default="auto", show_default=True, help="Format of the SOURCES.")
+@click.option("--loss", "loss_key", help="Key of the loss [default: an eval loss, else a train loss].")
+@click.option("--lr", "lr_key", help="Key of the logged LR [default: lr, learning_rate, ...].")
+@click.option("--step", "step_key", help="Step column of a table [default: iter, global_step, step, _step].")
+@click.option("--tokens", "tokens_key", help="Key of the cumulative tokens seen.")
+@click.option("--run", "run_names", multiple=True, help="Name of each run found, in order (repeat).")
+@click.option("--run-column", help="Column of run ids in a csv table [default: run, if present].")
+@click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
+              help="W&B run config JSON, one per source in order [default: NAME.config.json beside it].")
+@click.option("--meta", type=click.Path(dir_okay=False),
+              help="Per-run metadata file (run, params, ...): its values win over the logs'.")
+@click.option("--params", type=float, callback=_positive, help="Non-embedding parameters of every run.")
+@click.option("--tokens-per-step", type=float, callback=_positive, help="Batch in tokens of every run.")
+@click.option("--seq-len", type=float, callback=_positive, help="Sequence length (for a batch in sequences).")
+@click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of every run.")
+@click.option("--warmup-steps", type=click.IntRange(0), help="Warmup steps of every run.")
+@click.option("--schedule", help="Schedule spec of every run (used where the logged LR is sparse).")
+@click.option("--loss-unit", type=click.Choice(["nats", "bits", "perplexity"]), default="nats",
+              show_default=True, help="Unit of the logged loss (converted to nats/token).")
+@click.option("--duplicates", type=click.Choice(["error", "last"]), default="error", show_default=True,
+              help="A step logged twice with different values (a resumed run): refuse, or keep the later.")
+@json_option
+def import_(sources, output, fmt, loss_key, lr_key, step_key, tokens_key, run_names, run_column, configs,
+            meta, params, tokens_per_step, seq_len, peak_lr, warmup_steps, schedule, loss_unit, duplicates,
+            as_json):
+    """Turn tracker logs (W&B, TensorBoard, HF Trainer, MLflow, CSV) in SOURCES into a runs file."""
+    from .importers import import_runs, write_runs
+
+    settings = {"params": params, "tokens_per_step": tokens_per_step, "peak_lr": peak_lr,
+                "warmup_steps": warmup_steps, "schedule": schedule}
+    imported = import_runs(sources, format=fmt, loss=loss_key, lr=lr_key, step=step_key,
+                           tokens=tokens_key, run_names=run_names, run_column=run_column,
+                           configs=configs, meta=meta, settings=settings, seq_len=seq_len,
+                           loss_unit=loss_unit, duplicates=duplicates)
+    write_runs(imported, output)
+    if as_json:
+        _echo_json({"output": str(output), **imported.to_json()})
+        return
+    for note in imported.notes:
+        log.info(note)
+    click.echo(f"{len(imported.runs)} run(s), {len(imported.frame)} rows -> {output}")
+    for r in imported.runs:
+        click.echo(f"  {r.name}: loss {r.loss_key!r} ({r.loss_kind}), lr {r.lr_key!r}, "
+                   f"{r.rows} points")
 
 
 def main(argv=None) -> None:
