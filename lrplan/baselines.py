@@ -52,6 +52,8 @@ __all__ = [
     "step_law_fit",
     "bjorck_fit",
     "nearest_lr_fit",
+    "ChinchillaFit",
+    "chinchilla_fit",
 ]
 
 #: Huber threshold on the log-loss residual (Hoffmann et al. 2022 use 1e-3).
@@ -565,3 +567,81 @@ def nearest_lr_fit(df: pd.DataFrame) -> NearestLr:
     if cells.empty:
         raise FitError("nearest_lr_fit: no cell with a non-diverged run")
     return NearestLr(cells=cells)
+
+
+# ============================================================================ loss vs N and D
+
+
+@dataclass(frozen=True)
+class ChinchillaFit:
+    """Chinchilla's approach 3: a point fit of ``L = E + A N^-a + B D^-b`` (raw N and D).
+
+    ``values`` has ``E, A, a, B, b``; ``boot`` the bootstrap refits' values (one dict each).
+    """
+
+    values: dict[str, float]
+    objective: float
+    starts: int
+    boot: tuple[dict[str, float], ...] = ()
+
+    def loss(self, params, tokens, values: dict[str, float] | None = None) -> np.ndarray:
+        """The fitted law's loss at sizes ``params`` after ``tokens``."""
+        v = values or self.values
+        return np.asarray(laws.loss_nd(np.log(np.asarray(params, float)),
+                                       np.log(np.asarray(tokens, float)), **v))
+
+
+#: Hoffmann et al.'s grid of starts, thinned (theirs has 4,500 points; Besiroglu et al. 2024).
+_CHINCHILLA_STARTS = dict(e=(-1.0, 0.0, 1.0), a=(0.0, 10.0, 20.0), b=(0.0, 10.0, 20.0),
+                          alpha=(0.2, 0.5, 1.0), beta=(0.2, 0.5, 1.0))
+
+
+def _chinchilla_objective(delta: float):
+    import jax
+    import jax.numpy as jnp
+
+    def objective(x, log_n, log_d, log_y, w):
+        e, a, b, alpha, beta = x[0], x[1], x[2], x[3], x[4]
+        pred = jnp.log(laws.loss_nd(log_n, log_d, E=jnp.exp(e), A=jnp.exp(a), a=alpha,
+                                    B=jnp.exp(b), b=beta))
+        r = jnp.abs(pred - log_y)
+        hub = jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta))
+        return jnp.sum(w * hub) / delta**2
+
+    return jax.jit(jax.value_and_grad(objective))
+
+
+def chinchilla_fit(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, *,
+                   delta: float = HUBER_DELTA, n_boot: int = 0, seed: int = 0) -> ChinchillaFit:
+    """Chinchilla's approach 3 and bootstrap refits (Hoffmann et al. 2022; Besiroglu et al. 2024).
+
+    The Huber loss (``delta``) on ``log L`` against the log of the law, minimised by L-BFGS-B
+    from a grid of starts (`_CHINCHILLA_STARTS`); each of ``n_boot`` refits resamples the
+    points with replacement and starts from the best fit, as Besiroglu et al. bootstrap.
+    """
+    log_n, log_d = np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float))
+    log_y = np.log(np.asarray(loss, float))
+    vg = _chinchilla_objective(delta)
+    w = np.ones(log_y.size)
+    s = _CHINCHILLA_STARTS
+    starts = list(itertools.product(s["e"], s["a"], s["b"], s["alpha"], s["beta"]))
+    best = None
+    for x0 in starts:
+        res = lbfgs(vg, np.array(x0, float), log_n, log_d, log_y, w)
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            best = res
+    if best is None:
+        raise FitError("the Chinchilla fit found no finite objective from any start")
+
+    def values(x):
+        return {"E": float(np.exp(x[0])), "A": float(np.exp(x[1])), "B": float(np.exp(x[2])),
+                "a": float(x[3]), "b": float(x[4])}
+
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        wb = np.bincount(rng.integers(0, log_y.size, log_y.size), minlength=log_y.size).astype(float)
+        res = lbfgs(vg, best.x, log_n, log_d, log_y, wb)
+        boot.append(values(res.x))
+    return ChinchillaFit(values=values(best.x), objective=float(best.fun), starts=len(starts),
+                         boot=tuple(boot))

@@ -489,6 +489,58 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
         click.echo(f"Report written to {path}", err=as_json)
 
 
+# ------------------------------------------------------------------------- budget
+
+
+def _params_range(ctx, param, value):
+    numbers = _parse_numbers(ctx, param, value)
+    if numbers is not None and (len(numbers) != 2 or numbers[0] >= numbers[1]):
+        raise click.BadParameter("give LO,HI with LO < HI, e.g. 1e8,1e10")
+    return numbers
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
+@click.option("--flops", required=True, type=float, callback=_positive, help="Compute budget C in FLOPs.")
+@click.option("--flops-per-token", "fpt", default="6N", show_default=True,
+              help="FLOPs per training token as a multiple of N plus a constant, e.g. 6N+2.4e9.")
+@click.option("--params-range", callback=_params_range,
+              help="Sizes considered, LO,HI [default: 1 to 1000 tokens per parameter].")
+@click.option("--compare", "compare", multiple=True, type=float, callback=_positive_all,
+              help="A model size to price against the recommendation (repeatable).")
+@click.option("--max-excess", type=float, callback=_positive,
+              help="Leave out runs more than this fraction above the best loss at their budget.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Calibrate the law's miss by leave-budget-out refits (else its prior).")
+@click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
+              help="TOML overriding budget priors by name.")
+@sampler_options(warmup=1000)
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
+              help="Also write a report: .html or .md.")
+@seed_option
+@json_option
+def budget(runs, meta, flops, fpt, params_range, compare, max_excess, calibrate, priors_file, chains,
+           num_warmup, num_samples, report_file, seed, as_json):
+    """Choose the model size and tokens that minimise the expected loss at a FLOP budget."""
+    from .budget import parse_flops_per_token, plan_budget
+    from .budget_report import render_text, write_budget_report
+    from .data import load_runs
+    from .priors import load_priors
+
+    per_token = parse_flops_per_token(fpt)
+    priors = load_priors("budget", priors_file)
+    runset = load_runs(runs, meta=meta)
+    result = plan_budget(runset, flops, fpt=per_token, params_range=params_range,
+                         compare=tuple(compare), max_excess=max_excess, calibrate=calibrate,
+                         priors=priors, seed=seed, chains=chains, num_warmup=num_warmup,
+                         num_samples=num_samples, progress=_show_progress(as_json))
+    click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False) if as_json else render_text(result))
+    if report_file is not None:
+        path = write_budget_report(report_file, result)
+        click.echo(f"Report written to {path}", err=as_json)
+
+
 def _print_next(result, top: int, brief: bool = False) -> None:
     """The ranking of `lrplan next`; ``brief`` leaves out what a plan printed just before."""
     doc = result.to_json()
