@@ -24,6 +24,7 @@ Bjorck et al. 2024, "Scaling Optimal LR Across Token Horizons", arXiv:2409.19913
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -597,7 +598,6 @@ _CHINCHILLA_STARTS = dict(e=(-1.0, 0.0, 1.0), a=(0.0, 10.0, 20.0), b=(0.0, 10.0,
 
 
 def _chinchilla_objective(delta: float):
-    import jax
     import jax.numpy as jnp
 
     def objective(x, log_n, log_d, log_y, w):
@@ -608,40 +608,57 @@ def _chinchilla_objective(delta: float):
         hub = jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta))
         return jnp.sum(w * hub) / delta**2
 
-    return jax.jit(jax.value_and_grad(objective))
+    return objective
+
+
+@functools.lru_cache(maxsize=4)
+def _chinchilla_solver(delta: float):
+    """BFGS from many starts (and weights) at once: one compiled, vectorised call."""
+    import jax
+    from jax.scipy.optimize import minimize
+
+    objective = _chinchilla_objective(delta)
+
+    def solve(x0, w, log_n, log_d, log_y):
+        res = minimize(objective, x0, args=(log_n, log_d, log_y, w), method="BFGS",
+                       options={"maxiter": 500})
+        return res.x, res.fun
+
+    return jax.jit(jax.vmap(solve, in_axes=(0, 0, None, None, None)))
 
 
 def chinchilla_fit(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, *,
                    delta: float = HUBER_DELTA, n_boot: int = 0, seed: int = 0) -> ChinchillaFit:
     """Chinchilla's approach 3 and bootstrap refits (Hoffmann et al. 2022; Besiroglu et al. 2024).
 
-    The Huber loss (``delta``) on ``log L`` against the log of the law, minimised by L-BFGS-B
-    from a grid of starts (`_CHINCHILLA_STARTS`); each of ``n_boot`` refits resamples the
-    points with replacement and starts from the best fit, as Besiroglu et al. bootstrap.
+    The Huber loss (``delta``) on ``log L`` against the log of the law, minimised by BFGS from
+    a grid of starts (`_CHINCHILLA_STARTS`); each of ``n_boot`` refits resamples the points with
+    replacement and starts from the best fit, as Besiroglu et al. bootstrap.
     """
+    import jax.numpy as jnp
+
     log_n, log_d = np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float))
     log_y = np.log(np.asarray(loss, float))
-    vg = _chinchilla_objective(delta)
-    w = np.ones(log_y.size)
+    solve = _chinchilla_solver(delta)
     s = _CHINCHILLA_STARTS
-    starts = list(itertools.product(s["e"], s["a"], s["b"], s["alpha"], s["beta"]))
-    best = None
-    for x0 in starts:
-        res = lbfgs(vg, np.array(x0, float), log_n, log_d, log_y, w)
-        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-            best = res
-    if best is None:
+    starts = np.array(list(itertools.product(s["e"], s["a"], s["b"], s["alpha"], s["beta"])), float)
+    data = (jnp.asarray(log_n), jnp.asarray(log_d), jnp.asarray(log_y))
+    x, fun = (np.asarray(v) for v in solve(jnp.asarray(starts), jnp.ones((len(starts), log_y.size)), *data))
+    ok = np.isfinite(fun) & np.all(np.isfinite(x), axis=1)
+    if not ok.any():
         raise FitError("the Chinchilla fit found no finite objective from any start")
+    best = x[np.flatnonzero(ok)[np.argmin(fun[ok])]]
 
-    def values(x):
-        return {"E": float(np.exp(x[0])), "A": float(np.exp(x[1])), "B": float(np.exp(x[2])),
-                "a": float(x[3]), "b": float(x[4])}
+    def values(v):
+        return {"E": float(np.exp(v[0])), "A": float(np.exp(v[1])), "B": float(np.exp(v[2])),
+                "a": float(v[3]), "b": float(v[4])}
 
-    rng = np.random.default_rng(seed)
     boot = []
-    for _ in range(n_boot):
-        wb = np.bincount(rng.integers(0, log_y.size, log_y.size), minlength=log_y.size).astype(float)
-        res = lbfgs(vg, best.x, log_n, log_d, log_y, wb)
-        boot.append(values(res.x))
-    return ChinchillaFit(values=values(best.x), objective=float(best.fun), starts=len(starts),
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        w = np.stack([np.bincount(rng.integers(0, log_y.size, log_y.size), minlength=log_y.size)
+                      for _ in range(n_boot)]).astype(float)
+        xb, _ = solve(jnp.asarray(np.tile(best, (n_boot, 1))), jnp.asarray(w), *data)
+        boot = [values(v) for v in np.asarray(xb)]
+    return ChinchillaFit(values=values(best), objective=float(np.min(fun[ok])), starts=len(starts),
                          boot=tuple(boot))

@@ -451,6 +451,9 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
                    "bowls, ranks them by LOO and decides with the best.")
 @click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
               help="TOML overriding transfer priors by name.")
+@click.option("--batch", "batch_mode", type=click.Choice(["given", "auto"]), default="given",
+              show_default=True,
+              help="'auto' chooses the target's batch (--tokens-per-step is then priced against it).")
 @sampler_options(warmup=1000)
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
               help="Also write a report of the plan: .html (one self-contained file) or .md "
@@ -458,7 +461,7 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
 @seed_option
 @json_option
 def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, compare_lrs, variants,
-         priors_file, chains, num_warmup, num_samples, report_file, seed, as_json):
+         priors_file, batch_mode, chains, num_warmup, num_samples, report_file, seed, as_json):
     """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
     from .data import load_runs
     from .decide import plan as decide_plan
@@ -467,8 +470,11 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
 
     runset = load_runs(runs, meta=meta)
     points, notes = transfer_points(runset)
+    provisional = tokens_per_step
+    if batch_mode == "auto" and provisional is None:  # decided after the fit
+        provisional = math.exp(sum(map(math.log, points["tokens_per_step"])) / len(points))
     target, others = _plan_target(runset, points, params=params, tokens=tokens,
-                                  tokens_per_step=tokens_per_step, schedules=schedules,
+                                  tokens_per_step=provisional, schedules=schedules,
                                   warmup_steps=warmup_steps)
     kwargs = dict(priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
                   num_warmup=num_warmup, num_samples=num_samples,
@@ -477,11 +483,28 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
         fit, _ = compare_variants(points, **kwargs)
     else:
         fit = fit_transfer(points, **kwargs)
+    batch_plan = None
+    if batch_mode == "auto":
+        from .batch import plan_batch
+        from .decide import target_unannealed
+
+        batch_plan = plan_batch(fit, params, tokens, unannealed=target_unannealed(fit, target),
+                                compare=() if tokens_per_step is None else (tokens_per_step,), seed=seed)
+        target, others = _plan_target(runset, points, params=params, tokens=tokens,
+                                      tokens_per_step=batch_plan.recommended, schedules=schedules,
+                                      warmup_steps=warmup_steps)
     result = decide_plan(fit, target, compare_lrs=tuple(compare_lrs), schedules=others, seed=seed)
     if as_json:
-        _echo_json(result.to_json())
+        doc = result.to_json()
+        if batch_plan is not None:
+            doc["batch"] = batch_plan.to_json()
+        _echo_json(doc)
     else:
         _print_plan(result)
+        if batch_plan is not None:
+            from .batch import render_batch_text
+
+            click.echo("\nBatch (--batch auto):\n" + render_batch_text(batch_plan))
     if report_file is not None:
         from .report import write_report
 
