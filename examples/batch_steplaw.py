@@ -25,6 +25,7 @@ import argparse
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -54,7 +55,9 @@ def load(root: Path) -> pd.DataFrame:
 def vertex(x: np.ndarray, y: np.ndarray):
     """(x at the minimum, loss there, the quadratic) of a quadratic through (x, y); the argmin
     if it opens downward or its vertex lies outside x."""
-    c = np.polyfit(x, y, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.RankWarning)
+        c = np.polyfit(x, y, 2)
     f = np.poly1d(c)
     if c[0] > 0 and x.min() <= -c[1] / (2 * c[0]) <= x.max():
         xv = -c[1] / (2 * c[0])
@@ -71,6 +74,12 @@ def cell_batches(cell: pd.DataFrame) -> pd.DataFrame:
         x, y, _ = vertex(np.log(g["peak_lr"].to_numpy()), g["loss"].to_numpy())
         rows.append({"batch": b, "best_loss": y, "lr_opt": float(np.exp(x))})
     return pd.DataFrame(rows)
+
+
+def cell_tokens(df: pd.DataFrame) -> pd.Series:
+    """The planned tokens of each run: steps x batch rounded to 2 significant digits."""
+    d = df["total_steps"] * df["tokens_per_step"]
+    return d.map(lambda v: float(f"{v:.2g}")).rename("tokens")
 
 
 def excess(batch: float, xb: np.ndarray, f, best: float) -> tuple[float, bool]:
@@ -109,7 +118,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|"]
     summary = {"lrplan": [], "step": [], "hit": [], "lr": []}
     cost_rows = []
-    for tokens, cell in test.assign(tokens=test["total_steps"] * test["tokens_per_step"]).groupby("tokens"):
+    # a cell's runs differ in steps by rounding (batch x steps ~ D): group by the planned D
+    for tokens, cell in test.groupby(cell_tokens(test)):
         per_b = cell_batches(cell)
         xb = np.log(per_b["batch"].to_numpy())
         xv, best, f = vertex(xb, per_b["best_loss"].to_numpy())

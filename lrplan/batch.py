@@ -75,7 +75,7 @@ def _best_over_lr(fit, params, tokens, batch, unannealed) -> np.ndarray:
 
 def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
                compare: tuple[float, ...] = (), priors: PriorSet | None = None, seed: int = 0,
-               grid_size: int = 81) -> BatchPlan:
+               grid_size: int = 161) -> BatchPlan:
     """The batch (tokens per step) minimising the expected final loss at ``params``, ``tokens``.
 
     ``fit`` is a `lrplan.transfer.TransferFit`; ``unannealed`` the target's unannealed fraction

@@ -262,7 +262,9 @@ class _Sampler:
                           target_accept_prob=0.9, dense_mass=True)
             mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
                         chain_method=method, progress_bar=progress, jit_model_args=True)
-            cls._cache = {key: mcmc}  # keep one: a long study's memory stays flat
+            if len(cls._cache) >= 4:  # a few (main fit, folds): a long study's memory stays flat
+                cls._cache.pop(next(iter(cls._cache)))
+            cls._cache[key] = mcmc
         mcmc.run(jax.random.PRNGKey(seed), data, extra_fields=("diverging",))
         samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
         return samples, int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
@@ -417,11 +419,16 @@ def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(
                                         "err_l", "var_l"])
     if folds.empty:
         return prior_drift(priors, draws=draws, seed=seed)
-    mcmc = MCMC(NUTS(drift_model), num_warmup=500, num_samples=2 * draws, thinning=2,
-                progress_bar=False)
+    scales = _drift_scales(priors)
+    key = ("drift", len(folds), scales, draws)
+    mcmc = _Sampler._cache.get(key)
+    if mcmc is None:
+        mcmc = MCMC(NUTS(partial(drift_model, scales=scales)), num_warmup=500, num_samples=2 * draws,
+                    thinning=2, progress_bar=False, jit_model_args=True)
+        _Sampler._cache[key] = mcmc
     arr = {c: jnp.asarray(folds[c].to_numpy(float)) for c in ("reach", "err_n", "var_n", "err_l", "var_l")}
     mcmc.run(jax.random.PRNGKey(seed), arr["reach"], arr["err_n"], arr["var_n"], arr["err_l"],
-             arr["var_l"], scales=_drift_scales(priors), extra_fields=("diverging",))
+             arr["var_l"], extra_fields=("diverging",))
     rates = np.abs(np.asarray(mcmc.get_samples()["drift"], dtype=np.float64))
     return Drift(rates=rates, source="calibrated", folds=folds,
                  divergences=int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()))
@@ -553,6 +560,14 @@ def _lr_and_batch(law: LossLaw, params: float, tokens: float, priors: PriorSet,
     return lr, lr_source, batch, batch_source
 
 
+def _check_compare(grid: np.ndarray, compare: tuple[float, ...]) -> None:
+    lo, hi = float(grid[0]), float(grid[-1])
+    bad = [n for n in compare if not lo * (1 - 1e-9) <= n <= hi * (1 + 1e-9)]
+    if bad:
+        raise DataError(f"--compare {bad[0]:g} lies outside the sizes considered ({lo:.3g}-{hi:.3g}); "
+                        "widen --params-range")
+
+
 def decide_budget(law: LossLaw, flops: float, *, drift: Drift, priors: PriorSet | None = None,
                   params_range: tuple[float, float] | None = None,
                   compare: tuple[float, ...] = (), seed: int = 0, grid_size: int = 401) -> BudgetResult:
@@ -569,10 +584,7 @@ def decide_budget(law: LossLaw, flops: float, *, drift: Drift, priors: PriorSet 
     notes = list(law.notes)
     grid = _grid(flops, law.fpt, params_range, grid_size)
     lo, hi = float(grid[0]), float(grid[-1])
-    bad = [n for n in compare if not lo <= n <= hi]
-    if bad:
-        raise DataError(f"--compare {bad[0]:g} lies outside the sizes considered ({lo:.3g}-{hi:.3g}); "
-                        "widen --params-range")
+    _check_compare(grid, compare)
     s = law.n_draws
     reach = max(0.0, float(np.log(flops / law.max_flops)))
     pick = rng.integers(0, drift.rates.shape[0], s)
@@ -644,6 +656,7 @@ def plan_budget(runs: RunSet, flops: float, *, fpt: FlopsPerToken = FlopsPerToke
                         "0 < LO < HI")
     if max_excess is not None and not max_excess > 0:
         raise DataError(f"--max-excess {max_excess:g}: give a positive fraction, e.g. 0.1")
+    _check_compare(_grid(flops, fpt, params_range, 2), compare)  # before any fit
     pts, notes = budget_points(runs, fpt=fpt, max_excess=max_excess)
     notes = list(runs.excluded) + notes
     if has_lr_sweep(pts):

@@ -1,4 +1,4 @@
-"""Render a budget plan (`lrplan.budget.BudgetResult`): terminal text, and report sections.
+"""Render a budget plan (`lrplan.budget.BudgetResult`) and a batch decision: text, report sections.
 
 The terminal shows the decision and the isoflop curve at the budget with its 80% band as
 text; the report (``lrplan budget --report``, HTML or Markdown via `lrplan.report`) adds a
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .budget import BudgetResult, caveats
-from .report import Figure, Report, _Body, save_report
+from .report import Figure, Report, Section, _Body, save_report
 
-__all__ = ["render_text", "build_budget_report", "write_budget_report"]
+__all__ = ["render_text", "build_budget_report", "write_budget_report", "batch_section"]
 
 
 def _g(x: float) -> str:
@@ -197,3 +197,24 @@ def _row(summary: dict, fmt=_g) -> list[str]:
 def write_budget_report(path: str | os.PathLike[str], result: BudgetResult) -> Path:
     """Build the budget report and write it (``.html`` or ``.md``)."""
     return save_report(build_budget_report(result), path)
+
+
+def batch_section(plan) -> Section:
+    """The batch decision of ``lrplan plan --batch auto`` as a report section."""
+    doc = plan.to_json()
+    b = _Body()
+    src = ("the transfer law's batch term (some size was run at two or more batches)" if plan.identified
+           else "Step Law's prior: the runs do not identify the batch")
+    b.p(f"Recommended batch: **{_g(plan.recommended)} tokens per step**, from {src}.")
+    b.table(["quantity", "median", "80% interval", "95% interval"],
+            [["optimal batch B* (tokens)", *_row(doc["optimum"])],
+             ["optimal peak LR at the recommended batch", *_row(doc["lr_at_recommended"])]])
+    if doc["compare"]:
+        b.table(["batch (tokens)", "expected excess loss", "relative", "its optimal LR (median)"],
+                [[_g(c["tokens_per_step"]),
+                  "unknown" if c["excess_loss"] is None else f"{c['excess_loss']['mean']:+.4f}",
+                  "unknown" if c["excess_relative"] is None else f"{c['excess_relative']:+.2%}",
+                  _g(c["lr"]["quantiles"]["0.5"])] for c in doc["compare"]],
+                caption="Other batches, each at its own best LR, against the recommendation")
+    b.items(doc["notes"])
+    return b.section("Batch", "batch")

@@ -506,9 +506,16 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
 
             click.echo("\nBatch (--batch auto):\n" + render_batch_text(batch_plan))
     if report_file is not None:
-        from .report import write_report
+        from dataclasses import replace
 
-        path = write_report(report_file, plan=result, seed=seed)
+        from .report import build_report, save_report
+
+        built = build_report(None, plan=result, seed=seed)
+        if batch_plan is not None:
+            from .budget_report import batch_section
+
+            built = replace(built, sections=(*built.sections, batch_section(batch_plan)))
+        path = save_report(built, report_file)
         click.echo(f"Report written to {path}", err=as_json)
 
 

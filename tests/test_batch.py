@@ -66,9 +66,10 @@ def test_one_batch_per_size_falls_back_to_the_step_law_prior(fitted):
     assert any("not identified" in n for n in bp.notes)
 
 
-def test_plan_batch_auto_json(sweep_file):
+def test_plan_batch_auto_json(sweep_file, tmp_path):
     args = ["plan", str(sweep_file), "--params", "1e8", "--tokens", "4e9", "--tokens-per-step", "3e4",
-            "--batch", "auto", "--warmup", "100", "--samples", "100", "--json"]
+            "--batch", "auto", "--warmup", "100", "--samples", "100", "--json",
+            "--report", str(tmp_path / "p.md")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
@@ -76,3 +77,23 @@ def test_plan_batch_auto_json(sweep_file):
     assert doc["batch"]["identified"] is True
     assert doc["batch"]["compare"][0]["tokens_per_step"] == 3e4
     assert set(doc["batch"]["optimum"]["quantiles"]) == {"0.025", "0.1", "0.5", "0.9", "0.975"}
+    assert "## Batch" in (tmp_path / "p.md").read_text()
+
+
+def test_budget_from_a_transfer_fit_uses_its_lr_and_batch_laws(fitted):
+    from lrplan import budget as bu
+    from lrplan.simulate import true_params_optimum
+
+    pts = bu.points_from_frame(fitted.points[fitted.points["final"] & ~fitted.points["diverged"]])[0]
+    law = bu.law_from_transfer(fitted, pts)
+    flops = 1e18
+    res = bu.decide_budget(law, flops, drift=bu.prior_drift(bu.load_priors("budget")), seed=0)
+    raw = {"E": TRUTH["E"], "A": TRUTH["A"] * REFS[0] ** TRUTH["a"], "a": TRUTH["a"],
+           "B": TRUTH["B"] * REFS[1] ** TRUTH["b"], "b": TRUTH["b"]}
+    lo, hi = np.quantile(res.params_star, [0.025, 0.975])
+    assert lo <= true_params_optimum(raw, flops) <= hi
+    assert res.lr_source == "transfer" and res.batch_source == "transfer"
+    tokens = float(res.tokens(res.recommended))
+    assert np.median(res.batch_star) == pytest.approx(
+        np.median(fitted.config.b0 * np.exp(fitted.flat("b_opt") + fitted.flat("b_d")
+                                            * np.log(tokens / fitted.config.d0))))
