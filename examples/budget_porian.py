@@ -31,6 +31,7 @@ arXiv:2406.19146.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import time
 from pathlib import Path
@@ -142,21 +143,29 @@ def summary(res: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--data-dir")
     ap.add_argument("--max-excess", type=float, default=0.1)
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--settings", type=int, default=None, help="only the first K settings")
+    ap.add_argument("--skip", type=int, default=0, help="skip the first K settings (split a run)")
+    ap.add_argument("--merge-logs", nargs="+", default=None,
+                    help="no fits: build the table from the printed rows of earlier runs' logs")
     ap.add_argument("--write", action="store_true", help="write the results to examples/OUT")
     ap.add_argument("--out", default="budget_porian.md")
     args = ap.parse_args()
-    data = pd.read_csv(Path(args.data_dir) / "porian-isoflop" / "isoflop_points_long.csv")
-    groups = list(data.groupby(SETTING))[: args.settings]
     rows = []
-    for key, df in groups:
-        r = one_setting(key, df, max_excess=args.max_excess, seed=args.seed, n_boot=args.boot)
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
-        rows.append(r)
+    if args.merge_logs:
+        for log in args.merge_logs:
+            rows += [ast.literal_eval(line) for line in Path(log).read_text().splitlines()
+                     if line.startswith("{'setting'")]
+    else:
+        data = pd.read_csv(Path(args.data_dir) / "porian-isoflop" / "isoflop_points_long.csv")
+        groups = list(data.groupby(SETTING))[args.skip: args.settings]
+        for key, df in groups:
+            r = one_setting(key, df, max_excess=args.max_excess, seed=args.seed, n_boot=args.boot)
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
+            rows.append(r)
     res = pd.DataFrame([r for r in rows if "skipped" not in r])
     summ = summary(res)
     pd.set_option("display.width", 250)

@@ -5,7 +5,10 @@ loss (at a fixed token budget the loss is worst far from a critical batch that g
 `lrplan.laws.transfer_loss`). For each batch on a log grid and each posterior draw, the loss
 at that batch's own best LR is the minimum over a fine LR grid; the recommended batch
 minimises its posterior mean, each draw's minimiser is a draw of B*, and any other batch (the
-user's hardware batch) costs the draws' difference, at its own best LR.
+user's hardware batch) costs the draws' difference, at its own best LR. The batch term puts B*
+on a power of D alone, the same at every size; each draw's curve is also shifted in log batch
+by a normal miss whose sd is the law's miss of the fitted cells' own best batches
+(`cell_batch_miss`).
 
 With one batch per size the batch is not identified by the runs: B* is then Step Law's
 0.58 D^0.571 tokens (Li et al. 2025) with the spread of ``batch_step_law`` in
@@ -21,7 +24,7 @@ import numpy as np
 from .predict import summarize
 from .priors import PriorSet, load_priors
 
-__all__ = ["BatchPlan", "plan_batch", "batch_identified", "render_batch_text"]
+__all__ = ["BatchPlan", "plan_batch", "batch_identified", "cell_batch_miss", "render_batch_text"]
 
 
 def batch_identified(fit) -> bool:
@@ -73,6 +76,38 @@ def _best_over_lr(fit, params, tokens, batch, unannealed) -> np.ndarray:
     return fit.expected_loss(params, tokens, batch, grid, unannealed).min(axis=1)
 
 
+def cell_batch_miss(fit) -> float:
+    """The rms miss, in log batch, of the fit's B*(D) against the fitted cells' best batches.
+
+    A cell is a (size, tokens) run at 3 or more batches: its loss at a batch is the best over
+    LRs (`lrplan.baselines.cell_optima`), its best batch the vertex of a quadratic in log batch
+    through those (when it curves upward inside the batches run). The fit's B* there is the
+    posterior median of ``b0 exp(b_opt + b_d log(D / d0))``. The miss is the rms of the log
+    ratios less their posterior variance (0 when no cell qualifies). In-sample: the fit saw
+    these cells, so it understates a new size's miss.
+    """
+    from .baselines import cell_optima
+
+    pts = fit.points[fit.points["final"]].copy()
+    pts["tokens"] = pts["tokens"].map(lambda v: float(f"{v:.2g}"))  # steps x batch rounds
+    optima = cell_optima(pts)
+    c = fit.config
+    errs, var = [], []
+    for (_, d), g in optima.groupby(["params", "tokens"]):
+        if g["tokens_per_step"].nunique() < 3:
+            continue
+        x, y = np.log(g["tokens_per_step"].to_numpy(float)), g["best_loss"].to_numpy(float)
+        c2, c1, _ = np.polyfit(x, y, 2)
+        if not (c2 > 0 and x.min() <= -c1 / (2 * c2) <= x.max()):
+            continue
+        law = np.log(c.b0) + fit.flat("b_opt") + fit.flat("b_d") * np.log(d / c.d0)
+        errs.append(-c1 / (2 * c2) - float(np.median(law)))
+        var.append(float(law.var()))
+    if not errs:
+        return 0.0
+    return float(np.sqrt(max(np.mean(np.square(errs)) - np.mean(var), 0.0)))
+
+
 def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
                compare: tuple[float, ...] = (), priors: PriorSet | None = None, seed: int = 0,
                grid_size: int = 161) -> BatchPlan:
@@ -89,9 +124,24 @@ def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
     hi = max(fitted.max(), *compare) * 16 if compare else fitted.max() * 16
     grid = np.exp(np.linspace(np.log(lo), np.log(hi), grid_size))
     if batch_identified(fit):
-        loss = np.stack([_best_over_lr(fit, params, tokens, b, unannealed) for b in grid], axis=1)
+        law = np.stack([_best_over_lr(fit, params, tokens, b, unannealed) for b in grid], axis=1)
+        # each draw's curve in log batch, shifted by the law's miss of the fitted cells' own
+        # best batches (the batch term puts B* on a power of D alone, the same at every size)
+        miss = cell_batch_miss(fit)
+        rng = np.random.default_rng(seed)
+        shift = miss * rng.standard_normal(law.shape[0])
+        xg = np.log(grid)
+
+        def at(x):  # draws of the shifted curves at log batches x
+            return np.stack([np.interp(np.asarray(x, float) - d, xg, row)
+                             for d, row in zip(shift, law, strict=True)])
+
+        loss = at(xg)
         rec = int(np.argmin(loss.mean(axis=0)))
-        star = grid[np.argmin(loss, axis=1)]
+        star = grid[np.argmin(law, axis=1)] * np.exp(shift)
+        if miss > 0:
+            notes.append(f"B*'s interval includes the law's miss of the fitted cells' own best batches "
+                         f"(sd {miss:.2f} in log batch)")
         if rec in (0, grid.size - 1) or np.mean((star == grid[0]) | (star == grid[-1])) > 0.05:
             notes.append("the optimal batch reaches the edge of the batches considered "
                          f"({lo:.3g}-{hi:.3g} tokens): the batch term is barely constrained")
@@ -99,7 +149,7 @@ def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
         if grid[rec] > 2 * top or grid[rec] < fitted.min() / 2:
             notes.append(f"the recommended batch ({grid[rec]:.3g} tokens) lies outside the fitted "
                          f"runs' batches ({fitted.min():.3g}-{top:.3g}): an extrapolation")
-        cmp = {float(b): _best_over_lr(fit, params, tokens, b, unannealed) - loss[:, rec] for b in compare}
+        cmp = {float(b): at([np.log(b)])[:, 0] - loss[:, rec] for b in compare}
         recommended = float(grid[rec])
     else:
         priors = priors or load_priors("budget")
