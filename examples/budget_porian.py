@@ -77,7 +77,13 @@ def chinchilla_predict(train: pd.DataFrame, flops: float, seed: int, n_boot: int
 
     point = optimum(None)
     boot = np.array([optimum(v) for v in fit.boot])
+    boot = boot[np.all(np.isfinite(boot), axis=1)]
     return point, boot
+
+
+def only(name: str):
+    """The settings whose name contains ``name`` (rerun one)."""
+    return lambda key: name in "/".join(map(str, key))
 
 
 def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: int) -> dict:
@@ -130,11 +136,11 @@ def summary(res: pd.DataFrame) -> pd.DataFrame:
                     ("chin", "Chinchilla approach 3 (Huber + bootstrap)")):
         rows.append({
             "method": name, "settings": len(res),
-            "mean |log err N*|": res[f"{m}_logerr_N"].abs().mean(),
-            "median |log err N*|": res[f"{m}_logerr_N"].abs().median(),
+            "mean abs log err N*": res[f"{m}_logerr_N"].abs().mean(),
+            "median abs log err N*": res[f"{m}_logerr_N"].abs().median(),
             "N* in 80%": f"{int(res[f'{m}_in80_N'].sum())}/{len(res)}",
             "median 80% width N* (x)": res[f"{m}_width80_N"].median(),
-            "mean |rel err loss|": res[f"{m}_relerr_loss"].abs().mean(),
+            "mean abs rel err loss": res[f"{m}_relerr_loss"].abs().mean(),
             "loss in 80%": f"{int(res[f'{m}_in80_loss'].sum())}/{len(res)}",
             "median 80% width loss": res[f"{m}_width80_loss"].median(),
         })
@@ -148,6 +154,7 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--settings", type=int, default=None, help="only the first K settings")
+    ap.add_argument("--only", default=None, help="only settings whose name contains this")
     ap.add_argument("--skip", type=int, default=0, help="skip the first K settings (split a run)")
     ap.add_argument("--merge-logs", nargs="+", default=None,
                     help="no fits: build the table from the printed rows of earlier runs' logs")
@@ -157,11 +164,13 @@ def main() -> None:
     rows = []
     if args.merge_logs:
         for log in args.merge_logs:
-            rows += [ast.literal_eval(line) for line in Path(log).read_text().splitlines()
-                     if line.startswith("{'setting'")]
+            rows += [ast.literal_eval(line.replace(": nan", ": None"))
+                     for line in Path(log).read_text().splitlines() if line.startswith("{'setting'")]
     else:
         data = pd.read_csv(Path(args.data_dir) / "porian-isoflop" / "isoflop_points_long.csv")
         groups = list(data.groupby(SETTING))[args.skip: args.settings]
+        if args.only:
+            groups = [g for g in groups if only(args.only)(g[0])]
         for key, df in groups:
             r = one_setting(key, df, max_excess=args.max_excess, seed=args.seed, n_boot=args.boot)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)

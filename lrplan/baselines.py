@@ -577,13 +577,15 @@ def nearest_lr_fit(df: pd.DataFrame) -> NearestLr:
 class ChinchillaFit:
     """Chinchilla's approach 3: a point fit of ``L = E + A N^-a + B D^-b`` (raw N and D).
 
-    ``values`` has ``E, A, a, B, b``; ``boot`` the bootstrap refits' values (one dict each).
+    ``values`` has ``E, A, a, B, b``; ``boot`` the bootstrap refits' values (one dict each;
+    ``failed_boot`` counts those that did not converge to finite values, left out).
     """
 
     values: dict[str, float]
     objective: float
     starts: int
     boot: tuple[dict[str, float], ...] = ()
+    failed_boot: int = 0  # bootstrap refits left out: non-finite objective or parameters
 
     def loss(self, params, tokens, values: dict[str, float] | None = None) -> np.ndarray:
         """The fitted law's loss at sizes ``params`` after ``tokens``."""
@@ -658,7 +660,8 @@ def chinchilla_fit(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, *,
         rng = np.random.default_rng(seed)
         w = np.stack([np.bincount(rng.integers(0, log_y.size, log_y.size), minlength=log_y.size)
                       for _ in range(n_boot)]).astype(float)
-        xb, _ = solve(jnp.asarray(np.tile(best, (n_boot, 1))), jnp.asarray(w), *data)
-        boot = [values(v) for v in np.asarray(xb)]
+        xb, fb = solve(jnp.asarray(np.tile(best, (n_boot, 1))), jnp.asarray(w), *data)
+        xb, fb = np.asarray(xb), np.asarray(fb)
+        boot = [values(v) for v, f in zip(xb, fb, strict=True) if np.isfinite(f) and np.isfinite(v).all()]
     return ChinchillaFit(values=values(best), objective=float(np.min(fun[ok])), starts=len(starts),
-                         boot=tuple(boot))
+                         boot=tuple(boot), failed_boot=n_boot - len(boot))
