@@ -70,6 +70,11 @@ def main(argv=None) -> list[dict]:
     rows = []
     t0 = time.time()
     for seed in range(args.replicates):
+        if seed and seed % 5 == 0:
+            # each fit keeps compiled code and memory maps: a 27-replicate run (~135 fits) in one
+            # process ran out of memory in LLVM; clearing JAX's caches keeps it flat
+            jax.clear_caches()
+            bu._Sampler._cache.clear()
         r = replicate(seed, budgets=args.budgets, noise=args.noise, num_warmup=args.warmup,
                       num_samples=args.samples, calibrate=not args.no_calibrate)
         rows.append(r)
