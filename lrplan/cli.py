@@ -258,7 +258,7 @@ def _default_steps(total: int, warmup: int, n: int = 50):
 @click.argument("fit_file", metavar="FIT", type=click.Path(dir_okay=False))
 @click.option("--lr-file", type=click.Path(dir_okay=False), help="CSV step,lr of the target.")
 @click.option("--schedule", help="Schedule spec, e.g. cosine:final=0.1 or wsd:decay=0.2.")
-@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), help="Total steps of the target.")
 @click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
 @click.option("--warmup-steps", type=click.IntRange(0),
               help="Warmup steps (default: 0 for a spec, inferred from an LR file).")
@@ -314,7 +314,7 @@ def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, t
 
 @cli.command()
 @click.argument("spec")
-@click.option("--steps", required=True, type=click.IntRange(1), help="Total steps.")
+@click.option("--steps", required=True, type=click.IntRange(1, 100_000_000), help="Total steps.")
 @click.option("--peak-lr", required=True, type=float, callback=_positive, help="Peak LR.")
 @click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(0))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -341,7 +341,7 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
 @click.option("--schedule", "schedules", multiple=True,
               help="Candidate schedule spec for the target (repeatable). Default: cosine:final=0.1, "
                    "wsd:decay=0.2 and constant at the longest fitted run's steps and peak LR.")
-@click.option("--steps", type=click.IntRange(1), help="Total steps of the target.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), help="Total steps of the target.")
 @click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of the target.")
 @click.option("--warmup-steps", type=click.IntRange(0), help="Warmup steps of the target.")
 @click.option("--params", type=float, callback=_positive, help="Target model size N.")
@@ -476,6 +476,9 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
                    "bowls, ranks them by LOO and decides with the best.")
 @click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
               help="TOML overriding transfer priors by name.")
+@click.option("--batch", "batch_mode", type=click.Choice(["given", "auto"]), default="given",
+              show_default=True,
+              help="'auto' chooses the target's batch (--tokens-per-step is then priced against it).")
 @sampler_options(warmup=1000)
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
               help="Also write a report of the plan: .html (one self-contained file) or .md "
@@ -483,7 +486,7 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
 @seed_option
 @json_option
 def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, compare_lrs, variants,
-         priors_file, chains, num_warmup, num_samples, report_file, seed, as_json):
+         priors_file, batch_mode, chains, num_warmup, num_samples, report_file, seed, as_json):
     """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
     from .data import load_runs
     from .decide import plan as decide_plan
@@ -492,8 +495,11 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
 
     runset = load_runs(runs, meta=meta)
     points, notes = transfer_points(runset)
+    provisional = tokens_per_step
+    if batch_mode == "auto" and provisional is None:  # decided after the fit
+        provisional = math.exp(sum(map(math.log, points["tokens_per_step"])) / len(points))
     target, others = _plan_target(runset, points, params=params, tokens=tokens,
-                                  tokens_per_step=tokens_per_step, schedules=schedules,
+                                  tokens_per_step=provisional, schedules=schedules,
                                   warmup_steps=warmup_steps)
     kwargs = dict(priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
                   num_warmup=num_warmup, num_samples=num_samples,
@@ -502,15 +508,91 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
         fit, _ = compare_variants(points, **kwargs)
     else:
         fit = fit_transfer(points, **kwargs)
+    batch_plan = None
+    if batch_mode == "auto":
+        from .batch import plan_batch
+        from .decide import target_unannealed
+
+        batch_plan = plan_batch(fit, params, tokens, unannealed=target_unannealed(fit, target),
+                                compare=() if tokens_per_step is None else (tokens_per_step,), seed=seed)
+        target, others = _plan_target(runset, points, params=params, tokens=tokens,
+                                      tokens_per_step=batch_plan.recommended, schedules=schedules,
+                                      warmup_steps=warmup_steps)
     result = decide_plan(fit, target, compare_lrs=tuple(compare_lrs), schedules=others, seed=seed)
     if as_json:
-        _echo_json(result.to_json())
+        doc = result.to_json()
+        if batch_plan is not None:
+            doc["batch"] = batch_plan.to_json()
+        _echo_json(doc)
     else:
         _print_plan(result)
-    if report_file is not None:
-        from .report import write_report
+        if batch_plan is not None:
+            from .batch import render_batch_text
 
-        path = write_report(report_file, plan=result, seed=seed)
+            click.echo("\nBatch (--batch auto):\n" + render_batch_text(batch_plan))
+    if report_file is not None:
+        from dataclasses import replace
+
+        from .report import build_report, save_report
+
+        built = build_report(None, plan=result, seed=seed)
+        if batch_plan is not None:
+            from .budget_report import batch_section
+
+            built = replace(built, sections=(*built.sections, batch_section(batch_plan)))
+        path = save_report(built, report_file)
+        click.echo(f"Report written to {path}", err=as_json)
+
+
+# ------------------------------------------------------------------------- budget
+
+
+def _params_range(ctx, param, value):
+    numbers = _parse_numbers(ctx, param, value)
+    if numbers is not None and (len(numbers) != 2 or numbers[0] >= numbers[1]):
+        raise click.BadParameter("give LO,HI with LO < HI, e.g. 1e8,1e10")
+    return numbers
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--meta", type=click.Path(dir_okay=False), help="Per-run metadata file.")
+@click.option("--flops", required=True, type=float, callback=_positive, help="Compute budget C in FLOPs.")
+@click.option("--flops-per-token", "fpt", default="6N", show_default=True,
+              help="FLOPs per training token as a multiple of N plus a constant, e.g. 6N+2.4e9.")
+@click.option("--params-range", callback=_params_range,
+              help="Sizes considered, LO,HI [default: 1 to 1000 tokens per parameter].")
+@click.option("--compare", "compare", multiple=True, type=float, callback=_positive_all,
+              help="A model size to price against the recommendation (repeatable).")
+@click.option("--max-excess", type=float, callback=_positive,
+              help="Leave out runs more than this fraction above the best loss at their budget.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Calibrate the law's miss by leave-budget-out refits (else its prior).")
+@click.option("--priors", "priors_file", type=click.Path(dir_okay=False),
+              help="TOML overriding budget priors by name.")
+@sampler_options(warmup=1000)
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), callback=_report_path,
+              help="Also write a report: .html or .md.")
+@seed_option
+@json_option
+def budget(runs, meta, flops, fpt, params_range, compare, max_excess, calibrate, priors_file, chains,
+           num_warmup, num_samples, report_file, seed, as_json):
+    """Choose the model size and tokens that minimise the expected loss at a FLOP budget."""
+    from .budget import parse_flops_per_token, plan_budget
+    from .budget_report import render_text, write_budget_report
+    from .data import load_runs
+    from .priors import load_priors
+
+    per_token = parse_flops_per_token(fpt)
+    priors = load_priors("budget", priors_file)
+    runset = load_runs(runs, meta=meta)
+    result = plan_budget(runset, flops, fpt=per_token, params_range=params_range,
+                         compare=tuple(compare), max_excess=max_excess, calibrate=calibrate,
+                         priors=priors, seed=seed, chains=chains, num_warmup=num_warmup,
+                         num_samples=num_samples, progress=_show_progress(as_json))
+    click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False) if as_json else render_text(result))
+    if report_file is not None:
+        path = write_budget_report(report_file, result)
         click.echo(f"Report written to {path}", err=as_json)
 
 
@@ -711,6 +793,60 @@ def backtest(runs, meta, holdout, law, chains, num_warmup, num_samples, n_boot, 
         log.info(note)
     click.echo(bt.markdown_table(result.summary))
     click.echo("fit wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
+
+
+# ------------------------------------------------------------------------- import
+
+
+@cli.command(name="import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Runs file to write (.csv, .parquet or .jsonl).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "wandb", "tensorboard", "hf", "mlflow", "csv"]),
+              default="auto", show_default=True, help="Format of the SOURCES.")
+@click.option("--loss", "loss_key", help="Key of the loss [default: an eval loss, else a train loss].")
+@click.option("--lr", "lr_key", help="Key of the logged LR [default: lr, learning_rate, ...].")
+@click.option("--step", "step_key", help="Step column of a table [default: iter, global_step, step, _step].")
+@click.option("--tokens", "tokens_key", help="Key of the cumulative tokens seen.")
+@click.option("--run", "run_names", multiple=True, help="Name of each run found, in order (repeat).")
+@click.option("--run-column", help="Column of run ids in a csv table [default: run, if present].")
+@click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
+              help="W&B run config JSON, one per source in order [default: NAME.config.json beside it].")
+@click.option("--meta", type=click.Path(dir_okay=False),
+              help="Per-run metadata file (run, params, ...): its values win over the logs'.")
+@click.option("--params", type=float, callback=_positive, help="Non-embedding parameters of every run.")
+@click.option("--tokens-per-step", type=float, callback=_positive, help="Batch in tokens of every run.")
+@click.option("--seq-len", type=float, callback=_positive, help="Sequence length (for a batch in sequences).")
+@click.option("--peak-lr", type=float, callback=_positive, help="Peak LR of every run.")
+@click.option("--warmup-steps", type=click.IntRange(0), help="Warmup steps of every run.")
+@click.option("--schedule", help="Schedule spec of every run (used where the logged LR is sparse).")
+@click.option("--loss-unit", type=click.Choice(["nats", "bits", "perplexity"]), default="nats",
+              show_default=True, help="Unit of the logged loss (converted to nats/token).")
+@click.option("--duplicates", type=click.Choice(["error", "last"]), default="error", show_default=True,
+              help="A step logged twice with different values (a resumed run): refuse, or keep the later.")
+@json_option
+def import_(sources, output, fmt, loss_key, lr_key, step_key, tokens_key, run_names, run_column, configs,
+            meta, params, tokens_per_step, seq_len, peak_lr, warmup_steps, schedule, loss_unit, duplicates,
+            as_json):
+    """Turn tracker logs (W&B, TensorBoard, HF Trainer, MLflow, CSV) in SOURCES into a runs file."""
+    from .importers import import_runs, write_runs
+
+    settings = {"params": params, "tokens_per_step": tokens_per_step, "peak_lr": peak_lr,
+                "warmup_steps": warmup_steps, "schedule": schedule}
+    imported = import_runs(sources, format=fmt, loss=loss_key, lr=lr_key, step=step_key,
+                           tokens=tokens_key, run_names=run_names, run_column=run_column,
+                           configs=configs, meta=meta, settings=settings, seq_len=seq_len,
+                           loss_unit=loss_unit, duplicates=duplicates)
+    write_runs(imported, output)
+    if as_json:
+        _echo_json({"output": str(output), **imported.to_json()})
+        return
+    for note in imported.notes:
+        log.info(note)
+    click.echo(f"{len(imported.runs)} run(s), {len(imported.frame)} rows -> {output}")
+    for r in imported.runs:
+        click.echo(f"  {r.name}: loss {r.loss_key!r} ({r.loss_kind}), lr {r.lr_key!r}, "
+                   f"{r.rows} points")
 
 
 def _dask_client(address: str):

@@ -1,10 +1,10 @@
-"""Load and validate runs files: the only module that reads input runs.
+"""Load and validate runs files (`lrplan.importers` turns tracker logs into them).
 
 A runs file is CSV, Parquet or JSONL (chosen by extension) in long format, one row per logged
 measurement:
 
-- required: ``run`` (id), ``step`` (integer >= 1), ``loss`` (float; NaN, inf or empty marks a
-  diverged step);
+- required: ``run`` (id), ``step`` (integer >= 1), ``loss`` (float, nats/token; NaN, inf, empty,
+  <= 0 or above ``EXPLODE_LOSS`` marks a diverged step);
 - optional, per step: ``lr`` (LR in effect at that step), ``tokens`` (cumulative tokens);
 - optional, per run (constant within a run, or from a metadata file joined on ``run``):
   ``params``, ``tokens_per_step``, ``peak_lr``, ``total_steps``, ``warmup_steps``, ``schedule``,
@@ -51,6 +51,7 @@ __all__ = [
     "Run",
     "RunSet",
     "load_runs",
+    "runs_from_frame",
     "read_table",
     "REQUIRED_COLUMNS",
     "PER_STEP_COLUMNS",
@@ -58,6 +59,7 @@ __all__ = [
     "EXTENSIONS",
     "EXPLODE_FACTOR",
     "EXPLODE_LOSS",
+    "MAX_STEPS",
 ]
 
 REQUIRED_COLUMNS = ("run", "step", "loss")
@@ -70,13 +72,17 @@ _NUMERIC_PER_RUN = tuple(c for c in PER_RUN_COLUMNS if c not in _TEXT_PER_RUN)
 _INHERITED = ("params", "tokens_per_step", "peak_lr", "warmup_steps")
 _INTEGER_PER_RUN = ("total_steps", "warmup_steps")
 
+#: Most optimizer steps a run may have (a per-step LR of that many float64 takes 800 MB).
+MAX_STEPS = 100_000_000
+
 #: File extensions accepted for runs and metadata files, and the reader each one selects.
 EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
               ".ndjson": "jsonl"}
 
 #: A finite loss above ``EXPLODE_FACTOR`` times the run's first finite loss marks a divergence.
 EXPLODE_FACTOR = 1.5
-#: A finite loss above this value marks a divergence whatever the run's first loss.
+#: A loss above this value (nats/token; the log of a 485-million-token vocabulary) or <= 0 is
+#: not physical: it marks a divergence from its step and is never fitted.
 EXPLODE_LOSS = 20.0
 
 #: Spellings of a missing value in text columns.
@@ -130,8 +136,9 @@ class Run:
     schedule : str or None
         Schedule spec string, if given.
     diverged : bool
-        Whether any logged loss is non-finite or explodes (above ``EXPLODE_FACTOR`` times the
-        run's first finite loss, or above ``EXPLODE_LOSS``). A diverged run is still kept.
+        Whether any logged loss is non-finite, not physical (<= 0 or above ``EXPLODE_LOSS``)
+        or explodes (above ``EXPLODE_FACTOR`` times the run's first physical loss). A diverged
+        run is still kept.
     diverged_step : int or None
         First step at which it diverged.
     final_only : bool
@@ -442,16 +449,22 @@ def _interpolate_lr(steps: np.ndarray, lr: np.ndarray, *, total_steps: int, warm
     Linear interpolation between logged steps; the last logged LR is held after the last
     logged step. Before the first logged step s0: with a warmup of W > 0 steps the LR ramps
     as ``peak_lr * s / W`` up to step W and is interpolated from the peak at W to the first
-    logged LR at s0 (if s0 <= W, it ramps linearly from 0 to the first logged LR); with no
-    warmup the first logged LR is held.
+    logged LR at s0 (if s0 <= W, it ramps linearly from 0 to the first logged LR, and the
+    warmup's end W is a knot at the peak when no step logs it); with no warmup the first
+    logged LR is held.
     """
     ok = np.isfinite(lr)
     xs, ys = steps[ok].astype(np.float64), lr[ok].astype(np.float64)
     if warmup_steps > 0:
-        if xs[0] > warmup_steps:
-            xs, ys = np.r_[0.0, float(warmup_steps), xs], np.r_[0.0, peak_lr, ys]
-        else:
+        w = float(warmup_steps)
+        if xs[0] > w:
+            xs, ys = np.r_[0.0, w, xs], np.r_[0.0, peak_lr, ys]
+        elif w in xs or xs[-1] < w:
             xs, ys = np.r_[0.0, xs], np.r_[0.0, ys]
+        else:  # the warmup ends between two logged steps: at the peak
+            before = xs < w
+            xs = np.r_[0.0, xs[before], w, xs[~before]]
+            ys = np.r_[0.0, ys[before], peak_lr, ys[~before]]
     return np.interp(np.arange(1, total_steps + 1, dtype=np.float64), xs, ys)
 
 
@@ -491,13 +504,36 @@ def load_runs(path: str | os.PathLike[str], *,
     1% of the peak is reported in ``excluded``. Otherwise, if the ``lr`` column has finite
     values for the run, their linear interpolation (see `_interpolate_lr`). Otherwise None.
 
-    Divergence: a run is diverged at the first step whose loss is non-finite, or above
-    ``EXPLODE_FACTOR`` times its first finite loss, or above ``EXPLODE_LOSS``. Rows with a
-    non-finite loss are not in ``Run.steps`` (each such run gets a note); exploding finite
-    losses are kept. Diverged runs are kept: they tell the planner the LR was too high.
+    Divergence: a run is diverged at the first step whose loss is non-finite, not physical
+    (<= 0 or above ``EXPLODE_LOSS``), or above ``EXPLODE_FACTOR`` times its first physical
+    loss. Rows with a non-finite or non-physical loss are not in ``Run.steps`` (each such run
+    gets a note); exploding physical losses are kept. A run of three or more losses all above
+    ``EXPLODE_LOSS`` that fall is refused as perplexity, and a file whose every loss is <= 0
+    as a log-likelihood. Diverged runs are kept: they tell the planner the LR was too high.
     """
-    file = str(path)
-    df = read_table(path)
+    return runs_from_frame(read_table(path), source=str(path), meta=meta)
+
+
+def runs_from_frame(df: pd.DataFrame, *, source: str,
+                    meta: str | os.PathLike[str] | None = None) -> RunSet:
+    """Validate a runs table already in memory, as `load_runs` does a file.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows in the runs-file layout, with a 0-based index in row order.
+    source : str
+        What the messages call the table (a file name, or where it was imported from).
+    meta : str or path-like, optional
+        Metadata file joined on ``run``.
+
+    Returns
+    -------
+    RunSet
+        As `load_runs`.
+    """
+    file = source
+    df = df.reset_index(drop=True)
     if df.empty:
         raise DataError(f"{file}: the file has no rows; a runs file needs one row per logged "
                         "measurement with run, step and loss")
@@ -525,15 +561,24 @@ def load_runs(path: str | os.PathLike[str], *,
     bad = ~np.isfinite(step) | (step < 1) | (step != np.round(step))
     if bad.any():
         i = _first(bad)
-        shown = "empty" if np.isnan(step[i]) else repr(df["step"].iloc[i])
+        shown = "empty" if np.isnan(step[i]) else _show(df["step"].iloc[i])
         raise _fail(file, "step", runs_col[i], i + 1, f"{shown} is not an integer >= 1")
+    bad = step > MAX_STEPS
+    if bad.any():
+        i = _first(bad)
+        raise _fail(file, "step", runs_col[i], i + 1,
+                    f"{_show(step[i])} is beyond {MAX_STEPS:.0e} optimizer steps",
+                    "give the number of optimizer updates (not tokens or samples)")
     step_i = step.astype(np.int64)
 
     loss = _numeric(df, "loss", file, runs_col)
-    bad = np.isfinite(loss) & (loss <= 0)
-    if bad.any():
-        i = _first(bad)
-        raise _fail(file, "loss", runs_col[i], i + 1, f"{_show(loss[i])} is not > 0")
+    finite = np.isfinite(loss)
+    if finite.any() and (loss[finite] <= 0).all():
+        i = _first(finite)
+        raise _fail(file, "loss", runs_col[i], i + 1,
+                    f"{_show(loss[i])} is not > 0, and neither is any other loss of the file",
+                    "give the cross-entropy loss in nats/token (> 0), not a log-likelihood or a "
+                    "score where higher is better")
 
     optional = {}
     for col, what in (("lr", "a finite LR"), ("tokens", "a finite token count")):
@@ -710,6 +755,11 @@ def _make_run(name: str, rows: np.ndarray, *, file: str, step: np.ndarray, loss:
                             f"{int(warmup_f)} (row {wv.row} of {wv.file})",
                             "drop one of them or make them agree")
 
+    if total_f is not None and total_f > MAX_STEPS:
+        tv = per["total_steps"]
+        raise _fail(tv.file, "total_steps", name, tv.row,
+                    f"{_show(total_f)} is beyond {MAX_STEPS:.0e} optimizer steps",
+                    "give the planned number of optimizer updates (not tokens)")
     total = int(total_f) if total_f is not None else last_step
     if total < last_step:
         tv = per["total_steps"]
@@ -765,20 +815,35 @@ def _make_run(name: str, rows: np.ndarray, *, file: str, step: np.ndarray, loss:
                      "its per-step LR is unknown")
 
     finite = np.isfinite(ls)
-    first_loss = ls[finite][0] if finite.any() else np.nan
-    exploded = finite & ((ls > EXPLODE_FACTOR * first_loss) | (ls > EXPLODE_LOSS))
-    bad = ~finite | exploded
+    # <= 0 or above the log of any vocabulary: not a loss in nats/token, never fitted
+    unphysical = finite & ((ls <= 0) | (ls > EXPLODE_LOSS))
+    if finite.sum() >= 3 and (ls[finite] > EXPLODE_LOSS).all() and ls[finite][-1] < ls[finite][0]:
+        k = _first(finite)
+        raise _fail(file, "loss", name, int(order[k]) + 1,
+                    f"every loss of the run is above {EXPLODE_LOSS:g} and falls ({ls[finite][0]:.4g} "
+                    f"to {ls[finite][-1]:.4g}): this looks like perplexity, not nats/token",
+                    "give the loss as log(perplexity) in nats/token (bits/token times ln 2)")
+    physical = finite & ~unphysical
+    first_loss = ls[physical][0] if physical.any() else np.nan
+    exploded = physical & (ls > EXPLODE_FACTOR * first_loss)
+    bad = ~physical | exploded
     diverged = bool(bad.any())
     div_step = int(st[_first(bad)]) if diverged else None
     n_nonfinite = int((~finite).sum())
     if n_nonfinite:
         notes.append(f"run {name}: {n_nonfinite} row(s) with non-finite loss (from step "
                      f"{int(st[_first(~finite)])}) not fitted; treated as divergence, run kept")
+    if unphysical.any():
+        k = _first(unphysical)
+        notes.append(f"run {name}: {int(unphysical.sum())} row(s) with a loss <= 0 or above "
+                     f"{EXPLODE_LOSS:g} nats/token (first {ls[k]:.4g} at step {int(st[k])}) not "
+                     "fitted; treated as divergence from that step, run kept")
     if exploded.any():
         k = _first(exploded)
         notes.append(f"run {name}: loss exploded at step {int(st[k])} ({ls[k]:.4g} > "
-                     f"{EXPLODE_FACTOR} x first loss {first_loss:.4g} or > {EXPLODE_LOSS:g}); "
+                     f"{EXPLODE_FACTOR} x first loss {first_loss:.4g}); "
                      "treated as divergence, run kept")
+    finite = physical
 
     run = Run(
         name=name, steps=st[finite].astype(np.int64), loss=ls[finite].astype(np.float64),

@@ -9,7 +9,8 @@ from . import laws
 from .model import STEP_SCALE
 from .schedules import lr_schedule, unannealed_fraction
 
-__all__ = ["simulate_curves", "simulate_sweep", "log_lr_centre", "true_lr_star"]
+__all__ = ["simulate_curves", "simulate_sweep", "log_lr_centre", "true_lr_star", "simulate_isoflop",
+           "true_params_optimum", "CHINCHILLA_TRUTH"]
 
 
 def simulate_curves(
@@ -121,3 +122,37 @@ def true_lr_star(truth: dict[str, float], refs, params, tokens, tokens_per_step,
     grid = np.exp(centre + np.linspace(-3, 3, 6001)) if grid is None else grid
     loss = _sweep_mean(truth, refs, params, tokens, tokens_per_step, grid, unannealed)
     return float(grid[np.argmin(loss)])
+
+
+#: Hoffmann et al. 2022's fitted L*(N, D) (approach 3), in raw N and D.
+CHINCHILLA_TRUTH = {"E": 1.69, "A": 406.4, "a": 0.34, "B": 410.7, "b": 0.28}
+
+
+def simulate_isoflop(truth: dict[str, float], budgets, *, sizes: int = 7, spread: float = 4.0,
+                     noise: float = 0.01, seed: int = 0, flops_per_param: float = 6.0) -> pd.DataFrame:
+    """An isoflop grid drawn from ``L = E + A N^-a + B D^-b`` (raw N, D) with Gaussian noise.
+
+    At each budget C, ``sizes`` sizes log-spaced from N*(C)/spread to spread N*(C), each trained
+    on D = C / (flops_per_param N) tokens. Returns the runs format of final-only runs:
+    ``run, step, loss, params, tokens_per_step`` (one step of D tokens).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in budgets:
+        n_opt = true_params_optimum(truth, c, flops_per_param=flops_per_param)
+        for n in np.exp(np.linspace(np.log(n_opt / spread), np.log(n_opt * spread), sizes)):
+            d = c / (flops_per_param * n)
+            y = float(laws.loss_nd(np.log(n), np.log(d), **truth)) + noise * rng.standard_normal()
+            rows.append({"run": f"c{c:.3g}_n{n:.4g}", "step": 1, "loss": y, "params": float(n),
+                         "tokens_per_step": float(d)})
+    return pd.DataFrame(rows)
+
+
+def true_params_optimum(truth: dict[str, float], flops, *, flops_per_param: float = 6.0):
+    """The exact compute-optimal size of ``L = E + A N^-a + B D^-b`` at D = C / (k N).
+
+    ``N* = G (C/k)^(b/(a+b))`` with ``G = (a A / (b B))^(1/(a+b))`` (Hoffmann et al. 2022, D.2).
+    """
+    a, b = truth["a"], truth["b"]
+    g = (a * truth["A"] / (b * truth["B"])) ** (1 / (a + b))
+    return g * (np.asarray(flops, float) / flops_per_param) ** (b / (a + b))
