@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tomllib
 from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import resources
@@ -37,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import tomllib
 
 from . import laws
 from .budget_model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_model
