@@ -7,7 +7,11 @@ Each observation is a run's loss after D tokens at size N, batch B and peak LR e
     y \sim \mathrm{StudentT}_5\big(L^*(N, D) + h(u) + k\,w\,e^{u} + r_{\mathrm{run}},\ \sigma\big),
     \qquad u = \log\eta - \log\eta^*(N, D, B)
 
-(`lrplan.laws.transfer_loss`). A run logged at several points gets an offset ``r_run`` shared
+(`lrplan.laws.transfer_loss`). When cells (runs sharing size, horizon and batch) are swept
+densely, each cell c also has its own optimum and level: ``log eta*_c = law + tau_lr z_c`` and
+``+ tau_loss y_c`` (``cell_lr_sd``, ``cell_loss_sd``, standard-normal ``z_cell_lr``,
+``z_cell_loss``), so the law cannot be pinned by one cell's noise, and a new cell (the target)
+draws its own effects (`new_cell_effects`). A run logged at several points gets an offset ``r_run`` shared
 by its points, so a long curve counts as one run with a known shape, not as many independent
 runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
 ``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
@@ -28,7 +32,8 @@ from . import laws
 from .model import STUDENT_DF, prior_distribution
 from .priors import PriorSet
 
-__all__ = ["LR_LAWS", "BOWLS", "TransferData", "transfer_model", "transfer_sites"]
+__all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "TransferData", "transfer_model", "transfer_sites",
+           "new_cell_effects"]
 
 LrLaw = Literal["loglinear", "curved"]
 Bowl = Literal["asymmetric", "symmetric", "linex"]
@@ -39,15 +44,17 @@ _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
+#: Spreads of the cell-level effects (sampled only when ``TransferData.n_cells`` > 0).
+CELL_SITES = ("cell_lr_sd", "cell_loss_sd")
 
 
 def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False,
-                   anneal_term: bool = True) -> tuple[str, ...]:
+                   anneal_term: bool = True, cell_term: bool = False) -> tuple[str, ...]:
     """The sampled global parameters of a variant (the law's, divergence and noise)."""
     shape = {"asymmetric": ("asym",), "linex": ("skew",)}.get(bowl, ())
     extra = (("c_nn",) if lr_law == "curved" else ()) + shape
     return (*_LAW, *extra, *(_BATCH if batch_term else ()), *(("k_anneal",) if anneal_term else ()),
-            "div_offset", "div_width", "sigma")
+            "div_offset", "div_width", "sigma", *(CELL_SITES if cell_term else ()))
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class TransferData:
     loss_ref: float  # median observed final loss; the law's level is sampled around it
     batch_term: bool  # some size has runs at two batches: the loss's batch term is separable
     anneal_term: bool  # points differ in how annealed they are, so k_anneal is identified
+    point_cell: np.ndarray | None = None  # per point, its cell (size, horizon, batch of its run)
+    run_cell: np.ndarray | None = None
+    n_cells: int = 0  # 0: no cell-level effects (cells not swept densely enough to tell them)
 
 
 def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> dict[str, jnp.ndarray]:
@@ -100,7 +110,19 @@ def transfer_model(
 ) -> None:
     """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""
     v = law_values(priors, lr_law, bowl, data)
-    mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
+    run_shift = 0.0
+    if data.n_cells:
+        sd_lr = numpyro.sample("cell_lr_sd", prior_distribution(priors["cell_lr_sd"]))
+        sd_loss = numpyro.sample("cell_loss_sd", prior_distribution(priors["cell_loss_sd"]))
+        with numpyro.plate("cells", data.n_cells):
+            lr_shift = sd_lr * numpyro.sample("z_cell_lr", dist.Normal(0.0, 1.0))
+            level = sd_loss * numpyro.sample("z_cell_loss", dist.Normal(0.0, 1.0))
+        run_shift = lr_shift[data.run_cell]
+        mean = level[data.point_cell] + laws.transfer_loss(
+            data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
+            **{**v, "c0": v["c0"] + lr_shift[data.point_cell]})
+    else:
+        mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
         sigma_run = numpyro.sample("sigma_run", prior_distribution(priors["sigma_run"]))
         with numpyro.plate("curve_runs", data.n_curve_runs):
@@ -112,8 +134,19 @@ def transfer_model(
                        obs=data.loss if observe else None)
     offset = numpyro.sample("div_offset", prior_distribution(priors["div_offset"]))
     width = numpyro.sample("div_width", prior_distribution(priors["div_width"]))
-    log_opt = laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"], c_n=v["c_n"],
-                              c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
+    log_opt = run_shift + laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"],
+                                          c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
     with numpyro.plate("runs", len(data.run_log_lr)):
         numpyro.sample("diverged", dist.Bernoulli(logits=(data.run_log_lr - log_opt - offset) / width),
                        obs=data.run_diverged if observe else None)
+
+
+def new_cell_effects(rng: np.random.Generator, cell_lr_sd: np.ndarray,
+                     cell_loss_sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A new cell's own shift of log lr* and of the loss level, one per posterior draw.
+
+    The same prior the model puts on a fitted cell (``sd * Normal(0, 1)``), drawn for a cell
+    with no runs (a plan's target).
+    """
+    z = rng.standard_normal((2, np.size(cell_lr_sd)))
+    return np.asarray(cell_lr_sd) * z[0], np.asarray(cell_loss_sd) * z[1]
