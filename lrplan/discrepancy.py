@@ -1,4 +1,4 @@
-"""How far the transfer law misses a cell it did not see, measured by leave-out refits.
+r"""How far the transfer law misses a cell it did not see, measured by leave-out refits.
 
 A dense sweep pins the law's parameters tightly, and its posterior then narrows as if the law
 were exact. This module measures the law's own miss: it refits the same model (a point fit,
@@ -10,7 +10,7 @@ loss level with what the refit predicts there. The misses grow with the extrapol
 
 .. math::
 
-    e_i \\sim \\mathrm{Normal}\\big(0,\\ s^2 + k^2 d_i^2\\big)
+    e_i \sim \mathrm{Normal}\big(0,\ s^2 + k^2 d_i^2\big)
 
 for the log lr* miss and (separately) the best-loss miss. ``s`` and ``k`` get a posterior on a
 grid (half-normal priors); a plan's target at distance ``d_t`` then draws an extra shift
@@ -31,7 +31,7 @@ from scipy import stats
 
 from .baselines import cell_optima
 from .errors import FitError
-from .transfer import TransferConfig, TransferFit, _normalise, swept_cells, transfer_data
+from .transfer import TransferConfig, TransferFit, _normalise, slice_labels, swept_cells, transfer_data
 from .transfer_model import CELL_SITES, transfer_model
 
 __all__ = ["Discrepancy", "calibrate_transfer", "point_fit", "leave_out_folds", "extrapolation",
@@ -59,7 +59,7 @@ def extrapolation(finals: pd.DataFrame, params, tokens, tokens_per_step) -> np.n
 
 
 def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effects: bool,
-              fixed: dict[str, float] | None = None, seed: int = 0) -> TransferFit:
+              fixed: dict[str, np.ndarray] | None = None, seed: int = 0) -> TransferFit:
     """The model's maximum a posteriori (in its unconstrained space) as a one-draw fit.
 
     ``fixed`` conditions sites on values (the cell spreads of the full fit: a point fit would
@@ -88,11 +88,12 @@ def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effe
     res = minimize(fun, np.asarray(z0, dtype=np.float64), jac=True, method="L-BFGS-B")
     values = post(unravel(jnp.asarray(res.x)))
     samples = {k: np.asarray(v)[None, None] for k, v in values.items()}
-    samples.update({k: np.full((1, 1), float(v)) for k, v in fixed.items()})
+    samples.update({k: np.asarray(v, dtype=np.float64)[None, None] for k, v in fixed.items()})
     config = TransferConfig(
         lr_law=lr_law, bowl=bowl, n0=n0, d0=d0, b0=b0, lr_ref=lr_ref,
         schedule_known=bool(points.loc[~points["diverged"], "unannealed"].notna().all()),
-        seed=seed, chains=1, num_warmup=0, num_samples=1, cell_effects=cell_effects)
+        seed=seed, chains=1, num_warmup=0, num_samples=1, cell_effects=cell_effects,
+        slices=slice_labels(points) if cell_effects else ())
     return TransferFit(config=config, priors=priors, samples=samples, diagnostics=None,
                        points=points, log_lik=np.zeros((1, 1, 0)))
 
@@ -153,7 +154,7 @@ def finals_of(points: pd.DataFrame, cell) -> pd.DataFrame:
 
 
 def _vertex(lr, loss) -> float:
-    """log LR of the vertex of a quadratic in log LR (as `cell_optima`), else of the best run.
+    """Log LR of the vertex of a quadratic in log LR (as `cell_optima`), else of the best run.
 
     The refit's losses at the cell's own LRs go through the same estimator as the runs, so
     the estimator's bias (a quadratic through an asymmetric bowl) cancels in the miss.
@@ -238,7 +239,7 @@ def calibrate_transfer(fit: TransferFit, *, seed: int = 0) -> TransferFit:
     rng = np.random.default_rng(seed)
     points = fit.points.reset_index(drop=True)
     cells = _cell_table(points)
-    fixed = ({k: float(np.median(fit.flat(k))) for k in CELL_SITES}
+    fixed = ({k: np.median(fit.flat(k), axis=0) for k in CELL_SITES}
              if fit.config.cell_effects else None)
     rows, expo = [], []
     for label, what, held in leave_out_folds(points):
@@ -263,14 +264,16 @@ def calibrate_transfer(fit: TransferFit, *, seed: int = 0) -> TransferFit:
         tfin = train[train["final"]]
         for c in hcells.itertuples(index=False):
             runs = finals_of(points, c)
-            pred = one.expected_loss(c.params, c.tokens, c.tokens_per_step, runs["lr"],
-                                     c.unannealed if fit.config.schedule_known else 0.0)[0]
+            w = c.unannealed if fit.config.schedule_known else 0.0
+            # the law and the effects of the cell's slices the refit saw (none new)
+            lr_known, loss_known, _ = one.cell_effects(c.params, c.tokens, c.tokens_per_step, None)
+            kw = dict(lr_shift=lr_known, loss_shift=loss_known)
+            pred = one.expected_loss(c.params, c.tokens, c.tokens_per_step, runs["lr"], w, **kw)[0]
             e_lr = _vertex(runs["lr"], runs["loss"]) - _vertex(runs["lr"], pred)
             # the level's miss once the optimum's is taken out: the cell's runs against the
             # refit's losses at the same distance from its optimum
             moved = one.expected_loss(c.params, c.tokens, c.tokens_per_step,
-                                      runs["lr"] * np.exp(-e_lr),
-                                      c.unannealed if fit.config.schedule_known else 0.0)[0]
+                                      runs["lr"] * np.exp(-e_lr), w, **kw)[0]
             rows.append({"fold": label, "dimension": what, "params": c.params, "tokens": c.tokens,
                          "tokens_per_step": c.tokens_per_step,
                          "distance": float(np.linalg.norm(extrapolation(tfin, c.params, c.tokens,

@@ -17,11 +17,19 @@ from .errors import FitError
 from .inference import Diagnostics, _diagnostics
 from .priors import PriorSet, load_priors
 from .schedules import lr_schedule, unannealed_fraction
-from .transfer_model import (BOWLS, LR_LAWS, TransferData, new_cell_effects,
-                             transfer_model, transfer_sites)
+from .transfer_model import (
+    BOWLS,
+    CELL_SITES,
+    LR_LAWS,
+    TransferData,
+    new_cell_effects,
+    transfer_model,
+    transfer_sites,
+)
 
 __all__ = ["TransferConfig", "TransferFit", "transfer_points", "fit_transfer", "compare_variants",
            "MAX_UNANNEALED", "POINTS_PER_CURVE", "POINT_COLUMNS", "points_from_frame", "swept_cells",
+           "slice_keys", "slice_labels",
            "MIN_SWEPT_CELLS", "MIN_CELL_LRS"]
 
 log = logging.getLogger(__name__)
@@ -155,6 +163,8 @@ class TransferConfig:
     num_samples: int
     notes: tuple[str, ...] = ()
     cell_effects: bool = False
+    #: with cell effects, the labels of the fitted slices of each kind (`slice_labels`)
+    slices: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,12 +255,29 @@ class TransferFit:
         zero = np.zeros(n)
         lr_cell, loss_cell = zero, zero
         if self.config.cell_effects:
-            lr_cell, loss_cell = new_cell_effects(rng, self.flat("cell_lr_sd"), self.flat("cell_loss_sd"))
+            lr_cell, loss_cell, _ = self.cell_effects(params, tokens, tokens_per_step, rng)
         lr_x, loss_x = zero, zero
         if self.discrepancy is not None:
             lr_x, loss_x = self.discrepancy.draws(self, params, tokens, tokens_per_step, n, rng)
         return {"lr": lr_cell + lr_x, "loss": loss_cell + loss_x, "lr_cell": lr_cell,
                 "lr_extrapolation": lr_x, "loss_cell": loss_cell, "loss_extrapolation": loss_x}
+
+    def cell_effects(self, params, tokens, tokens_per_step,
+                     rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per draw, a cell's crossed effects (`lrplan.transfer_model.new_cell_effects`).
+
+        Slices the fit has seen give their posterior effects; others draw new ones (none when
+        ``rng`` is None). Zeros when the fit has no cell effects.
+        """
+        if not self.config.cell_effects:
+            zero = np.zeros(self.n_draws)
+            return zero, zero, zero
+        keys = slice_keys(params, tokens, tokens_per_step)
+        known = [labels.index(k) if k in labels else None
+                 for k, labels in zip(keys, self.config.slices, strict=True)]
+        flat = {k: self.flat(k) for k in self.samples if k.startswith(("z_lr_", "z_loss_"))}
+        flat.update({k: self.flat(k) for k in CELL_SITES})
+        return new_cell_effects(flat, known, rng)
 
     def divergence_probability(self, params, tokens, tokens_per_step, lr, lr_shift=0.0) -> np.ndarray:
         """Draws of the probability that a run at each LR diverges, shape (draws, len(lr))."""
@@ -284,14 +311,26 @@ def _normalise(points: pd.DataFrame) -> tuple[float, float, float, float]:
         float(np.exp(np.median(np.log(points.loc[ok, "lr"].to_numpy(float)))))
 
 
+def _cell_columns(points: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each point's size, horizon (its run's last token count) and batch, as labels."""
+    horizon = points.groupby("run", sort=False)["tokens"].transform("max")
+    return (points["params"].map("{:.6g}".format), horizon.map("{:.6g}".format),
+            points["tokens_per_step"].map("{:.6g}".format))
+
+
 def swept_cells(points: pd.DataFrame) -> pd.Series:
     """Each point's cell: its run's size, final token count and batch, as a label.
 
     Points of one logged curve share its run's cell (its horizon is the run's, not the point's).
     """
-    horizon = points.groupby("run", sort=False)["tokens"].transform("max")
-    return (points["params"].map("{:.6g}".format) + "|" + horizon.map("{:.6g}".format) + "|"
-            + points["tokens_per_step"].map("{:.6g}".format))
+    n, d, b = _cell_columns(points)
+    return n + "|" + d + "|" + b
+
+
+def slice_keys(params, tokens, tokens_per_step) -> tuple[str, str, str]:
+    """A cell's slice of each kind in `SLICE_KINDS` (the labels of its other two dimensions)."""
+    n, d, b = (f"{float(x):.6g}" for x in (params, tokens, tokens_per_step))
+    return f"{d}|{b}", f"{n}|{b}", f"{n}|{d}"
 
 
 def _dense_cells(points: pd.DataFrame) -> bool:
@@ -299,6 +338,12 @@ def _dense_cells(points: pd.DataFrame) -> bool:
     ok = points[~points["diverged"] & points["final"]]
     n_lrs = ok.groupby(swept_cells(points)[ok.index])["lr"].nunique()
     return bool((n_lrs >= MIN_CELL_LRS).sum() >= MIN_SWEPT_CELLS)
+
+
+def slice_labels(points: pd.DataFrame) -> tuple[tuple[str, ...], ...]:
+    """The fitted slices of each kind, in the order of the model's ``z_*_<kind>`` sites."""
+    n, d, b = _cell_columns(points)
+    return tuple(tuple(pd.factorize(k)[1]) for k in (d + "|" + b, n + "|" + b, n + "|" + d))
 
 
 def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref,
@@ -330,11 +375,17 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref,
         anneal_term=bool(np.ptp(np.nan_to_num(ok["unannealed"].to_numpy(float))) >= ANNEAL_SPREAD),
     )
     if cell_effects:
-        label = swept_cells(points)
-        codes, cells = pd.factorize(label)
-        per_run_cell = pd.Series(codes, index=points.index).groupby(points["run"], sort=False).last()
-        data = replace(data, point_cell=codes[~points["diverged"].to_numpy(bool)].astype(np.int64),
-                       run_cell=per_run_cell.loc[runs].to_numpy(np.int64), n_cells=len(cells))
+        n, d, b = _cell_columns(points)
+        ok_mask = ~points["diverged"].to_numpy(bool)
+        point_slice, run_slice, n_slices = [], [], []
+        for key in (d + "|" + b, n + "|" + b, n + "|" + d):
+            codes, labels = pd.factorize(key)
+            per_run = pd.Series(codes, index=points.index).groupby(points["run"], sort=False).last()
+            point_slice.append(codes[ok_mask])
+            run_slice.append(per_run.loc[runs].to_numpy())
+            n_slices.append(len(labels))
+        data = replace(data, point_slice=np.array(point_slice, dtype=np.int64),
+                       run_slice=np.array(run_slice, dtype=np.int64), n_slices=tuple(n_slices))
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
 
 
@@ -399,6 +450,7 @@ def fit_transfer(
         schedule_known=bool(points.loc[~points["diverged"], "unannealed"].notna().all()), seed=seed,
         chains=chains,
         num_warmup=num_warmup, num_samples=num_samples, notes=tuple(notes), cell_effects=cell_effects,
+        slices=slice_labels(points) if cell_effects else (),
     )
     log_lik = _run_log_lik(samples, data, point_run, priors, lr_law, bowl)
     return TransferFit(config=config, priors=priors, samples=samples, diagnostics=diag,

@@ -8,10 +8,20 @@ Each observation is a run's loss after D tokens at size N, batch B and peak LR e
     \qquad u = \log\eta - \log\eta^*(N, D, B)
 
 (`lrplan.laws.transfer_loss`). When cells (runs sharing size, horizon and batch) are swept
-densely, each cell c also has its own optimum and level: ``log eta*_c = law + tau_lr z_c`` and
-``+ tau_loss y_c`` (``cell_lr_sd``, ``cell_loss_sd``, standard-normal ``z_cell_lr``,
-``z_cell_loss``), so the law cannot be pinned by one cell's noise, and a new cell (the target)
-draws its own effects (`new_cell_effects`). A run logged at several points gets an offset ``r_run`` shared
+densely, each cell also misses the law, in log lr* and in its loss level, by crossed random
+effects: one shared by the cells that differ only in size (a "slice along size", keyed by
+horizon and batch), one along horizon (keyed by size and batch) and one along batch (keyed by
+size and horizon):
+
+.. math::
+
+    \log\eta^*_c = \mathrm{law}(N, D, B) + \sum_k \tau_k z_{k, s_k(c)}, \qquad
+    \mathrm{level}_c = L + \sum_k \omega_k y_{k, s_k(c)}
+
+(``cell_lr_sd`` = tau, ``cell_loss_sd`` = omega, one per kind; standard-normal ``z_lr_<kind>``,
+``z_loss_<kind>``). The law then cannot be pinned by cells' misses, a miss shared along a
+dimension carries to a new cell in that slice, and a new slice draws its own effect
+(`new_cell_effects`). A run logged at several points gets an offset ``r_run`` shared
 by its points, so a long curve counts as one run with a known shape, not as many independent
 runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
 ``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
@@ -32,8 +42,8 @@ from . import laws
 from .model import STUDENT_DF, prior_distribution
 from .priors import PriorSet
 
-__all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "TransferData", "transfer_model", "transfer_sites",
-           "new_cell_effects"]
+__all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
+           "transfer_sites", "new_cell_effects"]
 
 LrLaw = Literal["loglinear", "curved"]
 Bowl = Literal["asymmetric", "symmetric", "linex"]
@@ -44,8 +54,10 @@ _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
-#: Spreads of the cell-level effects (sampled only when ``TransferData.n_cells`` > 0).
+#: Spreads of the cell-level effects (sampled only when ``TransferData.n_slices`` is set).
 CELL_SITES = ("cell_lr_sd", "cell_loss_sd")
+#: The crossed effects' kinds: cells sharing all but size, all but horizon, all but batch.
+SLICE_KINDS = ("along_size", "along_horizon", "along_batch")
 
 
 def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False,
@@ -77,9 +89,9 @@ class TransferData:
     loss_ref: float  # median observed final loss; the law's level is sampled around it
     batch_term: bool  # some size has runs at two batches: the loss's batch term is separable
     anneal_term: bool  # points differ in how annealed they are, so k_anneal is identified
-    point_cell: np.ndarray | None = None  # per point, its cell (size, horizon, batch of its run)
-    run_cell: np.ndarray | None = None
-    n_cells: int = 0  # 0: no cell-level effects (cells not swept densely enough to tell them)
+    point_slice: np.ndarray | None = None  # (3, points): each point's slice of each kind
+    run_slice: np.ndarray | None = None  # (3, runs)
+    n_slices: tuple[int, ...] = ()  # slices per kind; () = no cell-level effects
 
 
 def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> dict[str, jnp.ndarray]:
@@ -111,16 +123,20 @@ def transfer_model(
     """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""
     v = law_values(priors, lr_law, bowl, data)
     run_shift = 0.0
-    if data.n_cells:
-        sd_lr = numpyro.sample("cell_lr_sd", prior_distribution(priors["cell_lr_sd"]))
-        sd_loss = numpyro.sample("cell_loss_sd", prior_distribution(priors["cell_loss_sd"]))
-        with numpyro.plate("cells", data.n_cells):
-            lr_shift = sd_lr * numpyro.sample("z_cell_lr", dist.Normal(0.0, 1.0))
-            level = sd_loss * numpyro.sample("z_cell_loss", dist.Normal(0.0, 1.0))
-        run_shift = lr_shift[data.run_cell]
-        mean = level[data.point_cell] + laws.transfer_loss(
-            data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
-            **{**v, "c0": v["c0"] + lr_shift[data.point_cell]})
+    if data.n_slices:
+        with numpyro.plate("slice_kinds", len(SLICE_KINDS)):
+            sd_lr = numpyro.sample("cell_lr_sd", prior_distribution(priors["cell_lr_sd"]))
+            sd_loss = numpyro.sample("cell_loss_sd", prior_distribution(priors["cell_loss_sd"]))
+        point_shift = level = 0.0
+        for k, kind in enumerate(SLICE_KINDS):
+            with numpyro.plate(f"slices_{kind}", data.n_slices[k]):
+                lr_k = sd_lr[k] * numpyro.sample(f"z_lr_{kind}", dist.Normal(0.0, 1.0))
+                loss_k = sd_loss[k] * numpyro.sample(f"z_loss_{kind}", dist.Normal(0.0, 1.0))
+            point_shift = point_shift + lr_k[data.point_slice[k]]
+            run_shift = run_shift + lr_k[data.run_slice[k]]
+            level = level + loss_k[data.point_slice[k]]
+        mean = level + laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
+                                          **{**v, "c0": v["c0"] + point_shift})
     else:
         mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
@@ -141,12 +157,25 @@ def transfer_model(
                        obs=data.run_diverged if observe else None)
 
 
-def new_cell_effects(rng: np.random.Generator, cell_lr_sd: np.ndarray,
-                     cell_loss_sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A new cell's own shift of log lr* and of the loss level, one per posterior draw.
+def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
+                     rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A cell's shift of log lr* and of its loss level, one per posterior draw.
 
-    The same prior the model puts on a fitted cell (``sd * Normal(0, 1)``), drawn for a cell
-    with no runs (a plan's target).
+    ``samples`` are flat draws (``cell_lr_sd`` (draws, 3), ``z_lr_<kind>`` (draws, slices), ...);
+    ``known[k]`` is the cell's slice of kind k in the fit, or None for a slice without runs,
+    which draws its effect from the model's own prior ``sd_k * Normal(0, 1)`` (zero when
+    ``rng`` is None: the known effects only). Returns (log lr* shift, loss shift, the part of
+    the log lr* shift from new slices).
     """
-    z = rng.standard_normal((2, np.size(cell_lr_sd)))
-    return np.asarray(cell_lr_sd) * z[0], np.asarray(cell_loss_sd) * z[1]
+    sd_lr, sd_loss = samples["cell_lr_sd"], samples["cell_loss_sd"]
+    lr = np.zeros(sd_lr.shape[0])
+    loss, new = np.zeros_like(lr), np.zeros_like(lr)
+    for k, kind in enumerate(SLICE_KINDS):
+        if known[k] is not None:
+            lr = lr + sd_lr[:, k] * samples[f"z_lr_{kind}"][:, known[k]]
+            loss = loss + sd_loss[:, k] * samples[f"z_loss_{kind}"][:, known[k]]
+        elif rng is not None:
+            z = rng.standard_normal((2, lr.size))
+            new = new + sd_lr[:, k] * z[0]
+            loss = loss + sd_loss[:, k] * z[1]
+    return lr + new, loss, new
