@@ -18,6 +18,8 @@ leave-out calibration on top; the nearest fitted cell's optimum as a baseline. `
 adds lrplan without either (no cell effects, no calibration): one more NUTS fit per replicate.
 
     python examples/transfer_misspecified.py [--sweeps 50] [--seed 0] [--today] [--out results.csv]
+        [--warmup 300 --samples 300 --chains 2]
+    python examples/transfer_misspecified.py --summarize results.csv   # the table of a saved run
 """
 
 import argparse
@@ -115,8 +117,15 @@ def main():
     ap.add_argument("--today", action="store_true", help="also fit lrplan without cell effects")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--out", default=None, help="CSV of every replicate's scores")
+    ap.add_argument("--summarize", default=None, help="print the table of a saved CSV and stop")
     args = ap.parse_args()
+    if args.summarize:
+        res = pd.read_csv(args.summarize)
+        print(f"{res['sweep'].nunique()} sweeps")
+        print(summary(res))
+        return
     rng = np.random.default_rng(args.seed)
     rows, t0 = [], time.perf_counter()
     for i in range(args.sweeps):
@@ -128,7 +137,7 @@ def main():
                               "tokens_per_step": BATCH, "lr": train["peak_lr"], "loss": train["loss"],
                               "diverged": train["loss"].isna()})
         nearest = nearest_lr_fit(sweep)
-        kw = dict(seed=i, num_warmup=args.warmup, num_samples=args.samples)
+        kw = dict(seed=i, num_warmup=args.warmup, num_samples=args.samples, chains=args.chains)
         fit = fit_transfer(points, cell_effects=True, **kw)
         got = score(fit, test, held, nearest, "cells")
         got += score(calibrate_transfer(fit, seed=i), test, held, nearest, "cells+calibration")
