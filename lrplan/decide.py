@@ -126,7 +126,8 @@ def _curve(fit, target: Target, schedule: str, lr: float, rng, cell: dict,
     first = max(target.warmup_steps, int(0.05 * target.steps), 1)
     steps = np.unique(np.linspace(first, target.steps, n_points).round().astype(np.int64))
     law = fit.expected_loss(target.params, steps * target.tokens_per_step, target.tokens_per_step,
-                            lr, w[steps - 1], lr_shift=cell["lr"], loss_shift=cell["loss"])
+                            lr, w[steps - 1], lr_shift=cell["lr"], loss_shift=cell["loss"],
+                            log_kappa_shift=cell["log_kappa"])
     draws = law + fit.noise()[:, None] * rng.standard_normal((law.shape[0], 1))
     return CurvePrediction(steps=steps, draws=draws, law=law, group=None,
                            notes=("curve from the transfer law: L*(N, D) along the schedule, the LR "
@@ -172,7 +173,8 @@ def plan(
     N, D, B = target.params, target.tokens, target.tokens_per_step
     cell = fit.cell_draws(N, D, B, rng)
     grid = fit.lr_grid(N, D, B, size=grid_size, lr_shift=cell["lr"])
-    loss = fit.expected_loss(N, D, B, grid, w_end, lr_shift=cell["lr"], loss_shift=cell["loss"])
+    loss = fit.expected_loss(N, D, B, grid, w_end, lr_shift=cell["lr"], loss_shift=cell["loss"],
+                            log_kappa_shift=cell["log_kappa"])
     if not np.all(np.isfinite(loss)):
         raise FitError("the transfer law gives a non-finite loss at this target; check --params "
                        "and --tokens")
@@ -197,8 +199,8 @@ def plan(
                      "constrained; sweep a wider range of LRs")
     lr_rec = float(grid[rec])
     best = loss[:, rec]
-    at = {float(x): fit.expected_loss(N, D, B, [x], w_end, lr_shift=cell["lr"],
-                                      loss_shift=cell["loss"])[:, 0] for x in compare_lrs}
+    at = {float(x): fit.expected_loss(N, D, B, [x], w_end, lr_shift=cell["lr"], loss_shift=cell["loss"],
+                                      log_kappa_shift=cell["log_kappa"])[:, 0] for x in compare_lrs}
     compare = {x: v - best for x, v in at.items()}
     compare_loss = {x: v + fit.noise() * rng.standard_normal(v.shape) for x, v in at.items()}
     final = best + fit.noise() * rng.standard_normal(best.shape)

@@ -266,8 +266,8 @@ def calibrate_transfer(fit: TransferFit, *, seed: int = 0) -> TransferFit:
             runs = finals_of(points, c)
             w = c.unannealed if fit.config.schedule_known else 0.0
             # the law and the effects of the cell's slices the refit saw (none new)
-            lr_known, loss_known, _ = one.cell_effects(c.params, c.tokens, c.tokens_per_step, None)
-            kw = dict(lr_shift=lr_known, loss_shift=loss_known)
+            known = one.cell_effects(c.params, c.tokens, c.tokens_per_step, None)
+            kw = dict(lr_shift=known["lr"], loss_shift=known["loss"], log_kappa_shift=known["log_kappa"])
             pred = one.expected_loss(c.params, c.tokens, c.tokens_per_step, runs["lr"], w, **kw)[0]
             e_lr = _vertex(runs["lr"], runs["loss"]) - _vertex(runs["lr"], pred)
             # the level's miss once the optimum's is taken out: the cell's runs against the

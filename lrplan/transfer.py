@@ -225,12 +225,13 @@ class TransferFit:
         return np.asarray(law) + lr_shift + np.log(self.config.lr_ref)
 
     def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed, *, lr_shift=0.0,
-                      loss_shift=0.0) -> np.ndarray:
+                      loss_shift=0.0, log_kappa_shift=0.0) -> np.ndarray:
         """Draws of the law's loss, shape (draws, len(lr)).
 
         ``lr`` and ``unannealed`` broadcast against each other: several LRs at one point, or
-        one LR along a curve (``tokens`` then an array too). ``lr_shift`` and ``loss_shift``
-        (scalars or one per draw) move log lr* and the loss level: a cell's own effects.
+        one LR along a curve (``tokens`` then an array too). ``lr_shift``, ``loss_shift`` and
+        ``log_kappa_shift`` (scalars or one per draw) move log lr*, the loss level and the
+        bowl's log curvature: a cell's own effects.
         """
         x_n, x_d, x_b = (np.asarray(x)[None, :] if np.ndim(x) else x
                          for x in self._x(params, tokens, tokens_per_step))
@@ -238,6 +239,7 @@ class TransferFit:
         w = np.atleast_1d(np.asarray(unannealed, float))
         v = self._law()
         v["c0"] = v["c0"] + lr_shift
+        v["kappa"] = v["kappa"] * np.exp(log_kappa_shift)
         v = {k: x[:, None] for k, x in v.items()}
         law = laws.transfer_loss(x_n, x_d, x_b, log_lr[None, :], w[None, :], **v)
         return np.asarray(law) + np.asarray(loss_shift, float).reshape(-1, 1)
@@ -248,22 +250,20 @@ class TransferFit:
         The sum of two parts: the model's cell-level effect (`lrplan.transfer_model.
         new_cell_effects`; zero when the fit has none) and the law's calibrated miss at the
         target's distance beyond the fitted runs (`lrplan.discrepancy.Discrepancy`; zero when the
-        fit has none). Returns ``lr``, ``loss`` and the parts ``lr_cell``, ``lr_extrapolation``,
-        ``loss_cell``, ``loss_extrapolation``.
+        fit has none). Returns ``lr``, ``loss``, ``log_kappa`` (the cell's bowl curvature) and
+        the parts ``lr_cell``, ``lr_extrapolation``, ``loss_cell``, ``loss_extrapolation``.
         """
         n = self.n_draws
-        zero = np.zeros(n)
-        lr_cell, loss_cell = zero, zero
-        if self.config.cell_effects:
-            lr_cell, loss_cell, _ = self.cell_effects(params, tokens, tokens_per_step, rng)
-        lr_x, loss_x = zero, zero
+        cell = self.cell_effects(params, tokens, tokens_per_step, rng)
+        lr_x, loss_x = np.zeros(n), np.zeros(n)
         if self.discrepancy is not None:
             lr_x, loss_x = self.discrepancy.draws(self, params, tokens, tokens_per_step, n, rng)
-        return {"lr": lr_cell + lr_x, "loss": loss_cell + loss_x, "lr_cell": lr_cell,
-                "lr_extrapolation": lr_x, "loss_cell": loss_cell, "loss_extrapolation": loss_x}
+        return {"lr": cell["lr"] + lr_x, "loss": cell["loss"] + loss_x, "log_kappa": cell["log_kappa"],
+                "lr_cell": cell["lr"], "lr_extrapolation": lr_x, "loss_cell": cell["loss"],
+                "loss_extrapolation": loss_x}
 
     def cell_effects(self, params, tokens, tokens_per_step,
-                     rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         """Per draw, a cell's crossed effects (`lrplan.transfer_model.new_cell_effects`).
 
         Slices the fit has seen give their posterior effects; others draw new ones (none when
@@ -271,11 +271,11 @@ class TransferFit:
         """
         if not self.config.cell_effects:
             zero = np.zeros(self.n_draws)
-            return zero, zero, zero
+            return {"lr": zero, "loss": zero, "log_kappa": zero, "lr_new": zero}
         keys = slice_keys(params, tokens, tokens_per_step)
         known = [labels.index(k) if k in labels else None
                  for k, labels in zip(keys, self.config.slices, strict=True)]
-        flat = {k: self.flat(k) for k in self.samples if k.startswith(("z_lr_", "z_loss_"))}
+        flat = {k: self.flat(k) for k in self.samples if k.startswith(("z_lr_", "z_loss_", "z_kappa_"))}
         flat.update({k: self.flat(k) for k in CELL_SITES})
         return new_cell_effects(flat, known, rng)
 

@@ -54,8 +54,9 @@ _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
-#: Spreads of the cell-level effects (sampled only when ``TransferData.n_slices`` is set).
-CELL_SITES = ("cell_lr_sd", "cell_loss_sd")
+#: Spreads of the cell-level effects (sampled only when ``TransferData.n_slices`` is set):
+#: of log lr*, of the loss level and of the bowl's log curvature.
+CELL_SITES = ("cell_lr_sd", "cell_loss_sd", "cell_kappa_sd")
 #: The crossed effects' kinds: cells sharing all but size, all but horizon, all but batch.
 SLICE_KINDS = ("along_size", "along_horizon", "along_batch")
 
@@ -127,16 +128,20 @@ def transfer_model(
         with numpyro.plate("slice_kinds", len(SLICE_KINDS)):
             sd_lr = numpyro.sample("cell_lr_sd", prior_distribution(priors["cell_lr_sd"]))
             sd_loss = numpyro.sample("cell_loss_sd", prior_distribution(priors["cell_loss_sd"]))
-        point_shift = level = 0.0
+            sd_kappa = numpyro.sample("cell_kappa_sd", prior_distribution(priors["cell_kappa_sd"]))
+        point_shift = level = log_kappa = 0.0
         for k, kind in enumerate(SLICE_KINDS):
             with numpyro.plate(f"slices_{kind}", data.n_slices[k]):
                 lr_k = sd_lr[k] * numpyro.sample(f"z_lr_{kind}", dist.Normal(0.0, 1.0))
                 loss_k = sd_loss[k] * numpyro.sample(f"z_loss_{kind}", dist.Normal(0.0, 1.0))
+                kappa_k = sd_kappa[k] * numpyro.sample(f"z_kappa_{kind}", dist.Normal(0.0, 1.0))
             point_shift = point_shift + lr_k[data.point_slice[k]]
             run_shift = run_shift + lr_k[data.run_slice[k]]
             level = level + loss_k[data.point_slice[k]]
-        mean = level + laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
-                                          **{**v, "c0": v["c0"] + point_shift})
+            log_kappa = log_kappa + kappa_k[data.point_slice[k]]
+        mean = level + laws.transfer_loss(
+            data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
+            **{**v, "c0": v["c0"] + point_shift, "kappa": v["kappa"] * jnp.exp(log_kappa)})
     else:
         mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
@@ -158,24 +163,26 @@ def transfer_model(
 
 
 def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
-                     rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A cell's shift of log lr* and of its loss level, one per posterior draw.
+                     rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+    """A cell's shifts of log lr*, of its loss level and of its bowl's log curvature, per draw.
 
     ``samples`` are flat draws (``cell_lr_sd`` (draws, 3), ``z_lr_<kind>`` (draws, slices), ...);
     ``known[k]`` is the cell's slice of kind k in the fit, or None for a slice without runs,
     which draws its effect from the model's own prior ``sd_k * Normal(0, 1)`` (zero when
-    ``rng`` is None: the known effects only). Returns (log lr* shift, loss shift, the part of
-    the log lr* shift from new slices).
+    ``rng`` is None: the known effects only). Returns ``lr``, ``loss``, ``log_kappa`` and
+    ``lr_new`` (the part of ``lr`` from new slices).
     """
-    sd_lr, sd_loss = samples["cell_lr_sd"], samples["cell_loss_sd"]
-    lr = np.zeros(sd_lr.shape[0])
-    loss, new = np.zeros_like(lr), np.zeros_like(lr)
+    n = samples["cell_lr_sd"].shape[0]
+    out = {"lr": np.zeros(n), "loss": np.zeros(n), "log_kappa": np.zeros(n), "lr_new": np.zeros(n)}
     for k, kind in enumerate(SLICE_KINDS):
-        if known[k] is not None:
-            lr = lr + sd_lr[:, k] * samples[f"z_lr_{kind}"][:, known[k]]
-            loss = loss + sd_loss[:, k] * samples[f"z_loss_{kind}"][:, known[k]]
-        elif rng is not None:
-            z = rng.standard_normal((2, lr.size))
-            new = new + sd_lr[:, k] * z[0]
-            loss = loss + sd_loss[:, k] * z[1]
-    return lr + new, loss, new
+        for what, site in (("lr", "cell_lr_sd"), ("loss", "cell_loss_sd"),
+                           ("log_kappa", "cell_kappa_sd")):
+            sd = samples[site][:, k]
+            if known[k] is not None:
+                out[what] = out[what] + sd * samples[f"z_{what.split('_')[-1]}_{kind}"][:, known[k]]
+            elif rng is not None:
+                new = sd * rng.standard_normal(n)
+                out[what] = out[what] + new
+                if what == "lr":
+                    out["lr_new"] = out["lr_new"] + new
+    return out

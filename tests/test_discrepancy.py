@@ -32,15 +32,17 @@ def test_new_cell_effects_reuse_known_slices_and_draw_new_ones():
     rng = np.random.default_rng(0)
     n = 20000
     samples = {"cell_lr_sd": np.tile([0.1, 0.2, 0.3], (n, 1)),
-               "cell_loss_sd": np.tile([0.01, 0.02, 0.03], (n, 1))}
+               "cell_loss_sd": np.tile([0.01, 0.02, 0.03], (n, 1)),
+               "cell_kappa_sd": np.tile([0.1, 0.1, 0.1], (n, 1))}
     for kind in SLICE_KINDS:
-        samples[f"z_lr_{kind}"] = rng.standard_normal((n, 4))
-        samples[f"z_loss_{kind}"] = rng.standard_normal((n, 4))
-    lr, loss, new = new_cell_effects(samples, [2, None, None], np.random.default_rng(1))
-    np.testing.assert_allclose(lr - new, 0.1 * samples["z_lr_along_size"][:, 2])
-    assert np.std(new) == pytest.approx(np.hypot(0.2, 0.3), rel=0.03)
-    lr0, loss0, new0 = new_cell_effects(samples, [2, None, None], None)
-    assert np.all(new0 == 0) and np.allclose(lr0, lr - new)
+        for what in ("lr", "loss", "kappa"):
+            samples[f"z_{what}_{kind}"] = rng.standard_normal((n, 4))
+    got = new_cell_effects(samples, [2, None, None], np.random.default_rng(1))
+    np.testing.assert_allclose(got["lr"] - got["lr_new"], 0.1 * samples["z_lr_along_size"][:, 2])
+    assert np.std(got["lr_new"]) == pytest.approx(np.hypot(0.2, 0.3), rel=0.03)
+    assert np.std(got["loss"]) == pytest.approx(np.sqrt(0.01**2 + 0.02**2 + 0.03**2), rel=0.03)
+    known = new_cell_effects(samples, [2, None, None], None)
+    assert np.all(known["lr_new"] == 0) and np.allclose(known["lr"], got["lr"] - got["lr_new"])
 
 
 def test_extrapolation_is_signed_e_folds_beyond_the_runs():
