@@ -92,7 +92,8 @@ class PlanResult:
                 "divergence_probability": float(self.divergence[rec]),
                 "compare": [{"lr": lr, "excess_loss": summarize(d),
                              "excess_relative": float(d.mean() / best),
-                             "final_loss": summarize(self.compare_loss[lr])}
+                             **({"final_loss": summarize(self.compare_loss[lr])}
+                                if lr in self.compare_loss else {})}
                             for lr, d in self.compare.items()],
                 "optimum_variance_share": dict(self.lr_sources),
             },
@@ -108,7 +109,8 @@ class PlanResult:
                 "runs": int(fit.points["run"].nunique()), "points": int((~fit.points["diverged"]).sum()),
                 "diverged_runs": int(fit.points.loc[fit.points["final"], "diverged"].sum()),
             },
-            "discrepancy": None if fit.discrepancy is None else fit.discrepancy.to_json(),
+            "discrepancy": (None if getattr(fit, "discrepancy", None) is None
+                            else fit.discrepancy.to_json()),
             "diagnostics": fit.diagnostics.to_json(),
             "notes": list(self.notes),
         }
