@@ -5,11 +5,16 @@ transfer model to every size but the largest, then for each held-out (N, D, batc
 at least 3 LRs reports: the recommended LR vs the cell's empirical optimum (vertex of a
 quadratic fit of loss vs log LR), the excess loss of the recommendation (on that quadratic,
 relative to its minimum), whether the optimum falls in lrplan's 80% interval of lr*, and
-the predicted vs observed best loss; the Step Law procedure (OLS of log LR over each cell's
-runs within 0.25% of its best) beside it. Those two sets have no licence: they stay outside
-the repository; pass the folder that holds them.
+the predicted vs observed best loss, and how often the 95% interval of the predicted final
+loss at each of the cell's swept LRs (``compare[].final_loss``) holds the observed loss; the
+practitioners' baselines beside it: the Step Law procedure (OLS of log LR over each cell's runs
+within 0.25% of its best), Bjorck et al.'s vertex power law, and the nearest fitted cell's
+optimum. ``--no-calibrate`` plans without the leave-out calibration of the law's miss (lrplan
+before it). Those two sets have no licence: they stay outside the repository; pass the folder
+that holds them.
 
     python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting,misfitting-curves] [--variants]
+        [--no-calibrate] [--cell-effects auto|on|off]
 """
 
 import argparse
@@ -26,9 +31,10 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.baselines import cell_optima, step_law_fit  # noqa: E402
+from lrplan.baselines import bjorck_fit, cell_optima, nearest_lr_fit, step_law_fit  # noqa: E402
 from lrplan.data import load_runs  # noqa: E402
 from lrplan.decide import Target, plan  # noqa: E402
+from lrplan.discrepancy import calibrate_transfer  # noqa: E402
 from lrplan.transfer import compare_variants, fit_transfer, transfer_points  # noqa: E402
 
 
@@ -91,33 +97,49 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
         runs = load_runs(path)
         t0 = time.perf_counter()
         points, notes = transfer_points(runs)
+        cells_opt = {"auto": None, "on": True, "off": False}[args.cell_effects]
         if args.variants:
-            fit, table = compare_variants(points, seed=args.seed, notes=tuple(notes))
+            fit, table = compare_variants(points, seed=args.seed, notes=tuple(notes),
+                                          cell_effects=cells_opt)
             print(table.to_string())
         else:
             fit = fit_transfer(points, lr_law=args.lr_law, bowl=args.bowl, seed=args.seed,
-                               notes=tuple(notes))
+                               notes=tuple(notes), cell_effects=cells_opt)
         wall = time.perf_counter() - t0
+        if not args.no_calibrate:
+            fit = calibrate_transfer(fit, seed=args.seed)
+        wall_cal = time.perf_counter() - t0 - wall
     d = fit.diagnostics
     ex = {k: np.quantile(fit.flat(k), [0.1, 0.5, 0.9]) for k in ("c_n", "c_d", "c_b")}
-    step = step_law_fit(sweep_frame(train.sort_values("step").groupby("run", sort=False).tail(1)))
+    train_sweep = sweep_frame(train.sort_values("step").groupby("run", sort=False).tail(1))
+    step = step_law_fit(train_sweep)
+    others = {"Bjorck": bjorck_fit(train_sweep), "nearest": nearest_lr_fit(train_sweep)}
     held = sweep_frame(test)
     optima = cell_optima(held)
     n_div = int(points["diverged"].sum())
     variant = f"{fit.config.lr_law} lr*, {fit.config.bowl} bowl"
     lines = [f"### {name} ({variant}): fit on N < {top:.3g} ({train['run'].nunique()} runs, "
              f"{n_div} diverged, "
-             f"{int((~points['diverged']).sum())} loss points) in {wall:.0f} s; "
-             f"predict N = {top:.3g}",
+             f"{int((~points['diverged']).sum())} loss points) in {wall:.0f} s"
+             + ("" if args.no_calibrate else f" + {wall_cal:.0f} s of leave-out refits")
+             + f"; predict N = {top:.3g}; cell effects {'on' if fit.config.cell_effects else 'off'}",
              "",
              f"R-hat max {d.r_hat_max:.3f}, ESS min {d.ess_bulk_min:.0f}, divergences {d.divergences}; "
              + ", ".join(f"{k} {v[1]:.3f} [{v[0]:.3f}, {v[2]:.3f}]" for k, v in ex.items())
-             + f"; Step Law OLS: {', '.join(f'{k} {v:.3f}' for k, v in step.coef.items())}",
+             + f"; Step Law OLS: {', '.join(f'{k} {v:.3f}' for k, v in step.coef.items())}"
+             + ("" if not fit.config.cell_effects else
+                f"; cell sd of log lr* {np.median(fit.flat('cell_lr_sd')):.3f}, of the loss "
+                f"{np.median(fit.flat('cell_loss_sd')):.4f}")
+             + ("" if fit.discrepancy is None else
+                "; leave-out miss: "
+                + ", ".join(f"{k} {v:.3g}" for k, v in fit.discrepancy.to_json().items())),
              "",
              "| N | D | batch | optimum | lrplan rec | 80% lr* | in 80% | excess | "
-             "Step Law | excess | pred best loss (95%) | obs best |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Step Law | excess | pred best loss (95%) | obs best | losses in 95% | law's share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     hits, ratios, excess, s_ratios, s_excess, loss_err = [], [], [], [], [], []
+    o_ratios, o_excess = {k: [] for k in others}, {k: [] for k in others}
+    loss_hits, shares = [], []
     for o in optima.itertuples():
         if not o.vertex:
             continue
@@ -126,8 +148,19 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
         steps = int(round(o.tokens / o.tokens_per_step))
         target = Target(o.params, o.tokens, o.tokens_per_step, "cosine:final=0.1", steps,
                         steps // 100)
-        res = plan(fit, target, seed=args.seed)
+        ok = cell[~cell["diverged"]]
+        res = plan(fit, target, seed=args.seed, compare_lrs=tuple(ok["lr"]))
         lo, hi = np.quantile(res.lr_star, [0.1, 0.9])
+        cell_hits = [bool(np.quantile(res.compare_loss[float(x)], 0.025) <= y
+                          <= np.quantile(res.compare_loss[float(x)], 0.975))
+                     for x, y in zip(ok["lr"], ok["loss"], strict=True)]
+        loss_hits += cell_hits
+        share = 1.0 - res.lr_sources.get("law", 1.0)
+        shares.append(share)
+        for k, rule in others.items():
+            lr_k = float(rule.predict(o.params, o.tokens, o.tokens_per_step))
+            o_ratios[k].append(np.log(lr_k / o.lr_opt))
+            o_excess[k].append(quad_excess(cell, lr_k))
         rec, s_lr = res.recommended_lr, float(step.predict(o.params, o.tokens, o.tokens_per_step))
         hit = lo <= o.lr_opt <= hi
         e, se = quad_excess(cell, rec), quad_excess(cell, s_lr)
@@ -141,12 +174,17 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
         lines.append(f"| {o.params:.3g} | {o.tokens:.3g} | {o.tokens_per_step:.3g} | {o.lr_opt:.3g} | "
                      f"{rec:.3g} | {lo:.3g}-{hi:.3g} | {'yes' if hit else 'no'} | {e:.2%} | "
                      f"{s_lr:.3g} | {se:.2%} | {res.final_loss.mean():.4f} ({q[0]:.3f}-{q[1]:.3f}) | "
-                     f"{o.best_loss:.4f} |")
+                     f"{o.best_loss:.4f} | {sum(cell_hits)}/{len(cell_hits)} | {1 - share:.0%} |")
     lines += ["",
               f"{len(hits)} cells with a vertex: lrplan |log(rec/opt)| mean {np.mean(np.abs(ratios)):.3f}, "
               f"excess mean {np.mean(excess):.2%}, optimum in 80% interval {np.mean(hits):.0%}, "
               f"best-loss rel. error {np.mean(loss_err):.2%}; Step Law |log(lr/opt)| mean "
-              f"{np.mean(np.abs(s_ratios)):.3f}, excess mean {np.mean(s_excess):.2%}", ""]
+              f"{np.mean(np.abs(s_ratios)):.3f}, excess mean {np.mean(s_excess):.2%}; "
+              + "; ".join(f"{k} |log(lr/opt)| mean {np.mean(np.abs(o_ratios[k])):.3f}, excess mean "
+                          f"{np.mean(o_excess[k]):.2%}" for k in others)
+              + f"; swept runs' final losses inside lrplan's 95% interval {np.mean(loss_hits):.0%} "
+              f"of {len(loss_hits)}; share of lr*'s variance from the law's discrepancy (cell + "
+              f"extrapolation) mean {np.mean(shares):.0%}", ""]
     return lines
 
 
@@ -158,6 +196,8 @@ def main():
     ap.add_argument("--lr-law", default="loglinear")
     ap.add_argument("--bowl", default="linex")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-calibrate", action="store_true", help="plan without the leave-out refits")
+    ap.add_argument("--cell-effects", choices=("auto", "on", "off"), default="auto")
     args = ap.parse_args()
     loaders = {"steplaw": ("Step Law MoE sweeps", steplaw), "misfitting": ("(Mis)Fitting grid", misfitting),
                "misfitting-curves": ("(Mis)Fitting grid, every checkpoint", misfitting_curves)}

@@ -465,15 +465,18 @@ Recommender = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
 def transfer_recommender(**fit_kwargs) -> Recommender:
     """The recommender of lrplan for `backtest_sweep`: fit the transfer model, plan each cell.
 
-    ``lr`` is the plan's recommended LR, ``lr_lo``/``lr_hi`` the 80% interval of lr*. Sweep
+    ``lr`` is the plan's recommended LR, ``lr_lo``/``lr_hi`` the 80% interval of the cell's
+    optimum (with the law's miss calibrated by leave-out refits, as `lrplan plan` does). Sweep
     tables carry no schedule, so runs and targets count as annealed alike.
     """
     from .decide import Target, plan
+    from .discrepancy import calibrate_transfer
     from .transfer import POINT_COLUMNS, fit_transfer
 
     def recommend(train: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         pts = train.assign(run=[f"r{i}" for i in range(len(train))], unannealed=np.nan, final=True)
-        fit = fit_transfer(pts[list(POINT_COLUMNS)], **fit_kwargs)
+        fit = calibrate_transfer(fit_transfer(pts[list(POINT_COLUMNS)], **fit_kwargs),
+                                 seed=fit_kwargs.get("seed", 0))
         out = []
         for c in cells.itertuples(index=False):
             steps = max(int(round(c.tokens / c.tokens_per_step)), 1)

@@ -393,6 +393,10 @@ def _print_plan(result) -> None:
     click.echo(f"\n  recommended peak LR   {_money(lr['recommended'])}")
     click.echo(f"  optimal LR (median)   {_money(q['0.5'])}   80% {_money(q['0.1'])}-{_money(q['0.9'])}"
                f"   95% {_money(q['0.025'])}-{_money(q['0.975'])}")
+    share = lr.get("optimum_variance_share") or {}
+    if share:
+        click.echo(f"  of its spread (variance of log lr*): law {share['law']:.0%}, this cell's own "
+                   f"{share['cell']:.0%}, the law's miss beyond the runs {share['extrapolation']:.0%}")
     click.echo(f"  near-optimal band     {_money(lr['band'][0])}-{_money(lr['band'][1])}"
                f"   (expected excess loss < {lr['band_excess']:.2%})")
     click.echo(f"  divergence risk       {lr['divergence_probability']:.1%} at the recommended LR")
@@ -402,7 +406,7 @@ def _print_plan(result) -> None:
         e = c["excess_loss"]
         click.echo(f"  LR {_money(c['lr']):>9} costs      {e['mean']:+.4f} nats "
                    f"({c['excess_relative']:+.2%}; 95% {e['quantiles']['0.025']:+.4f} to "
-                   f"{e['quantiles']['0.975']:+.4f})")
+                   f"{e['quantiles']['0.975']:+.4f}); final loss {c['final_loss']['mean']:.4f}")
     if len(result.curves) > 1:
         click.echo("\n  schedule                      final loss at the recommended LR")
         for spec, c in result.curves.items():
@@ -490,6 +494,7 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
     """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
     from .data import load_runs
     from .decide import plan as decide_plan
+    from .discrepancy import calibrate_transfer
     from .priors import load_priors
     from .transfer import compare_variants, fit_transfer, transfer_points
 
@@ -508,6 +513,7 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
         fit, _ = compare_variants(points, **kwargs)
     else:
         fit = fit_transfer(points, **kwargs)
+    fit = calibrate_transfer(fit, seed=seed)
     batch_plan = None
     if batch_mode == "auto":
         from .batch import plan_batch

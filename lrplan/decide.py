@@ -45,10 +45,13 @@ class Target:
 class PlanResult:
     """Everything a plan decided, with the draws behind it (draws share one index ``s``).
 
-    ``loss_grid[s, g]`` is draw s of the target's expected final loss at peak LR ``lr_grid[g]``;
-    ``lr_star[s]`` the optimal LR; ``final_loss[s]`` a predictive draw of the final loss at
-    ``recommended_lr``; ``compare`` maps a user-named LR to its draws of excess loss over the
-    recommended LR; ``curves`` maps a schedule spec to the target's predicted curve at
+    ``loss_grid[s, g]`` is draw s of the target cell's expected final loss at peak LR
+    ``lr_grid[g]`` (the law, the target cell's own effects and the law's calibrated miss);
+    ``lr_star[s]`` the cell's optimal LR; ``final_loss[s]`` a predictive draw of the final loss
+    at ``recommended_lr``; ``compare`` maps a user-named LR to its draws of excess loss over the
+    recommended LR and ``compare_loss`` to its predictive draws of the final loss; ``lr_sources``
+    splits the variance of log lr* into the law's parameters, the cell's own effect and the
+    law's miss beyond the fitted runs; ``curves`` maps a schedule spec to the target's predicted curve at
     ``recommended_lr``; ``divergence[g]`` the posterior-mean divergence probability.
     """
 
@@ -64,6 +67,8 @@ class PlanResult:
     compare: dict[float, np.ndarray] = field(default_factory=dict)
     curves: dict[str, CurvePrediction] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    compare_loss: dict[float, np.ndarray] = field(default_factory=dict)
+    lr_sources: dict[str, float] = field(default_factory=dict)
 
     @property
     def expected_loss(self) -> np.ndarray:
@@ -86,8 +91,11 @@ class PlanResult:
                 "band_excess": BAND_EXCESS,
                 "divergence_probability": float(self.divergence[rec]),
                 "compare": [{"lr": lr, "excess_loss": summarize(d),
-                             "excess_relative": float(d.mean() / best)}
+                             "excess_relative": float(d.mean() / best),
+                             **({"final_loss": summarize(self.compare_loss[lr])}
+                                if lr in self.compare_loss else {})}
                             for lr, d in self.compare.items()],
+                "optimum_variance_share": dict(self.lr_sources),
             },
             "final_loss": summarize(self.final_loss),
             "model": {
@@ -101,6 +109,8 @@ class PlanResult:
                 "runs": int(fit.points["run"].nunique()), "points": int((~fit.points["diverged"]).sum()),
                 "diverged_runs": int(fit.points.loc[fit.points["final"], "diverged"].sum()),
             },
+            "discrepancy": (None if getattr(fit, "discrepancy", None) is None
+                            else fit.discrepancy.to_json()),
             "diagnostics": fit.diagnostics.to_json(),
             "notes": list(self.notes),
         }
@@ -111,13 +121,15 @@ class PlanResult:
         return doc
 
 
-def _curve(fit, target: Target, schedule: str, lr: float, rng, n_points: int = 60) -> CurvePrediction:
+def _curve(fit, target: Target, schedule: str, lr: float, rng, cell: dict,
+           n_points: int = 60) -> CurvePrediction:
     shape = target.lr_shape(schedule)
     w = unannealed_fraction(shape)
     first = max(target.warmup_steps, int(0.05 * target.steps), 1)
     steps = np.unique(np.linspace(first, target.steps, n_points).round().astype(np.int64))
     law = fit.expected_loss(target.params, steps * target.tokens_per_step, target.tokens_per_step,
-                            lr, w[steps - 1])
+                            lr, w[steps - 1], lr_shift=cell["lr"], loss_shift=cell["loss"],
+                            log_kappa_shift=cell["log_kappa"])
     draws = law + fit.noise()[:, None] * rng.standard_normal((law.shape[0], 1))
     return CurvePrediction(steps=steps, draws=draws, law=law, group=None,
                            notes=("curve from the transfer law: L*(N, D) along the schedule, the LR "
@@ -146,6 +158,11 @@ def plan(
 ) -> PlanResult:
     """Decide the peak LR of ``target`` from a `lrplan.transfer.TransferFit`.
 
+    Every draw carries the target cell's own shift of lr* and of the loss level (the model's
+    cell-level effect and the law's calibrated miss, `lrplan.transfer.TransferFit.cell_draws`),
+    so the optimum is the predictive distribution of the target cell's optimum, and the
+    recommendation minimises the expected loss under it.
+
     Returns the recommendation (argmin of the posterior-mean final loss over a log grid, among
     LRs unlikely to diverge), the draws of the optimum (each draw's own argmin), the band whose
     expected excess loss is below `BAND_EXCESS` of the best, the excess loss of each LR in
@@ -156,13 +173,15 @@ def plan(
     notes = list(fit.config.notes)
     w_end = target_unannealed(fit, target)
     N, D, B = target.params, target.tokens, target.tokens_per_step
-    grid = fit.lr_grid(N, D, B, size=grid_size)
-    loss = fit.expected_loss(N, D, B, grid, w_end)
+    cell = fit.cell_draws(N, D, B, rng)
+    grid = fit.lr_grid(N, D, B, size=grid_size, lr_shift=cell["lr"])
+    loss = fit.expected_loss(N, D, B, grid, w_end, lr_shift=cell["lr"], loss_shift=cell["loss"],
+                            log_kappa_shift=cell["log_kappa"])
     if not np.all(np.isfinite(loss)):
         raise FitError("the transfer law gives a non-finite loss at this target; check --params "
                        "and --tokens")
     mean = loss.mean(axis=0)
-    p_div = fit.divergence_probability(N, D, B, grid).mean(axis=0)
+    p_div = fit.divergence_probability(N, D, B, grid, lr_shift=cell["lr"]).mean(axis=0)
     safe = p_div <= MAX_DIVERGENCE
     if not safe.any():
         raise FitError("every LR on the grid is likely to diverge at this target: the fit is "
@@ -182,19 +201,39 @@ def plan(
                      "constrained; sweep a wider range of LRs")
     lr_rec = float(grid[rec])
     best = loss[:, rec]
-    compare = {float(x): fit.expected_loss(N, D, B, [x], w_end)[:, 0] - best for x in compare_lrs}
+    at = {float(x): fit.expected_loss(N, D, B, [x], w_end, lr_shift=cell["lr"], loss_shift=cell["loss"],
+                                      log_kappa_shift=cell["log_kappa"])[:, 0] for x in compare_lrs}
+    compare = {x: v - best for x, v in at.items()}
+    compare_loss = {x: v + fit.noise() * rng.standard_normal(v.shape) for x, v in at.items()}
     final = best + fit.noise() * rng.standard_normal(best.shape)
+    lr_star = grid[np.argmin(loss, axis=1)]
+    sources = _lr_sources(np.log(lr_star), cell)
     if schedules and not (fit.config.schedule_known and "k_anneal" in fit.samples):
         notes.append("the fitted runs' schedules are unknown or all anneal alike, so the transfer "
                      "law cannot tell the candidate schedules apart (a curve fit can: lrplan predict); "
                      f"only {target.schedule} is predicted")
         schedules = ()
-    curves = {s: _curve(fit, target, s, lr_rec, rng) for s in dict.fromkeys((target.schedule, *schedules))}
+    curves = {s: _curve(fit, target, s, lr_rec, rng, cell)
+              for s in dict.fromkeys((target.schedule, *schedules))}
     _extrapolation_notes(fit, target, notes)
+    if fit.discrepancy is not None:
+        notes.extend(fit.discrepancy.notes(fit, N, D, B))
     return PlanResult(target=target, fit=fit, lr_grid=grid, loss_grid=loss, recommended_lr=lr_rec,
-                      lr_star=grid[np.argmin(loss, axis=1)], band=(float(grid[lo]), float(grid[hi])),
+                      lr_star=lr_star, band=(float(grid[lo]), float(grid[hi])),
                       final_loss=final, divergence=p_div, compare=compare, curves=curves,
-                      notes=tuple(notes))
+                      notes=tuple(notes), compare_loss=compare_loss, lr_sources=sources)
+
+
+def _lr_sources(log_lr_star: np.ndarray, cell: dict) -> dict[str, float]:
+    """Shares of the variance of the target's log lr*: the law, the cell, the law's miss.
+
+    The cell's shifts move each draw's optimum by exactly that much (the bowl depends on
+    log LR - log lr* only), so the law's part is what is left once they are taken out.
+    """
+    parts = {"law": np.var(log_lr_star - cell["lr"]), "cell": np.var(cell["lr_cell"]),
+             "extrapolation": np.var(cell["lr_extrapolation"])}
+    total = sum(parts.values())
+    return {k: float(v / total) if total > 0 else 0.0 for k, v in parts.items()}
 
 
 def _extrapolation_notes(fit, target: Target, notes: list[str]) -> None:

@@ -394,6 +394,12 @@ def _summary(ctx: _Context) -> Section:
             f"{NEAR_OPTIMAL:.2%} extra final loss.")
         b.p(f"The optimal LR itself is uncertain: median {_fmt(np.median(plan.lr_star), 3)}, 80% interval "
             f"{_fmt(lo80, 3)}–{_fmt(hi80, 3)}, 95% interval {_fmt(lo95, 3)}–{_fmt(hi95, 3)}.")
+        share = plan.lr_sources
+        if share:
+            b.p(f"Of that spread (variance of log lr*), {share['law']:.0%} is the law's own parameter "
+                f"uncertainty, {share['cell']:.0%} a cell's own miss of the law (cells scatter around "
+                f"it in the fitted sweep) and {share['extrapolation']:.0%} how far leave-out refits "
+                "of the sweep missed held-out cells at the target's distance beyond the runs.")
         for lr, d in sorted(plan.compare.items()):
             base = float(np.mean(plan.final_loss))
             b.p(f"An LR of {_fmt(lr, 3)} would cost an expected {_fmt(np.mean(d), 3)} nats/token more "

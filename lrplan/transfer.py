@@ -17,10 +17,20 @@ from .errors import FitError
 from .inference import Diagnostics, _diagnostics
 from .priors import PriorSet, load_priors
 from .schedules import lr_schedule, unannealed_fraction
-from .transfer_model import BOWLS, LR_LAWS, TransferData, transfer_model, transfer_sites
+from .transfer_model import (
+    BOWLS,
+    CELL_SITES,
+    LR_LAWS,
+    TransferData,
+    new_cell_effects,
+    transfer_model,
+    transfer_sites,
+)
 
 __all__ = ["TransferConfig", "TransferFit", "transfer_points", "fit_transfer", "compare_variants",
-           "MAX_UNANNEALED", "POINTS_PER_CURVE", "POINT_COLUMNS", "points_from_frame"]
+           "MAX_UNANNEALED", "POINTS_PER_CURVE", "POINT_COLUMNS", "points_from_frame", "swept_cells",
+           "slice_keys", "slice_labels",
+           "MIN_SWEPT_CELLS", "MIN_CELL_LRS"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,11 @@ MAX_UNANNEALED = 0.3
 
 #: The annealing term is fitted only when the points' unannealed fractions span this much.
 ANNEAL_SPREAD = 0.1
+
+#: Cell-level effects (each cell's own lr* and level) are fitted when at least this many cells
+#: have runs at MIN_CELL_LRS or more peak LRs: only then can a cell's miss be told from the law's.
+MIN_SWEPT_CELLS = 3
+MIN_CELL_LRS = 3
 
 POINT_COLUMNS = ("run", "params", "tokens", "tokens_per_step", "lr", "loss", "diverged",
                  "unannealed", "final")
@@ -147,6 +162,9 @@ class TransferConfig:
     num_warmup: int
     num_samples: int
     notes: tuple[str, ...] = ()
+    cell_effects: bool = False
+    #: with cell effects, the labels of the fitted slices of each kind (`slice_labels`)
+    slices: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,8 @@ class TransferFit:
     log_lik: np.ndarray
     loo: pd.DataFrame | None = None
     version: str = __version__
+    #: the law's calibrated miss beyond the fitted range (`lrplan.discrepancy.Discrepancy`)
+    discrepancy: object | None = None
 
     def flat(self, name: str) -> np.ndarray:
         """Draws of one site with chains merged."""
@@ -193,30 +213,75 @@ class TransferFit:
             out[k] = self.flat(k) if k in self.samples else zero
         return out
 
-    def log_lr_center(self, params, tokens, tokens_per_step) -> np.ndarray:
-        """Draws of the bowl's centre, log lr* of a fully annealed run (natural log of LR)."""
+    def log_lr_center(self, params, tokens, tokens_per_step, lr_shift=0.0) -> np.ndarray:
+        """Draws of the bowl's centre, log lr* of a fully annealed run (natural log of LR).
+
+        ``lr_shift`` (per draw) moves it, as a cell's own effect does (see `cell_draws`).
+        """
         x_n, x_d, x_b = self._x(params, tokens, tokens_per_step)
         v = self._law()
         law = laws.log_lr_opt(x_n, x_d, x_b, c0=v["c0"], c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"],
                               c_nn=v["c_nn"])
-        return np.asarray(law) + np.log(self.config.lr_ref)
+        return np.asarray(law) + lr_shift + np.log(self.config.lr_ref)
 
-    def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed) -> np.ndarray:
+    def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed, *, lr_shift=0.0,
+                      loss_shift=0.0, log_kappa_shift=0.0) -> np.ndarray:
         """Draws of the law's loss, shape (draws, len(lr)).
 
         ``lr`` and ``unannealed`` broadcast against each other: several LRs at one point, or
-        one LR along a curve (``tokens`` then an array too).
+        one LR along a curve (``tokens`` then an array too). ``lr_shift``, ``loss_shift`` and
+        ``log_kappa_shift`` (scalars or one per draw) move log lr*, the loss level and the
+        bowl's log curvature: a cell's own effects.
         """
         x_n, x_d, x_b = (np.asarray(x)[None, :] if np.ndim(x) else x
                          for x in self._x(params, tokens, tokens_per_step))
         log_lr = np.log(np.atleast_1d(np.asarray(lr, float)) / self.config.lr_ref)
         w = np.atleast_1d(np.asarray(unannealed, float))
-        v = {k: x[:, None] for k, x in self._law().items()}
-        return np.asarray(laws.transfer_loss(x_n, x_d, x_b, log_lr[None, :], w[None, :], **v))
+        v = self._law()
+        v["c0"] = v["c0"] + lr_shift
+        v["kappa"] = v["kappa"] * np.exp(log_kappa_shift)
+        v = {k: x[:, None] for k, x in v.items()}
+        law = laws.transfer_loss(x_n, x_d, x_b, log_lr[None, :], w[None, :], **v)
+        return np.asarray(law) + np.asarray(loss_shift, float).reshape(-1, 1)
 
-    def divergence_probability(self, params, tokens, tokens_per_step, lr) -> np.ndarray:
+    def cell_draws(self, params, tokens, tokens_per_step, rng: np.random.Generator) -> dict:
+        """Per draw, a new cell's own shift of log lr* and of its loss level at a target.
+
+        The sum of two parts: the model's cell-level effect (`lrplan.transfer_model.
+        new_cell_effects`; zero when the fit has none) and the law's calibrated miss at the
+        target's distance beyond the fitted runs (`lrplan.discrepancy.Discrepancy`; zero when the
+        fit has none). Returns ``lr``, ``loss``, ``log_kappa`` (the cell's bowl curvature) and
+        the parts ``lr_cell``, ``lr_extrapolation``, ``loss_cell``, ``loss_extrapolation``.
+        """
+        n = self.n_draws
+        cell = self.cell_effects(params, tokens, tokens_per_step, rng)
+        lr_x, loss_x = np.zeros(n), np.zeros(n)
+        if self.discrepancy is not None:
+            lr_x, loss_x = self.discrepancy.draws(self, params, tokens, tokens_per_step, n, rng)
+        return {"lr": cell["lr"] + lr_x, "loss": cell["loss"] + loss_x, "log_kappa": cell["log_kappa"],
+                "lr_cell": cell["lr"], "lr_extrapolation": lr_x, "loss_cell": cell["loss"],
+                "loss_extrapolation": loss_x}
+
+    def cell_effects(self, params, tokens, tokens_per_step,
+                     rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        """Per draw, a cell's crossed effects (`lrplan.transfer_model.new_cell_effects`).
+
+        Slices the fit has seen give their posterior effects; others draw new ones (none when
+        ``rng`` is None). Zeros when the fit has no cell effects.
+        """
+        if not self.config.cell_effects:
+            zero = np.zeros(self.n_draws)
+            return {"lr": zero, "loss": zero, "log_kappa": zero, "lr_new": zero}
+        keys = slice_keys(params, tokens, tokens_per_step)
+        known = [labels.index(k) if k in labels else None
+                 for k, labels in zip(keys, self.config.slices, strict=True)]
+        flat = {k: self.flat(k) for k in self.samples if k.startswith(("z_lr_", "z_loss_", "z_kappa_"))}
+        flat.update({k: self.flat(k) for k in CELL_SITES})
+        return new_cell_effects(flat, known, rng)
+
+    def divergence_probability(self, params, tokens, tokens_per_step, lr, lr_shift=0.0) -> np.ndarray:
         """Draws of the probability that a run at each LR diverges, shape (draws, len(lr))."""
-        centre = self.log_lr_center(params, tokens, tokens_per_step)[:, None]
+        centre = self.log_lr_center(params, tokens, tokens_per_step, lr_shift)[:, None]
         u = np.log(np.atleast_1d(np.asarray(lr, float)))[None, :] - centre
         z = (u - self.flat("div_offset")[:, None]) / self.flat("div_width")[:, None]
         return 1.0 / (1.0 + np.exp(-z))
@@ -226,9 +291,9 @@ class TransferFit:
         s = self.flat("sigma")
         return np.hypot(s, self.flat("sigma_run")) if "sigma_run" in self.samples else s
 
-    def lr_grid(self, params, tokens, tokens_per_step, size: int = 401) -> np.ndarray:
+    def lr_grid(self, params, tokens, tokens_per_step, size: int = 401, lr_shift=0.0) -> np.ndarray:
         """A log-spaced LR grid wide enough for every draw's optimum at a target."""
-        c = self.log_lr_center(params, tokens, tokens_per_step)
+        c = self.log_lr_center(params, tokens, tokens_per_step, lr_shift)
         lo, hi = np.quantile(c, [0.001, 0.999])
         return np.exp(np.linspace(lo - 2.0, hi + 1.5, size))
 
@@ -246,7 +311,43 @@ def _normalise(points: pd.DataFrame) -> tuple[float, float, float, float]:
         float(np.exp(np.median(np.log(points.loc[ok, "lr"].to_numpy(float)))))
 
 
-def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferData, np.ndarray]:
+def _cell_columns(points: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each point's size, horizon (its run's last token count) and batch, as labels."""
+    horizon = points.groupby("run", sort=False)["tokens"].transform("max")
+    return (points["params"].map("{:.6g}".format), horizon.map("{:.6g}".format),
+            points["tokens_per_step"].map("{:.6g}".format))
+
+
+def swept_cells(points: pd.DataFrame) -> pd.Series:
+    """Each point's cell: its run's size, final token count and batch, as a label.
+
+    Points of one logged curve share its run's cell (its horizon is the run's, not the point's).
+    """
+    n, d, b = _cell_columns(points)
+    return n + "|" + d + "|" + b
+
+
+def slice_keys(params, tokens, tokens_per_step) -> tuple[str, str, str]:
+    """A cell's slice of each kind in `SLICE_KINDS` (the labels of its other two dimensions)."""
+    n, d, b = (f"{float(x):.6g}" for x in (params, tokens, tokens_per_step))
+    return f"{d}|{b}", f"{n}|{b}", f"{n}|{d}"
+
+
+def _dense_cells(points: pd.DataFrame) -> bool:
+    """Whether enough cells are swept over enough LRs to tell a cell's miss from the law's."""
+    ok = points[~points["diverged"] & points["final"]]
+    n_lrs = ok.groupby(swept_cells(points)[ok.index])["lr"].nunique()
+    return bool((n_lrs >= MIN_CELL_LRS).sum() >= MIN_SWEPT_CELLS)
+
+
+def slice_labels(points: pd.DataFrame) -> tuple[tuple[str, ...], ...]:
+    """The fitted slices of each kind, in the order of the model's ``z_*_<kind>`` sites."""
+    n, d, b = _cell_columns(points)
+    return tuple(tuple(pd.factorize(k)[1]) for k in (d + "|" + b, n + "|" + b, n + "|" + d))
+
+
+def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref,
+                  cell_effects: bool = False) -> tuple[TransferData, np.ndarray]:
     """Model inputs from the points table, and each loss point's run index (for LOO)."""
     runs = pd.unique(points["run"])
     run_index = {r: i for i, r in enumerate(runs)}
@@ -273,10 +374,23 @@ def transfer_data(points: pd.DataFrame, n0, d0, b0, lr_ref) -> tuple[TransferDat
         batch_term=_batch_varies_at_a_size(points),
         anneal_term=bool(np.ptp(np.nan_to_num(ok["unannealed"].to_numpy(float))) >= ANNEAL_SPREAD),
     )
+    if cell_effects:
+        n, d, b = _cell_columns(points)
+        ok_mask = ~points["diverged"].to_numpy(bool)
+        point_slice, run_slice, n_slices = [], [], []
+        for key in (d + "|" + b, n + "|" + b, n + "|" + d):
+            codes, labels = pd.factorize(key)
+            per_run = pd.Series(codes, index=points.index).groupby(points["run"], sort=False).last()
+            point_slice.append(codes[ok_mask])
+            run_slice.append(per_run.loc[runs].to_numpy())
+            n_slices.append(len(labels))
+        data = replace(data, point_slice=np.array(point_slice, dtype=np.int64),
+                       run_slice=np.array(run_slice, dtype=np.int64), n_slices=tuple(n_slices))
     return data, np.array([run_index[r] for r in ok["run"]], dtype=np.int64)
 
 
 def _run_log_lik(samples, data, point_run, priors, lr_law, bowl) -> np.ndarray:
+    """Per run log likelihood with its cell's effects at their draws (conditional on the cells)."""
     from numpyro.infer.util import log_likelihood
 
     flat = {k: jnp.asarray(v.reshape((-1, *v.shape[2:]))) for k, v in samples.items()}
@@ -299,15 +413,21 @@ def fit_transfer(
     num_samples: int = 1000,
     progress: bool = False,
     notes: tuple[str, ...] = (),
+    cell_effects: bool | None = None,
 ) -> TransferFit:
-    """Fit one variant of the transfer model to a points table (see `transfer_points`)."""
+    """Fit one variant of the transfer model to a points table (see `transfer_points`).
+
+    ``cell_effects`` (default: when at least `MIN_SWEPT_CELLS` cells have `MIN_CELL_LRS` LRs)
+    gives each cell its own lr* and loss level around the law's.
+    """
     from numpyro.infer import MCMC, NUTS, init_to_median
 
     if lr_law not in LR_LAWS or bowl not in BOWLS:
         raise FitError(f"unknown variant {lr_law}/{bowl}: lr laws {LR_LAWS}, bowls {BOWLS}")
     priors = priors or load_priors("transfer")
     n0, d0, b0, lr_ref = _normalise(points)
-    data, point_run = transfer_data(points, n0, d0, b0, lr_ref)
+    cell_effects = _dense_cells(points) if cell_effects is None else cell_effects
+    data, point_run = transfer_data(points, n0, d0, b0, lr_ref, cell_effects)
     notes = list(notes) + _identifiability_notes(points)
     log.info("fitting transfer model (%s lr*, %s bowl) to %d runs, %d loss points", lr_law, bowl,
              len(data.run_log_lr), len(data.loss))
@@ -320,7 +440,7 @@ def fit_transfer(
              extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    sites = [*transfer_sites(lr_law, bowl, data.batch_term, data.anneal_term),
+    sites = [*transfer_sites(lr_law, bowl, data.batch_term, data.anneal_term, cell_effects),
              *(["sigma_run"] if data.n_curve_runs else [])]
     diag = _diagnostics(samples, divergences, sites)
     if data.n_curve_runs:
@@ -329,7 +449,8 @@ def fit_transfer(
         lr_law=lr_law, bowl=bowl, n0=n0, d0=d0, b0=b0, lr_ref=lr_ref,
         schedule_known=bool(points.loc[~points["diverged"], "unannealed"].notna().all()), seed=seed,
         chains=chains,
-        num_warmup=num_warmup, num_samples=num_samples, notes=tuple(notes),
+        num_warmup=num_warmup, num_samples=num_samples, notes=tuple(notes), cell_effects=cell_effects,
+        slices=slice_labels(points) if cell_effects else (),
     )
     log_lik = _run_log_lik(samples, data, point_run, priors, lr_law, bowl)
     return TransferFit(config=config, priors=priors, samples=samples, diagnostics=diag,
@@ -376,7 +497,7 @@ def _identifiability_notes(points: pd.DataFrame) -> list[str]:
 def _inference_data(fit: TransferFit):
     import arviz as az
 
-    return az.from_dict(posterior={k: v for k, v in fit.samples.items() if k != "z_run"},
+    return az.from_dict(posterior={k: v for k, v in fit.samples.items() if not k.startswith("z_")},
                         log_likelihood={"run": fit.log_lik})
 
 

@@ -7,7 +7,21 @@ Each observation is a run's loss after D tokens at size N, batch B and peak LR e
     y \sim \mathrm{StudentT}_5\big(L^*(N, D) + h(u) + k\,w\,e^{u} + r_{\mathrm{run}},\ \sigma\big),
     \qquad u = \log\eta - \log\eta^*(N, D, B)
 
-(`lrplan.laws.transfer_loss`). A run logged at several points gets an offset ``r_run`` shared
+(`lrplan.laws.transfer_loss`). When cells (runs sharing size, horizon and batch) are swept
+densely, each cell also misses the law, in log lr* and in its loss level, by crossed random
+effects: one shared by the cells that differ only in size (a "slice along size", keyed by
+horizon and batch), one along horizon (keyed by size and batch) and one along batch (keyed by
+size and horizon):
+
+.. math::
+
+    \log\eta^*_c = \mathrm{law}(N, D, B) + \sum_k \tau_k z_{k, s_k(c)}, \qquad
+    \mathrm{level}_c = L + \sum_k \omega_k y_{k, s_k(c)}
+
+(``cell_lr_sd`` = tau, ``cell_loss_sd`` = omega, one per kind; standard-normal ``z_lr_<kind>``,
+``z_loss_<kind>``). The law then cannot be pinned by cells' misses, a miss shared along a
+dimension carries to a new cell in that slice, and a new slice draws its own effect
+(`new_cell_effects`). A run logged at several points gets an offset ``r_run`` shared
 by its points, so a long curve counts as one run with a known shape, not as many independent
 runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
 ``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
@@ -28,7 +42,8 @@ from . import laws
 from .model import STUDENT_DF, prior_distribution
 from .priors import PriorSet
 
-__all__ = ["LR_LAWS", "BOWLS", "TransferData", "transfer_model", "transfer_sites"]
+__all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
+           "transfer_sites", "new_cell_effects"]
 
 LrLaw = Literal["loglinear", "curved"]
 Bowl = Literal["asymmetric", "symmetric", "linex"]
@@ -39,15 +54,20 @@ _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
+#: Spreads of the cell-level effects (sampled only when ``TransferData.n_slices`` is set):
+#: of log lr*, of the loss level and of the bowl's log curvature.
+CELL_SITES = ("cell_lr_sd", "cell_loss_sd", "cell_kappa_sd")
+#: The crossed effects' kinds: cells sharing all but size, all but horizon, all but batch.
+SLICE_KINDS = ("along_size", "along_horizon", "along_batch")
 
 
 def transfer_sites(lr_law: str, bowl: str, batch_term: bool = False,
-                   anneal_term: bool = True) -> tuple[str, ...]:
+                   anneal_term: bool = True, cell_term: bool = False) -> tuple[str, ...]:
     """The sampled global parameters of a variant (the law's, divergence and noise)."""
     shape = {"asymmetric": ("asym",), "linex": ("skew",)}.get(bowl, ())
     extra = (("c_nn",) if lr_law == "curved" else ()) + shape
     return (*_LAW, *extra, *(_BATCH if batch_term else ()), *(("k_anneal",) if anneal_term else ()),
-            "div_offset", "div_width", "sigma")
+            "div_offset", "div_width", "sigma", *(CELL_SITES if cell_term else ()))
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,9 @@ class TransferData:
     loss_ref: float  # median observed final loss; the law's level is sampled around it
     batch_term: bool  # some size has runs at two batches: the loss's batch term is separable
     anneal_term: bool  # points differ in how annealed they are, so k_anneal is identified
+    point_slice: np.ndarray | None = None  # (3, points): each point's slice of each kind
+    run_slice: np.ndarray | None = None  # (3, runs)
+    n_slices: tuple[int, ...] = ()  # slices per kind; () = no cell-level effects
 
 
 def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> dict[str, jnp.ndarray]:
@@ -100,7 +123,27 @@ def transfer_model(
 ) -> None:
     """Losses and divergences of a set of runs; ``observe=False`` samples the prior predictive."""
     v = law_values(priors, lr_law, bowl, data)
-    mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
+    run_shift = 0.0
+    if data.n_slices:
+        with numpyro.plate("slice_kinds", len(SLICE_KINDS)):
+            sd_lr = numpyro.sample("cell_lr_sd", prior_distribution(priors["cell_lr_sd"]))
+            sd_loss = numpyro.sample("cell_loss_sd", prior_distribution(priors["cell_loss_sd"]))
+            sd_kappa = numpyro.sample("cell_kappa_sd", prior_distribution(priors["cell_kappa_sd"]))
+        point_shift = level = log_kappa = 0.0
+        for k, kind in enumerate(SLICE_KINDS):
+            with numpyro.plate(f"slices_{kind}", data.n_slices[k]):
+                lr_k = sd_lr[k] * numpyro.sample(f"z_lr_{kind}", dist.Normal(0.0, 1.0))
+                loss_k = sd_loss[k] * numpyro.sample(f"z_loss_{kind}", dist.Normal(0.0, 1.0))
+                kappa_k = sd_kappa[k] * numpyro.sample(f"z_kappa_{kind}", dist.Normal(0.0, 1.0))
+            point_shift = point_shift + lr_k[data.point_slice[k]]
+            run_shift = run_shift + lr_k[data.run_slice[k]]
+            level = level + loss_k[data.point_slice[k]]
+            log_kappa = log_kappa + kappa_k[data.point_slice[k]]
+        mean = level + laws.transfer_loss(
+            data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
+            **{**v, "c0": v["c0"] + point_shift, "kappa": v["kappa"] * jnp.exp(log_kappa)})
+    else:
+        mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
         sigma_run = numpyro.sample("sigma_run", prior_distribution(priors["sigma_run"]))
         with numpyro.plate("curve_runs", data.n_curve_runs):
@@ -112,8 +155,34 @@ def transfer_model(
                        obs=data.loss if observe else None)
     offset = numpyro.sample("div_offset", prior_distribution(priors["div_offset"]))
     width = numpyro.sample("div_width", prior_distribution(priors["div_width"]))
-    log_opt = laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"], c_n=v["c_n"],
-                              c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
+    log_opt = run_shift + laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"],
+                                          c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
     with numpyro.plate("runs", len(data.run_log_lr)):
         numpyro.sample("diverged", dist.Bernoulli(logits=(data.run_log_lr - log_opt - offset) / width),
                        obs=data.run_diverged if observe else None)
+
+
+def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
+                     rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+    """A cell's shifts of log lr*, of its loss level and of its bowl's log curvature, per draw.
+
+    ``samples`` are flat draws (``cell_lr_sd`` (draws, 3), ``z_lr_<kind>`` (draws, slices), ...);
+    ``known[k]`` is the cell's slice of kind k in the fit, or None for a slice without runs,
+    which draws its effect from the model's own prior ``sd_k * Normal(0, 1)`` (zero when
+    ``rng`` is None: the known effects only). Returns ``lr``, ``loss``, ``log_kappa`` and
+    ``lr_new`` (the part of ``lr`` from new slices).
+    """
+    n = samples["cell_lr_sd"].shape[0]
+    out = {"lr": np.zeros(n), "loss": np.zeros(n), "log_kappa": np.zeros(n), "lr_new": np.zeros(n)}
+    for k, kind in enumerate(SLICE_KINDS):
+        for what, site in (("lr", "cell_lr_sd"), ("loss", "cell_loss_sd"),
+                           ("log_kappa", "cell_kappa_sd")):
+            sd = samples[site][:, k]
+            if known[k] is not None:
+                out[what] = out[what] + sd * samples[f"z_{what.split('_')[-1]}_{kind}"][:, known[k]]
+            elif rng is not None:
+                new = sd * rng.standard_normal(n)
+                out[what] = out[what] + new
+                if what == "lr":
+                    out["lr_new"] = out["lr_new"] + new
+    return out

@@ -147,6 +147,10 @@ def test_plan_json_contract_and_reproducible(sweep_file):
     lo, hi = doc["lr"]["band"]
     assert lo < doc["lr"]["recommended"] < hi
     assert doc["lr"]["compare"][0]["lr"] == 1e-3
+    fl = doc["lr"]["compare"][0]["final_loss"]
+    assert set(fl["quantiles"]) == qs and fl["quantiles"]["0.025"] < fl["mean"] < fl["quantiles"]["0.975"]
+    share = doc["lr"]["optimum_variance_share"]
+    assert set(share) == {"law", "cell", "extrapolation"} and sum(share.values()) == pytest.approx(1.0)
     assert set(doc["diagnostics"]) == {"status", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences", "misfit"}
     assert doc["target"]["steps"] == 20000
     again = _plan(sweep_file, "--compare-lr", "1e-3", "--json")
