@@ -821,11 +821,10 @@ def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup
 
 
 def _priors_of(law: str, priors: PriorSet | dict | None) -> PriorSet:
+    """A law's priors in a fit of several laws: its own entry, else its defaults."""
     if isinstance(priors, dict):
         priors = priors.get(law)
-    if priors is None or (priors.law != law and isinstance(priors, PriorSet)):
-        return load_priors(law)
-    return priors
+    return priors if priors is not None and priors.law == law else load_priors(law)
 
 
 def fit_curves(
@@ -852,9 +851,9 @@ def fit_curves(
     """
     draws = chains * num_samples
     if law != AUTO:
-        if isinstance(priors, PriorSet) and priors.law != law:
-            raise FitError(f"priors are for law {priors.law!r}, the fit asks for {law!r}")
-        prep = _prepare(runs, law, _priors_of(law, priors), seed=seed, draws=draws)
+        # a law's own prior set goes as given: `_prepare` refuses one for another law
+        own = priors if isinstance(priors, PriorSet) else _priors_of(law, priors)
+        prep = _prepare(runs, law, own, seed=seed, draws=draws)
         return _sample(prep, runs, seed=seed, chains=chains, num_warmup=num_warmup,
                        num_samples=num_samples, progress=progress)
     preps = [_prepare(runs, name, _priors_of(name, priors), seed=seed, draws=draws) for name in LAWS]
