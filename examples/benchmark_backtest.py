@@ -77,7 +77,7 @@ def multipower(args, out):
         summary_rows(res, "multipower", f"{size} schedules (paper split)", out)
 
 
-def olmo(args, out):
+def olmo(args, out, flush=lambda: None):
     runs = load_runs(example_path("olmo-ladder", "runs.csv"), meta=example_path("olmo-ladder", "meta.csv"))
     t0 = time.perf_counter()
     res = backtest_curves(runs, "size:1.5e9;horizon:ratio=50", law=args.olmo_law, seed=args.seed,
@@ -87,6 +87,7 @@ def olmo(args, out):
     pr = res.per_run.copy()
     pr["what"] = olmo_extrapolates(pr)
     grouped_rows(res, pr, "what", lambda what: f"fit <=1B, <=2xC; predict {what}", out)
+    flush()
     # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
     t0 = time.perf_counter()
     res = backtest_curves(runs, "size:rolling", law=args.olmo_law, seed=args.seed, chains=args.chains,
@@ -208,40 +209,45 @@ def main():
     curves, lr = [], []
     parts = args.parts.split(",")
     t0 = time.perf_counter()
+
+    def write(final: bool = True) -> str:
+        """The results so far, written at once (a long study keeps what it has if stopped)."""
+        text = ["# Backtest results" + ("" if final else " (partial)"), "",
+                f"Produced by `python examples/benchmark_backtest.py --parts {args.parts} --chains "
+                f"{args.chains} --warmup {args.warmup} --samples {args.samples} --boot {args.boot} "
+                f"--olmo-law {args.olmo_law}` in {time.perf_counter() - t0:.0f} s on a shared 2-core CPU. "
+                "fit_s: wall seconds to fit (lrplan: NUTS with its held-out calibration; huber: 8-start "
+                "point fit plus the block bootstrap), per split.", ""]
+        if curves:
+            table = pd.DataFrame(curves)
+            for c in ("final_in80", "final_in95"):
+                table[c] = [runs_inside(v, n) for v, n in zip(table[c], table["runs"], strict=True)]
+            text += ["## Loss curves", "",
+                     "Errors are relative (|pred - y| / y), averaged over held-out runs (point: lrplan's "
+                     "posterior-mean law, the Huber fit, the nearest run's curve); coverage of central "
+                     "intervals pooled over points; width95 the median relative width; crps_rel mean "
+                     "CRPS / loss; lpd mean log predictive density (Gaussian KDE of the draws). "
+                     "final_in80 / final_in95: held-out runs whose final loss lies inside the 80% / 95% "
+                     "interval, with the exact 90% interval of the coverage that count allows. "
+                     "nearest is a point: no intervals.", "", markdown_table(table), ""]
+        if lr:
+            text += ["## LR sweeps", "",
+                     "log ratio = ln(recommended / empirical optimum of the held-out cell); rel_excess = "
+                     "loss at the recommended LR (interpolated in the cell) over the best, minus 1; "
+                     "outside_sweep = recommendations outside the cell's swept LRs (no excess computed).",
+                     "", markdown_table(pd.DataFrame(lr)), ""]
+        Path(args.out).write_text("\n".join(text))
+        return "\n".join(text)
+
     if "multipower" in parts:
         multipower(args, curves)
     if "olmo" in parts:
-        olmo(args, curves)
+        olmo(args, curves, flush=lambda: write(final=False))
     if "olmo-wsd" in parts:
         olmo_wsd(args, curves)
     if "sweeps" in parts:
         sweeps(args, lr)
-    text = ["# Backtest results", "",
-            f"Produced by `python examples/benchmark_backtest.py --parts {args.parts} --chains "
-            f"{args.chains} --warmup {args.warmup} --samples {args.samples} --boot {args.boot} "
-            f"--olmo-law {args.olmo_law}` in {time.perf_counter() - t0:.0f} s on a shared 2-core CPU. "
-            "fit_s: wall seconds to fit (lrplan: NUTS with its held-out calibration; huber: 8-start "
-            "point fit plus the block bootstrap), per split.", ""]
-    if curves:
-        table = pd.DataFrame(curves)
-        for c in ("final_in80", "final_in95"):
-            table[c] = [runs_inside(v, n) for v, n in zip(table[c], table["runs"], strict=True)]
-        text += ["## Loss curves", "",
-                 "Errors are relative (|pred - y| / y), averaged over held-out runs (point: lrplan's "
-                 "posterior-mean law, the Huber fit, the nearest run's curve); coverage of central "
-                 "intervals pooled over points; width95 the median relative width; crps_rel mean "
-                 "CRPS / loss; lpd mean log predictive density (Gaussian KDE of the draws). "
-                 "final_in80 / final_in95: held-out runs whose final loss lies inside the 80% / 95% "
-                 "interval, with the exact 90% interval of the coverage that count allows. "
-                 "nearest is a point: no intervals.", "", markdown_table(table), ""]
-    if lr:
-        text += ["## LR sweeps", "",
-                 "log ratio = ln(recommended / empirical optimum of the held-out cell); rel_excess = "
-                 "loss at the recommended LR (interpolated in the cell) over the best, minus 1; "
-                 "outside_sweep = recommendations outside the cell's swept LRs (no excess computed).",
-                 "", markdown_table(pd.DataFrame(lr)), ""]
-    Path(args.out).write_text("\n".join(text))
-    print("\n".join(text))
+    print(write())
 
 
 if __name__ == "__main__":
