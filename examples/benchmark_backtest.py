@@ -36,10 +36,10 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.backtest import backtest_curves, backtest_sweep, markdown_table, transfer_recommender  # noqa: E402
 from lrplan.data import RunSet, load_runs  # noqa: E402
+from lrplan.evaluate.backtest import backtest_curves, backtest_sweep, markdown_table, transfer_recommender  # noqa: E402
+from lrplan.evaluate.metrics import binomial_interval  # noqa: E402
 from lrplan.examples import MULTIPOWER_TRAIN, example_path  # noqa: E402
-from lrplan.metrics import binomial_interval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CURVE_COLS = ["mean_rel_err", "worst_rel_err", "final_rel_err", "cover50", "cover80", "cover95",

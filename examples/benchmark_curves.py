@@ -27,10 +27,10 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from lrplan import laws  # noqa: E402
+from lrplan.curve.fit import fit_curves  # noqa: E402
+from lrplan.curve.model import law_parameters  # noqa: E402
+from lrplan.curve.predict import predict_curve  # noqa: E402
 from lrplan.examples import MULTIPOWER_AUTHORS_FIT, multipower_example  # noqa: E402
-from lrplan.inference import fit_curves  # noqa: E402
-from lrplan.model import law_parameters  # noqa: E402
-from lrplan.predict import predict_curve  # noqa: E402
 
 PAPER = {"25M": (0.0012, 0.0040), "100M": (0.0013, 0.0058), "400M": (0.0019, 0.0070)}
 

@@ -28,10 +28,10 @@ from scipy.stats import spearmanr  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.decide import Target, plan, target_unannealed  # noqa: E402
-from lrplan.nextrun import Candidate, next_run  # noqa: E402
-from lrplan.simulate import log_lr_centre, simulate_sweep  # noqa: E402
-from lrplan.transfer import POINT_COLUMNS, fit_transfer, points_from_frame  # noqa: E402
+from lrplan.evaluate.simulate import log_lr_centre, simulate_sweep  # noqa: E402
+from lrplan.transfer.decide import Target, plan, target_unannealed  # noqa: E402
+from lrplan.transfer.fit import POINT_COLUMNS, fit_transfer, points_from_frame  # noqa: E402
+from lrplan.transfer.nextrun import Candidate, next_run  # noqa: E402
 
 TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
              c_b=0.4, kappa=0.04, asym=0.0, skew=1.0, k_anneal=0.1, div_offset=1.5, div_width=0.3,

@@ -17,7 +17,7 @@ XLA compilations (persistent-cache hits excluded) and cache hits:
   10th and the last fit, and their growth.
 
 Baselines in the same run: the practitioners' point fit + block bootstrap
-(`lrplan.baselines.bootstrap_curves`, 100 refits) of the same 100M split and the same small
+(`lrplan.evaluate.baselines.bootstrap_curves`, 100 refits) of the same 100M split and the same small
 fits, and, with ``--ref REF`` (a git revision, e.g. the commit before this benchmark), the
 same tasks run by that revision's lrplan from a temporary ``git worktree`` (the figures of
 "today's code"). Ratios are this code's figure over the baseline's.
@@ -83,7 +83,7 @@ def _rss_mb():
 
 def _small_runs(i):
     from lrplan.data import RunSet, load_runs
-    from lrplan.simulate import simulate_curves
+    from lrplan.evaluate.simulate import simulate_curves
 
     runs, meta = simulate_curves("annealing", dict(L0=2.9, A=0.9, alpha=0.5, C=0.25),
                                  {"cos": "cosine:final=0.1", "const": "constant"},
@@ -106,7 +106,7 @@ def _olmo_two_sizes():
 
 
 def _boot(runs, i=0):
-    from lrplan.baselines import bootstrap_curves
+    from lrplan.evaluate.baselines import bootstrap_curves
 
     r = runs.runs[0]
     bootstrap_curves(list(runs), [(r.name, r.lr, r.steps, r.warmup_steps, r.params)],
@@ -119,8 +119,8 @@ def worker(task, cache_dir, fits):
     out = {}
     t0, c0 = time.perf_counter(), time.process_time()
     if task == "fit100m":
+        from lrplan.curve.fit import fit_curves
         from lrplan.examples import multipower_example
-        from lrplan.inference import fit_curves
 
         fit_curves(multipower_example("100M")[0], seed=0)
     elif task == "boot100m":
@@ -128,7 +128,7 @@ def worker(task, cache_dir, fits):
 
         _boot(multipower_example("100M")[0])
     elif task == "olmo2":
-        from lrplan.inference import fit_curves
+        from lrplan.curve.fit import fit_curves
 
         fit_curves(_olmo_two_sizes(), law="multipower", seed=0)
     elif task == "plan":
@@ -141,7 +141,7 @@ def worker(task, cache_dir, fits):
         finally:
             sys.stdout.flush()
     elif task in ("memory", "boot_memory"):
-        from lrplan.inference import fit_curves
+        from lrplan.curve.fit import fit_curves
 
         per_fit = []
         for i in range(fits):

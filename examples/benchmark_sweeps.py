@@ -31,11 +31,11 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.baselines import bjorck_fit, cell_optima, nearest_lr_fit, step_law_fit  # noqa: E402
 from lrplan.data import load_runs  # noqa: E402
-from lrplan.decide import Target, plan  # noqa: E402
-from lrplan.discrepancy import calibrate_transfer  # noqa: E402
-from lrplan.transfer import compare_variants, fit_transfer, transfer_points  # noqa: E402
+from lrplan.evaluate.baselines import bjorck_fit, cell_optima, nearest_lr_fit, step_law_fit  # noqa: E402
+from lrplan.transfer.calibrate import calibrate_transfer  # noqa: E402
+from lrplan.transfer.decide import Target, plan  # noqa: E402
+from lrplan.transfer.fit import compare_variants, fit_transfer, transfer_points  # noqa: E402
 
 
 def steplaw(root: Path) -> pd.DataFrame:

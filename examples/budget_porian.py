@@ -4,7 +4,7 @@ For each setting of Porian et al. 2024 (data set x hyperparameters x warmup x de
 parameter count x loss split; 15 grids of 11-12 budgets, 1.25e16-2.56e19 FLOPs), fit the
 budgets up to 1/8 of the largest and predict, at the largest budget, the compute-optimal size
 N* and the best loss. The truth is the largest budget's empirical optimum: the vertex of a
-quadratic in log N through all its runs (`lrplan.budget.isoflop_vertex`). Both methods see
+quadratic in log N through all its runs (`lrplan.budget.fit.isoflop_vertex`). Both methods see
 the same points: every run within ``--max-excess`` (10%) of the best loss at its budget (far
 from the optimum the grids hold runs of a few hundred steps that no Chinchilla-form law
 describes).
@@ -45,9 +45,9 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lrplan import budget as bu  # noqa: E402
-from lrplan.backtest import markdown_table  # noqa: E402
-from lrplan.baselines import chinchilla_fit  # noqa: E402
+from lrplan.budget.fit import fit as bu  # noqa: E402
+from lrplan.evaluate.backtest import markdown_table  # noqa: E402
+from lrplan.evaluate.baselines import chinchilla_fit  # noqa: E402
 
 SETTING = ["source_file", "dataset", "hparams", "warmup", "decay", "param_count", "val"]
 LEVEL = 0.8

@@ -27,9 +27,9 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from lrplan import budget as bu  # noqa: E402
-from lrplan.metrics import binomial_interval  # noqa: E402
-from lrplan.simulate import CHINCHILLA_TRUTH, simulate_isoflop, true_params_optimum  # noqa: E402
+from lrplan.budget.fit import fit as bu  # noqa: E402
+from lrplan.evaluate.metrics import binomial_interval  # noqa: E402
+from lrplan.evaluate.simulate import CHINCHILLA_TRUTH, simulate_isoflop, true_params_optimum  # noqa: E402
 
 LEVELS = (0.5, 0.8, 0.95)
 

@@ -8,7 +8,7 @@ calibrated method then score? This script answers by simulation:
 
 1. fit the backtest's training runs (the real bundled ladder), as the backtest does;
 2. per replicate, take one posterior draw and replicate all 25 runs from it
-   (`lrplan.predict.replicate_runs`: the law plus Student-t noise at the fitted scale; 3B is a
+   (`lrplan.curve.predict.replicate_runs`: the law plus Student-t noise at the fitted scale; 3B is a
    new group drawn from that draw's population);
 3. run the same backtest on the replicate and score its held-out runs against that truth.
 
@@ -41,11 +41,11 @@ jax.config.update("jax_enable_x64", True)
 
 from benchmark_backtest import olmo_extrapolates  # noqa: E402
 
-from lrplan.backtest import backtest_curves, markdown_table  # noqa: E402
+from lrplan.curve.fit import fit_curves  # noqa: E402
+from lrplan.curve.predict import replicate_runs  # noqa: E402
 from lrplan.data import RunSet, load_runs  # noqa: E402
+from lrplan.evaluate.backtest import backtest_curves, markdown_table  # noqa: E402
 from lrplan.examples import example_path  # noqa: E402
-from lrplan.inference import fit_curves  # noqa: E402
-from lrplan.predict import replicate_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 HOLDOUTS = {"size-horizon": "size:1.5e9;horizon:ratio=50", "rolling": "size:rolling"}

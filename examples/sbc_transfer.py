@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+from lrplan.evaluate.simulate import simulate_sweep, true_lr_star  # noqa: E402
 from lrplan.priors import load_priors  # noqa: E402
 from lrplan.schedules import lr_schedule, unannealed_fraction  # noqa: E402
-from lrplan.simulate import simulate_sweep, true_lr_star  # noqa: E402
-from lrplan.transfer import fit_transfer, points_from_frame  # noqa: E402
+from lrplan.transfer.fit import fit_transfer, points_from_frame  # noqa: E402
 
 SIZES = (2e7, 5e7, 1.2e8)
 HORIZONS = (1e9, 4e9)

@@ -34,10 +34,10 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.baselines import nearest_lr_fit  # noqa: E402
-from lrplan.decide import Target, plan  # noqa: E402
-from lrplan.discrepancy import calibrate_transfer  # noqa: E402
-from lrplan.transfer import fit_transfer, points_from_frame  # noqa: E402
+from lrplan.evaluate.baselines import nearest_lr_fit  # noqa: E402
+from lrplan.transfer.calibrate import calibrate_transfer  # noqa: E402
+from lrplan.transfer.decide import Target, plan  # noqa: E402
+from lrplan.transfer.fit import fit_transfer, points_from_frame  # noqa: E402
 
 SIZES = (2e7, 4e7, 8e7, 1.6e8)
 HORIZONS = (1e9, 4e9)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .errors import LrplanError
+from lrplan.errors import LrplanError
 
 __all__ = ["main", "cli"]
 
@@ -34,7 +34,7 @@ def _setup_jax(chains: int = 2) -> None:
     try:
         Path(cache).mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", cache)
-        # every program: a fit's programs are shared across fits and processes (lrplan.sampling),
+        # every program: a fit's programs are shared across fits and processes (lrplan.bayes),
         # and most compile in under the default 1 s
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     except OSError:  # a read-only home only costs compile time
@@ -84,7 +84,7 @@ def _report_path(ctx, param, value):
     """A report file: a known suffix in an existing folder (checked before any fit)."""
     if value is None:
         return None
-    from .report import SUFFIXES
+    from lrplan.report.build import SUFFIXES
 
     path = Path(value)
     if path.suffix.lower() not in SUFFIXES:
@@ -160,8 +160,8 @@ def cli(verbose: int, quiet: bool) -> None:
 @json_option
 def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):
     """Fit a loss-curve law to the runs in RUNS with NUTS and save the posterior."""
-    from .data import load_runs
-    from .inference import fit_curves, save_fit
+    from lrplan.curve.fit import fit_curves, save_fit
+    from lrplan.data import load_runs
 
     runset = load_runs(runs, meta=meta)
     priors = _fit_priors(law, priors_file)
@@ -188,8 +188,8 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
 
 def _fit_priors(law: str, priors_file):
     """The priors of a fit: with --law auto, a priors file overrides the law it names."""
-    from .model import LAWS
-    from .priors import load_priors, priors_by_law
+    from lrplan.curve.model import LAWS
+    from lrplan.priors import load_priors, priors_by_law
 
     return load_priors(law, priors_file) if law != "auto" else priors_by_law(LAWS, priors_file)
 
@@ -230,7 +230,7 @@ def _target_lr(lr_file, schedule, steps, peak_lr, warmup_steps):
     """Per-step LR of the target and its warmup, from an LR file or a schedule spec."""
     import numpy as np
 
-    from .schedules import lr_schedule, read_lr_file
+    from lrplan.schedules import lr_schedule, read_lr_file
 
     if (lr_file is None) == (schedule is None):
         raise click.UsageError("give either --lr-file or --schedule (with --steps and --peak-lr)")
@@ -270,8 +270,8 @@ def _default_steps(total: int, warmup: int, n: int = 50):
 def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, tokens_per_step,
             at_steps, seed, as_json):
     """Predict the loss curve of a run under a schedule, with intervals, from a FIT."""
-    from .inference import load_fit
-    from .predict import predict_curve, summarize
+    from lrplan.curve.fit import load_fit
+    from lrplan.curve.predict import predict_curve, summarize
 
     result = load_fit(fit_file)
     lr, warmup, source = _target_lr(lr_file, schedule, steps, peak_lr, warmup_steps)
@@ -321,7 +321,7 @@ def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, t
               help="CSV file step,lr to write.")
 def schedule(spec, steps, peak_lr, warmup_steps, output):
     """Write the per-step LR of schedule SPEC (e.g. 'wsd:decay=0.2,shape=sqrt') to a file."""
-    from .schedules import lr_schedule, write_lr_file
+    from lrplan.schedules import lr_schedule, write_lr_file
 
     lr = lr_schedule(spec, steps=steps, peak_lr=peak_lr, warmup_steps=warmup_steps)
     write_lr_file(output, lr)
@@ -350,12 +350,12 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
 def report(fit_file, output, runs_file, meta, schedules, steps, peak_lr, warmup_steps, params,
            tokens_per_step, seed):
     """Write an HTML or Markdown report of a FIT: data, fit quality, schedules, diagnostics."""
-    from .inference import load_fit
-    from .report import write_report
+    from lrplan.curve.fit import load_fit
+    from lrplan.report.build import write_report
 
     runs = None
     if runs_file is not None:
-        from .data import load_runs
+        from lrplan.data import load_runs
 
         runs = load_runs(runs_file, meta=meta)
     path = write_report(output, load_fit(fit_file), runs=runs, schedules=list(schedules) or None,
@@ -448,7 +448,7 @@ def target_options(f):
 
 def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, warmup_steps):
     """The target run of a plan, with the runs' batch, schedule and warmup fraction as defaults."""
-    from .decide import Target
+    from lrplan.transfer.decide import Target
 
     batches = set(points["tokens_per_step"])
     if tokens_per_step is None:
@@ -492,11 +492,11 @@ def _plan_target(runset, points, *, params, tokens, tokens_per_step, schedules, 
 def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, compare_lrs, variants,
          priors_file, batch_mode, chains, num_warmup, num_samples, report_file, seed, as_json):
     """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
-    from .data import load_runs
-    from .decide import plan as decide_plan
-    from .discrepancy import calibrate_transfer
-    from .priors import load_priors
-    from .transfer import compare_variants, fit_transfer, transfer_points
+    from lrplan.data import load_runs
+    from lrplan.priors import load_priors
+    from lrplan.transfer.calibrate import calibrate_transfer
+    from lrplan.transfer.decide import plan as decide_plan
+    from lrplan.transfer.fit import compare_variants, fit_transfer, transfer_points
 
     runset = load_runs(runs, meta=meta)
     points, notes = transfer_points(runset)
@@ -516,8 +516,8 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
     fit = calibrate_transfer(fit, seed=seed)
     batch_plan = None
     if batch_mode == "auto":
-        from .batch import plan_batch
-        from .decide import target_unannealed
+        from lrplan.transfer.batch import plan_batch
+        from lrplan.transfer.decide import target_unannealed
 
         batch_plan = plan_batch(fit, params, tokens, unannealed=target_unannealed(fit, target),
                                 compare=() if tokens_per_step is None else (tokens_per_step,), seed=seed)
@@ -533,17 +533,17 @@ def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, c
     else:
         _print_plan(result)
         if batch_plan is not None:
-            from .batch import render_batch_text
+            from lrplan.transfer.batch import render_batch_text
 
             click.echo("\nBatch (--batch auto):\n" + render_batch_text(batch_plan))
     if report_file is not None:
         from dataclasses import replace
 
-        from .report import build_report, save_report
+        from lrplan.report.build import build_report, save_report
 
         built = build_report(None, plan=result, seed=seed)
         if batch_plan is not None:
-            from .budget_report import batch_section
+            from lrplan.report.budget import batch_section
 
             built = replace(built, sections=(*built.sections, batch_section(batch_plan)))
         path = save_report(built, report_file)
@@ -584,10 +584,10 @@ def _params_range(ctx, param, value):
 def budget(runs, meta, flops, fpt, params_range, compare, max_excess, calibrate, priors_file, chains,
            num_warmup, num_samples, report_file, seed, as_json):
     """Choose the model size and tokens that minimise the expected loss at a FLOP budget."""
-    from .budget import parse_flops_per_token, plan_budget
-    from .budget_report import render_text, write_budget_report
-    from .data import load_runs
-    from .priors import load_priors
+    from lrplan.budget.fit import parse_flops_per_token, plan_budget
+    from lrplan.data import load_runs
+    from lrplan.priors import load_priors
+    from lrplan.report.budget import render_text, write_budget_report
 
     per_token = parse_flops_per_token(fpt)
     priors = load_priors("budget", priors_file)
@@ -663,11 +663,11 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
     of the uncertainty of the target's optimal LR (or final loss) it would remove per FLOP,
     from simulated outcomes of its runs.
     """
-    from .data import load_runs
-    from .decide import plan as decide_plan
-    from .nextrun import default_candidates, next_run
-    from .priors import load_priors
-    from .transfer import fit_transfer, transfer_points
+    from lrplan.data import load_runs
+    from lrplan.priors import load_priors
+    from lrplan.transfer.decide import plan as decide_plan
+    from lrplan.transfer.fit import fit_transfer, transfer_points
+    from lrplan.transfer.nextrun import default_candidates, next_run
 
     runset = load_runs(runs, meta=meta)
     points, notes = transfer_points(runset)
@@ -695,13 +695,13 @@ def demo(out_dir, seed):
     """Fit the bundled 100M curves and LR sweep: held-out predictions, a 1.2B LR plan, next runs."""
     import numpy as np
 
-    from .decide import plan as decide_plan
-    from .examples import multipower_example, sweep_example
-    from .inference import fit_curves, save_fit
-    from .nextrun import next_run
-    from .predict import predict_curve
-    from .report import write_report
-    from .transfer import fit_transfer, transfer_points
+    from lrplan.curve.fit import fit_curves, save_fit
+    from lrplan.curve.predict import predict_curve
+    from lrplan.examples import multipower_example, sweep_example
+    from lrplan.report.build import write_report
+    from lrplan.transfer.decide import plan as decide_plan
+    from lrplan.transfer.fit import fit_transfer, transfer_points
+    from lrplan.transfer.nextrun import next_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -773,8 +773,8 @@ def demo(out_dir, seed):
 def backtest(runs, meta, holdout, law, chains, num_warmup, num_samples, n_boot, report_file, jobs,
              cluster, seed, as_json):
     """Hold runs of RUNS out, fit lrplan and the baselines on the rest, score the predictions."""
-    from . import backtest as bt
-    from .data import load_runs
+    from lrplan.data import load_runs
+    from lrplan.evaluate import backtest as bt
 
     runset = load_runs(runs, meta=meta)
     if all(r.final_only for r in runset):
@@ -835,7 +835,7 @@ def import_(sources, output, fmt, loss_key, lr_key, step_key, tokens_key, run_na
             meta, params, tokens_per_step, seq_len, peak_lr, warmup_steps, schedule, loss_unit, duplicates,
             as_json):
     """Turn tracker logs (W&B, TensorBoard, HF Trainer, MLflow, CSV) in SOURCES into a runs file."""
-    from .importers import import_runs, write_runs
+    from lrplan.importers import import_runs, write_runs
 
     settings = {"params": params, "tokens_per_step": tokens_per_step, "peak_lr": peak_lr,
                 "warmup_steps": warmup_steps, "schedule": schedule}

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, ScheduleError
-from .schedules import lr_schedule, parse_spec
+from lrplan.errors import DataError, ScheduleError
+from lrplan.schedules import lr_schedule, parse_spec
 
 __all__ = [
     "Run",

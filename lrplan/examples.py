@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .data import RunSet, load_runs
+from lrplan.data import RunSet, load_runs
 
 __all__ = ["example_path", "multipower_example", "olmo_ladder_example", "sweep_example",
            "MULTIPOWER_TRAIN", "MULTIPOWER_AUTHORS_FIT"]

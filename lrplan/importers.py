@@ -55,9 +55,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .data import EXTENSIONS, MAX_STEPS, RunSet, read_table, runs_from_frame
-from .errors import DataError
-from .files import atomic_write
+from lrplan.data import EXTENSIONS, MAX_STEPS, RunSet, read_table, runs_from_frame
+from lrplan.errors import DataError
+from lrplan.files import atomic_write
 
 __all__ = [
     "FORMATS",

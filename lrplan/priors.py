@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import PriorError
+from lrplan.errors import PriorError
 
 __all__ = ["Prior", "PriorSet", "DISTRIBUTIONS", "load_priors", "priors_from_toml"]
 

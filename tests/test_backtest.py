@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lrplan import backtest
 from lrplan.cli import cli
 from lrplan.data import load_runs
 from lrplan.errors import DataError
+from lrplan.evaluate import backtest
+from lrplan.evaluate.simulate import simulate_curves
 from lrplan.examples import example_path
-from lrplan.simulate import simulate_curves
 
 
 def _items():
@@ -163,7 +163,7 @@ def test_cli_backtest_olmo_end_to_end(tmp_path):
 
 
 def test_sweep_backtest_scores_lrplan_beside_the_baselines():
-    from lrplan.backtest import backtest_sweep, sweep_frame, transfer_recommender
+    from lrplan.evaluate.backtest import backtest_sweep, sweep_frame, transfer_recommender
     from lrplan.examples import sweep_example
 
     res = backtest_sweep(sweep_frame(sweep_example()), "size:5e7",

@@ -37,15 +37,15 @@ def _no_fits(monkeypatch):
     def stop(*args, **kwargs):
         raise Reached
 
-    import lrplan.backtest
-    import lrplan.inference
-    import lrplan.transfer
+    import lrplan.curve.fit
+    import lrplan.evaluate.backtest
+    import lrplan.transfer.fit
 
     pd.set_option("display.max_columns", 20)
     pd.set_option("display.width", 250)
-    for mod, name in ((lrplan.inference, "fit_curves"), (lrplan.transfer, "fit_transfer"),
-                      (lrplan.transfer, "compare_variants"), (lrplan.backtest, "backtest_curves"),
-                      (lrplan.backtest, "backtest_sweep")):
+    for mod, name in ((lrplan.curve.fit, "fit_curves"), (lrplan.transfer.fit, "fit_transfer"),
+                      (lrplan.transfer.fit, "compare_variants"), (lrplan.evaluate.backtest, "backtest_curves"),
+                      (lrplan.evaluate.backtest, "backtest_sweep")):
         monkeypatch.setattr(mod, name, stop)
 
 

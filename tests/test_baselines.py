@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrplan import baselines
 from lrplan.data import load_runs
 from lrplan.errors import FitError
-from lrplan.simulate import simulate_curves
+from lrplan.evaluate import baselines
+from lrplan.evaluate.simulate import simulate_curves
 
 # ------------------------------------------------------------------ LR sweeps
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lrplan.batch import batch_identified, plan_batch, render_batch_text
-from lrplan.budget import step_law_batch
+from lrplan.budget.fit import step_law_batch
 from lrplan.cli import cli
 from lrplan.data import load_runs
-from lrplan.simulate import simulate_sweep
-from lrplan.transfer import fit_transfer, transfer_points
+from lrplan.evaluate.simulate import simulate_sweep
+from lrplan.transfer.batch import batch_identified, plan_batch, render_batch_text
+from lrplan.transfer.fit import fit_transfer, transfer_points
 
 # the transfer law with a batch term: at a fixed token count the loss is worst far from
 # B* = 5e5 (D / 2e9)^0.5 tokens
@@ -81,8 +81,8 @@ def test_plan_batch_auto_json(sweep_file, tmp_path):
 
 
 def test_budget_from_a_transfer_fit_uses_its_lr_and_batch_laws(fitted):
-    from lrplan import budget as bu
-    from lrplan.simulate import true_params_optimum
+    from lrplan.budget.fit import fit as bu
+    from lrplan.evaluate.simulate import true_params_optimum
 
     pts = bu.points_from_frame(fitted.points[fitted.points["final"] & ~fitted.points["diverged"]])[0]
     law = bu.law_from_transfer(fitted, pts)

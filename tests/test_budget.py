@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lrplan import budget as bu
-from lrplan.baselines import chinchilla_fit
+from lrplan.budget.fit import fit as bu
 from lrplan.cli import cli
 from lrplan.errors import DataError
-from lrplan.simulate import CHINCHILLA_TRUTH, simulate_isoflop, true_params_optimum
+from lrplan.evaluate.baselines import chinchilla_fit
+from lrplan.evaluate.simulate import CHINCHILLA_TRUTH, simulate_isoflop, true_params_optimum
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BUDGETS = 1e17 * 2.0 ** np.arange(5)

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from lrplan.cli import cli
-from lrplan.simulate import simulate_curves
+from lrplan.evaluate.simulate import simulate_curves
 
 TRUTH = dict(L0=2.9, A=0.9, alpha=0.5, C=0.25)
 
@@ -103,8 +103,8 @@ def test_no_usable_run_says_why(files):
     ((1.005, 800, 3), ["divergent"]),
 ])
 def test_diagnostics_line_says_what_to_do(diag, says):
+    from lrplan.bayes import Diagnostics
     from lrplan.cli import _diag_line
-    from lrplan.inference import Diagnostics
 
     line = _diag_line(Diagnostics(*diag))
     assert all(s in line for s in says), line

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrplan.decide import Target, plan, target_unannealed
-from lrplan.discrepancy import _grid_posterior, calibrate_transfer, extrapolation, point_fit
+from lrplan.evaluate.simulate import simulate_sweep, true_lr_star
 from lrplan.priors import load_priors
-from lrplan.simulate import simulate_sweep, true_lr_star
-from lrplan.transfer import fit_transfer, points_from_frame
-from lrplan.transfer_model import SLICE_KINDS, new_cell_effects
+from lrplan.transfer.calibrate import _grid_posterior, calibrate_transfer, extrapolation, point_fit
+from lrplan.transfer.decide import Target, plan, target_unannealed
+from lrplan.transfer.fit import fit_transfer, points_from_frame
+from lrplan.transfer.model import SLICE_KINDS, new_cell_effects
 
 TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
              c_b=0.4, kappa=0.04, asym=0.0, skew=1.0, k_anneal=0.1, div_offset=1.5, div_width=0.3,

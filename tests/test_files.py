@@ -6,8 +6,8 @@ from click.testing import CliRunner
 
 import lrplan
 from lrplan.cli import cli
+from lrplan.evaluate.simulate import simulate_curves
 from lrplan.files import atomic_write
-from lrplan.simulate import simulate_curves
 
 
 def _partial_then_ctrl_c(tmp):
@@ -34,9 +34,9 @@ def test_ctrl_c_during_a_fit_leaves_no_file(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import lrplan.inference
+    import lrplan.curve.fit
 
-    monkeypatch.setattr(lrplan.inference, "fit_curves", interrupted)
+    monkeypatch.setattr(lrplan.curve.fit, "fit_curves", interrupted)
     res = CliRunner().invoke(cli, ["fit", str(tmp_path / "runs.csv"), "-o", str(tmp_path / "fit.nc")])
     assert res.exit_code != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]

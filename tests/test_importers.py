@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from lrplan.cli import cli
 from lrplan.data import load_runs
 from lrplan.errors import DataError
+from lrplan.evaluate.simulate import simulate_curves
 from lrplan.importers import import_runs
 from lrplan.schedules import lr_schedule
-from lrplan.simulate import simulate_curves
 
 TRUTH = dict(L0=2.9, A=0.9, alpha=0.5, C=0.25)
 STEPS, WARMUP, EVERY, EVAL_EVERY = 2000, 100, 10, 100
@@ -311,8 +311,8 @@ def test_same_logs_give_the_same_bytes(tmp_path, monkeypatch):
 
 
 def test_non_physical_losses_mark_divergence_and_are_never_fitted(tmp_path):
-    from lrplan.inference import _select
-    from lrplan.transfer import transfer_points
+    from lrplan.curve.fit import _select
+    from lrplan.transfer.fit import transfer_points
 
     runs = []
     for name, bad in (("ok1", None), ("ok2", None), ("ok3", None), ("huge", 1e308), ("neg", -0.5)):

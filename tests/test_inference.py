@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
+from lrplan.curve.fit import RATE_SITES, fit_curves, load_fit, save_fit
+from lrplan.curve.predict import predict_curve
 from lrplan.data import load_runs
 from lrplan.errors import FitError
-from lrplan.inference import RATE_SITES, fit_curves, load_fit, save_fit
-from lrplan.predict import predict_curve
+from lrplan.evaluate.simulate import simulate_curves
 from lrplan.schedules import lr_schedule
-from lrplan.simulate import simulate_curves
 
 TRUTH = dict(L0=2.9, A=0.9, alpha=0.5, C=0.25)
 TRAIN = {"cos": "cosine:final=0.1", "const": "constant", "two": "twostage:at=2500,ratio=0.3"}
@@ -131,8 +131,8 @@ def test_two_sizes_sample_cleanly_and_recover_their_asymptotes(tmp_path):
     # a replicate draws one new group for the runs of a new size, as a prediction would
     from dataclasses import replace
 
+    from lrplan.curve.predict import replicate_runs
     from lrplan.data import RunSet
-    from lrplan.predict import replicate_runs
 
     cos = load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv")["1e+08_cos"]
     twins = RunSet(runs=tuple(replace(cos, name=n, params=1.6e9) for n in ("a", "b")) + (cos,),
@@ -194,7 +194,7 @@ def test_extrapolation_beyond_fitted_area_is_flagged(fitted):
 def test_point_fit_mask_equals_fit_without_the_runs(fitted):
     # The calibration's held-out fits mask points out of one compiled model; that must be the
     # same fit as one on the remaining runs alone.
-    from lrplan.inference import PointFit, _build, _groups, _select, _size_refs
+    from lrplan.curve.fit import PointFit, _build, _groups, _select, _size_refs
     from lrplan.priors import load_priors
 
     _, d = fitted
@@ -256,7 +256,7 @@ def test_held_out_curve_likelihood_is_the_multivariate_normal_it_claims():
     from numpyro.infer.util import log_density
     from scipy.stats import multivariate_normal
 
-    from lrplan.inference import _curve_moments, _rate_model
+    from lrplan.curve.fit import _curve_moments, _rate_model
 
     curves = _held_out_curves((0.004, 0.3, 0.016), curves=5, points=7, seed=3)
     curves.append((np.zeros(0), np.zeros(0), np.zeros(0)))  # an empty curve adds nothing
@@ -275,7 +275,7 @@ def test_held_out_curve_likelihood_is_the_multivariate_normal_it_claims():
 
 @pytest.mark.parametrize("truth", [(0.004, 0.3, 0.016), (0.001, 0.0, 0.05), (0.0, 0.1, 0.0)])
 def test_discrepancy_posterior_recovers_known_rates(truth):
-    from lrplan.inference import discrepancy_posterior
+    from lrplan.curve.fit import discrepancy_posterior
 
     draws, divergences = discrepancy_posterior(_held_out_curves(truth), noise2=1e-8, scales=SCALES,
                                                draws=500)
@@ -288,7 +288,7 @@ def test_discrepancy_posterior_recovers_known_rates(truth):
 
 
 def test_a_held_out_curve_is_one_draw_of_its_offsets_however_densely_logged():
-    from lrplan.inference import discrepancy_posterior
+    from lrplan.curve.fit import discrepancy_posterior
 
     truth = (0.004, 0.3, 0.016)
 
@@ -311,7 +311,7 @@ def test_a_held_out_curve_is_one_draw_of_its_offsets_however_densely_logged():
 
 
 def test_discrepancy_posterior_without_errors_is_the_prior():
-    from lrplan.inference import discrepancy_posterior
+    from lrplan.curve.fit import discrepancy_posterior
 
     draws, _ = discrepancy_posterior([], noise2=1e-8, scales=SCALES, draws=2000)
     # |N(0, s)| has median 0.674 s; 2000 draws give its median to ~4%
@@ -319,8 +319,8 @@ def test_discrepancy_posterior_without_errors_is_the_prior():
 
 
 def test_rate_priors_come_from_the_prior_file(tmp_path):
+    from lrplan.curve.fit import RATE_SITES, rate_scales
     from lrplan.errors import PriorError
-    from lrplan.inference import RATE_SITES, rate_scales
     from lrplan.priors import load_priors
 
     f = tmp_path / "p.toml"
@@ -336,7 +336,7 @@ def test_a_run_outlasting_the_others_is_calibrated_as_a_forecast_beyond_them(tmp
     # there must count against the growth rate (u > 0), as a prediction would, not the floor.
     import pandas as pd
 
-    from lrplan import inference
+    from lrplan.curve import fit as inference
 
     parts = [simulate_curves("annealing", TRUTH, sched, steps=steps, peak_lr=1e-3, warmup_steps=200,
                              every=100, noise=0.002, seed=3)
@@ -395,7 +395,7 @@ def test_runs_whose_logged_lr_misses_the_peak_differently_share_a_group(tmp_path
     # run's largest logged LR is a little lower, by how far it has decayed at step 300.
     import pandas as pd
 
-    from lrplan import inference
+    from lrplan.curve import fit as inference
 
     parts = [simulate_curves("annealing", TRUTH, {name: "cosine:final=0.1"}, steps=steps,
                              peak_lr=1e-3, warmup_steps=250, every=100, seed=seed)

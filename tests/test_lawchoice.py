@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lrplan.curve.fit import fit_curves, heldout_scores, load_fit, misfit_checks, save_fit
+from lrplan.curve.lawchoice import CurveMixture, stacking_weights
+from lrplan.curve.predict import predict_curve
 from lrplan.data import load_runs
-from lrplan.inference import fit_curves, heldout_scores, load_fit, misfit_checks, save_fit
-from lrplan.lawchoice import CurveMixture, stacking_weights
-from lrplan.predict import predict_curve
+from lrplan.evaluate.simulate import simulate_curves
 from lrplan.schedules import lr_schedule
-from lrplan.simulate import simulate_curves
 
 
 def _mixture_score(lpd, w):

@@ -119,8 +119,8 @@ AUTHORS_ERRORS = {"25M": (0.00110, 0.00409), "100M": (0.00142, 0.00583), "400M":
 
 @pytest.mark.parametrize("size", sorted(AUTHORS_ERRORS))
 def test_multipower_reproduces_the_authors_errors_from_their_fit(size):
+    from lrplan.curve.model import law_parameters
     from lrplan.examples import MULTIPOWER_AUTHORS_FIT, multipower_example
-    from lrplan.model import law_parameters
 
     params = dict(zip(law_parameters("multipower"), MULTIPOWER_AUTHORS_FIT[size], strict=True))
     _, test = multipower_example(size)

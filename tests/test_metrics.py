@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lrplan import metrics
+from lrplan.evaluate import metrics
 
 
 def test_relative_errors_by_hand():

@@ -3,7 +3,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
-from lrplan.model import curve_data, curve_model
+from lrplan.curve.model import curve_data, curve_model
 from lrplan.priors import load_priors
 from lrplan.schedules import lr_schedule
 
@@ -48,8 +48,8 @@ def test_fixed_scale_removes_sigma_and_prior_predictive_is_finite():
 def test_padding_leaves_the_density_and_the_law_unchanged():
     from numpyro.infer.util import log_density
 
-    from lrplan.model import law_mean
-    from lrplan.sampling import bucket
+    from lrplan.bayes import bucket
+    from lrplan.curve.model import law_mean
 
     for law in ("multipower", "annealing"):
         d = data(law, groups=2)

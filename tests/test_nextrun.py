@@ -9,10 +9,10 @@ from test_transfer import REFS, TARGET, TRUTH
 
 from lrplan.cli import cli
 from lrplan.data import load_runs
-from lrplan.decide import plan
-from lrplan.nextrun import Candidate, expected_posterior, next_run
-from lrplan.simulate import simulate_sweep
-from lrplan.transfer import fit_transfer, transfer_points
+from lrplan.evaluate.simulate import simulate_sweep
+from lrplan.transfer.decide import plan
+from lrplan.transfer.fit import fit_transfer, transfer_points
+from lrplan.transfer.nextrun import Candidate, expected_posterior, next_run
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.5, 1.0, 2.0])

@@ -1,7 +1,7 @@
 import pytest
 
+from lrplan.curve.model import LAWS, law_parameters
 from lrplan.errors import PriorError
-from lrplan.model import LAWS, law_parameters
 from lrplan.priors import load_priors, priors_from_toml
 
 

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lrplan.bayes import Diagnostics
+from lrplan.curve.fit import RATE_SITES, CurveFit, FitConfig, area
+from lrplan.curve.model import GroupKey
+from lrplan.curve.predict import CurvePrediction
 from lrplan.data import load_runs
-from lrplan.decide import PlanResult, Target
-from lrplan.inference import RATE_SITES, CurveFit, Diagnostics, FitConfig, area
-from lrplan.model import GroupKey
-from lrplan.predict import CurvePrediction
+from lrplan.evaluate.simulate import simulate_curves
 from lrplan.priors import load_priors
-from lrplan.report import (
+from lrplan.report.build import (
     ReportError,
     _cell_optima,
     build_report,
@@ -24,8 +25,8 @@ from lrplan.report import (
     save_report,
     write_report,
 )
-from lrplan.simulate import simulate_curves
-from lrplan.transfer import TransferConfig
+from lrplan.transfer.decide import PlanResult, Target
+from lrplan.transfer.fit import TransferConfig
 
 TRUTH = dict(L0=2.8, A=1.0, alpha=0.45, B=0.17, C=2.0, beta=0.5, gamma=0.6)
 SCHEDULES = {"cos": "cosine:final=0.1", "const": "constant"}
@@ -308,7 +309,7 @@ def test_cli_report(runs, tmp_path):
     from click.testing import CliRunner
 
     from lrplan.cli import cli
-    from lrplan.inference import save_fit
+    from lrplan.curve.fit import save_fit
 
     save_fit(fake_fit(runs), tmp_path / "fit.nc")
     runs_csv = tmp_path / "runs.csv"
@@ -349,8 +350,8 @@ def sweep_csv():
 
 @pytest.fixture(scope="module")
 def real_plan(sweep_csv):
-    from lrplan.decide import plan as decide
-    from lrplan.transfer import fit_transfer, transfer_points
+    from lrplan.transfer.decide import plan as decide
+    from lrplan.transfer.fit import fit_transfer, transfer_points
 
     points, notes = transfer_points(load_runs(sweep_csv))
     tfit = fit_transfer(points, seed=0, chains=2, num_warmup=100, num_samples=100, notes=tuple(notes))
@@ -401,10 +402,10 @@ def test_cli_plan_report_markdown(sweep_csv, real_plan, tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    import lrplan.transfer
+    import lrplan.transfer.fit
     from lrplan.cli import cli
 
-    monkeypatch.setattr(lrplan.transfer, "fit_transfer", lambda points, **kw: real_plan.fit)  # no 2nd NUTS
+    monkeypatch.setattr(lrplan.transfer.fit, "fit_transfer", lambda points, **kw: real_plan.fit)  # no 2nd NUTS
     out = tmp_path / "plan.md"
     res = CliRunner().invoke(cli, ["plan", str(sweep_csv), "--params", "1.2e9", "--tokens", "2e10",
                                    "--json", "--report", str(out)])

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from lrplan import laws
 from lrplan.cli import cli
 from lrplan.data import load_runs
-from lrplan.decide import BAND_EXCESS, Target, plan
+from lrplan.evaluate.simulate import simulate_curves, simulate_sweep, true_lr_star
 from lrplan.schedules import lr_schedule, unannealed_fraction
-from lrplan.simulate import simulate_curves, simulate_sweep, true_lr_star
-from lrplan.transfer import fit_transfer, transfer_points
+from lrplan.transfer.decide import BAND_EXCESS, Target, plan
+from lrplan.transfer.fit import fit_transfer, transfer_points
 
 TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=np.log(2e-3), c_n=-0.6, c_d=-0.3,
              c_b=0.4, kappa=0.04, asym=0.0, skew=1.0, k_anneal=0.1, div_offset=1.5, div_width=0.3,
@@ -167,7 +167,7 @@ def test_plan_without_sizes_fails_cleanly(tmp_path):
 
 
 def test_runs_at_one_lr_per_cell_are_flagged():
-    from lrplan.transfer import _identifiability_notes
+    from lrplan.transfer.fit import _identifiability_notes
 
     rows = [{"run": f"r{i}", "params": n, "tokens": 2e9, "tokens_per_step": 1e6, "lr": 1e-3 / (i + 1),
              "loss": 3.0, "diverged": False, "unannealed": 0.1, "final": True}
@@ -179,8 +179,8 @@ def test_runs_at_one_lr_per_cell_are_flagged():
 
 
 def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
-    from lrplan.simulate import log_lr_centre
-    from lrplan.transfer import _identifiability_notes, points_from_frame
+    from lrplan.evaluate.simulate import log_lr_centre
+    from lrplan.transfer.fit import _identifiability_notes, points_from_frame
 
     frames = []
     for n, b in ((2e7, 2.5e5), (5e7, 3.5e5), (1.2e8, 5e5), (3e8, 7e5)):
@@ -200,7 +200,7 @@ def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
 
 def test_run_offsets_far_beyond_seed_noise_are_flagged():
     from lrplan.priors import load_priors
-    from lrplan.transfer import _offset_notes
+    from lrplan.transfer.fit import _offset_notes
 
     # OLMo's bundled ladder, fitted with its annealed tails, gives a posterior median of 0.087
     # nats: its tails and final losses disagree under the law, and the run offsets take it up

@@ -12,7 +12,6 @@ two horizons x eight LRs at a batch of 0.5M tokens, cosine to 10% with 1% warmup
 from pathlib import Path
 
 import numpy as np
-
 from lrplan.simulate import simulate_sweep
 
 TRUTH = dict(E=1.9, A=0.6, a=0.34, B=0.5, b=0.28, log_lr0=float(np.log(2e-3)), c_n=-0.6,

@@ -20,13 +20,19 @@ import math
 import threading
 from collections.abc import Callable, Hashable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 
-__all__ = ["bucket", "cached", "nuts", "cache_size"]
+from lrplan.errors import FitError
+from lrplan.priors import Prior
+
+__all__ = ["STUDENT_DF", "Diagnostics", "bucket", "cache_size", "cached", "diagnostics", "nuts",
+           "prior_distribution"]
 
 _CACHE: dict[Hashable, object] = {}
 _LOCK = threading.Lock()
@@ -145,3 +151,113 @@ def nuts(key: Hashable, make_kernel: Callable[[], object], rng_key, args: tuple,
         samples = jax.tree.map(lambda *x: jnp.stack(x), *[o[0] for o in outs])
         diverging = jnp.stack([o[1] for o in outs])
     return {k: np.asarray(v) for k, v in samples.items()}, np.asarray(diverging)
+
+
+# ---------------------------------------------------------------- priors, likelihood, diagnostics
+
+#: Degrees of freedom of the Student-t likelihood of every model (heavy tails for outlying points).
+STUDENT_DF = 5.0
+
+
+def prior_distribution(prior: Prior) -> dist.Distribution:
+    """The NumPyro distribution of a `Prior`."""
+    a = prior.args
+    match prior.dist:
+        case "normal":
+            return dist.Normal(a["loc"], a["scale"])
+        case "lognormal":
+            return dist.LogNormal(a["loc"], a["scale"])
+        case "halfnormal":
+            return dist.HalfNormal(a["scale"])
+        case "truncnormal":
+            return dist.TruncatedNormal(a["loc"], a["scale"], low=a["low"])
+        case "gamma":
+            return dist.Gamma(a["concentration"], a["rate"])
+        case "exponential":
+            return dist.Exponential(a["rate"])
+        case "uniform":
+            return dist.Uniform(a["low"], a["high"])
+    raise FitError(f"unsupported prior distribution {prior.dist!r}")
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence summary of a NUTS run."""
+
+    r_hat_max: float
+    ess_bulk_min: float
+    divergences: int
+    ess_tail_min: float = float("nan")
+    #: How the fitted law misses its own fitted runs, one phrase each (see `misfit_checks`).
+    misfit: tuple[str, ...] = ()
+
+    #: Mixed: R-hat at most this and bulk ESS at least ESS_MIN.
+    R_HAT_MAX = 1.01
+    ESS_MIN = 200
+
+    def to_json(self) -> dict:
+        """JSON form; R-hat is null when undefined (one chain). ``status`` is "ok" or "warning"."""
+        finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+        return {"status": "ok" if self.ok else "warning",
+                "r_hat_max": finite(self.r_hat_max), "ess_bulk_min": finite(self.ess_bulk_min),
+                "ess_tail_min": finite(self.ess_tail_min),
+                "divergences": int(self.divergences), "misfit": list(self.misfit)}
+
+    @property
+    def mixed(self) -> bool:
+        """R-hat <= R_HAT_MAX and bulk ESS >= ESS_MIN: the chains agree and give enough draws."""
+        return self.r_hat_max <= self.R_HAT_MAX and self.ess_bulk_min >= self.ESS_MIN
+
+    @property
+    def ok(self) -> bool:
+        """Mixed, no divergence, and the law fits its own runs."""
+        return self.mixed and self.divergences == 0 and not self.misfit
+
+    def problems(self) -> list[str]:
+        """What failed, one short phrase each (empty when ok): the sampler's, then the misfit."""
+        return self.sampler_problems() + list(self.misfit)
+
+    def sampler_problems(self) -> list[str]:
+        """What failed in the sampler (R-hat, ESS, divergences), one short phrase each."""
+        out = []
+        if not np.isfinite(self.r_hat_max):
+            out.append("R-hat could not be computed (one chain): run two or more chains")
+        elif self.r_hat_max > self.R_HAT_MAX:
+            out.append(f"R-hat {self.r_hat_max:.3f} > {self.R_HAT_MAX} (chains disagree)")
+        if not self.ess_bulk_min >= self.ESS_MIN:
+            out.append(f"bulk ESS {self.ess_bulk_min:.0f} < {self.ESS_MIN} (too few effective draws)")
+        if self.divergences > 0:
+            out.append(f"{self.divergences} divergent transition(s)")
+        return out
+
+
+def diagnostics(samples: dict[str, np.ndarray], divergences: int, sites: list[str],
+                 single_chain: tuple[str, ...] = ()) -> Diagnostics:
+    """Rank-normalised split R-hat and bulk / tail ESS (ArviZ, Vehtari et al. 2021) over ``sites``.
+
+    ``samples[name]`` is (chain, draw, ...). The ``single_chain`` sites were drawn by one
+    chain (the calibration's rates, laid out like the law's draws): they count towards the
+    ESS as one chain and never towards R-hat, whose chains they are not.
+    """
+    import arviz as az
+
+    r_hat, bulk, tail = [], [], []
+    for n in [*sites, *single_chain]:
+        x = np.asarray(samples[n], dtype=np.float64)
+        if n in single_chain:
+            x = x.reshape((1, -1, *x.shape[2:]))
+        x = x.reshape(x.shape[0], x.shape[1], -1)
+        for i in range(x.shape[2]):
+            xi = x[:, :, i]
+            if np.ptp(xi) == 0:  # a constant (e.g. a fixed site): nothing to diagnose
+                continue
+            if x.shape[0] >= 2:
+                r_hat.append(float(az.rhat(xi, method="rank")))
+            bulk.append(float(az.ess(xi, method="bulk")))
+            tail.append(float(az.ess(xi, method="tail")))
+    return Diagnostics(
+        r_hat_max=float(np.nanmax(r_hat)) if r_hat else float("nan"),
+        ess_bulk_min=float(np.nanmin(bulk)) if bulk else float("nan"),
+        divergences=int(divergences),
+        ess_tail_min=float(np.nanmin(tail)) if tail else float("nan"),
+    )

@@ -30,11 +30,18 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .baselines import bjorck_fit, bootstrap_curves, cell_optima, nearest_curve, nearest_lr_fit, step_law_fit
-from .data import Run, RunSet
-from .errors import DataError, LrplanError
-from .files import atomic_write
+from lrplan.data import Run, RunSet
+from lrplan.errors import DataError, LrplanError
+from lrplan.evaluate import metrics
+from lrplan.evaluate.baselines import (
+    bjorck_fit,
+    bootstrap_curves,
+    cell_optima,
+    nearest_curve,
+    nearest_lr_fit,
+    step_law_fit,
+)
+from lrplan.files import atomic_write
 
 __all__ = [
     "CURVE_METHODS",
@@ -262,8 +269,8 @@ class _CurveFold:
 
     def __call__(self) -> tuple[list[dict], list[str], dict[str, float]]:
         """Fit each method on the fold's runs and score its held-out runs: rows, notes, timings."""
-        from .inference import fit_curves
-        from .predict import predict_curve
+        from lrplan.curve.fit import fit_curves
+        from lrplan.curve.predict import predict_curve
 
         _worker_setup()
         label, train, test, methods, law, seed = (self.label, self.train, self.test, self.methods,
@@ -382,12 +389,12 @@ def backtest_curves(
     ``Client.get_executor()``): every fold is fitted with the same seed, so the tables are
     the same whichever way they ran.
 
-    Methods: ``lrplan`` (`lrplan.inference.fit_curves` + `lrplan.predict.predict_curve`; the
+    Methods: ``lrplan`` (`lrplan.curve.fit.fit_curves` + `lrplan.curve.predict.predict_curve`; the
     point error uses the posterior-mean law, intervals and scores the predictive draws),
-    ``huber`` (`lrplan.baselines.bootstrap_curves` of the same law, the annealing law for
+    ``huber`` (`lrplan.evaluate.baselines.bootstrap_curves` of the same law, the annealing law for
     ``law="auto"``: point error from the full Huber fit,
     intervals and scores from ``n_boot`` block-bootstrap refits) and ``nearest``
-    (`lrplan.baselines.nearest_curve`; a point: no intervals, CRPS = absolute error).
+    (`lrplan.evaluate.baselines.nearest_curve`; a point: no intervals, CRPS = absolute error).
     Held-out runs are scored at their logged steps after warmup.
 
     Returns
@@ -469,9 +476,9 @@ def transfer_recommender(**fit_kwargs) -> Recommender:
     optimum (with the law's miss calibrated by leave-out refits, as `lrplan plan` does). Sweep
     tables carry no schedule, so runs and targets count as annealed alike.
     """
-    from .decide import Target, plan
-    from .discrepancy import calibrate_transfer
-    from .transfer import POINT_COLUMNS, fit_transfer
+    from lrplan.transfer.calibrate import calibrate_transfer
+    from lrplan.transfer.decide import Target, plan
+    from lrplan.transfer.fit import POINT_COLUMNS, fit_transfer
 
     def recommend(train: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         pts = train.assign(run=[f"r{i}" for i in range(len(train))], unannealed=np.nan, final=True)
@@ -501,7 +508,7 @@ def backtest_sweep(
 ) -> BacktestResult:
     """Fit LR rules on a fold's sweep cells, recommend an LR for each held-out cell, score it.
 
-    Each held-out cell's empirical optimum comes from its own runs (`lrplan.baselines.
+    Each held-out cell's empirical optimum comes from its own runs (`lrplan.evaluate.baselines.
     cell_optima`). Scores per (cell, method): ``log_ratio`` = ln(recommended / optimum),
     ``excess_loss`` = loss at the recommended LR interpolated in the cell minus the cell's best
     loss (NaN outside the swept range), ``rel_excess`` = that over the best loss,

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .decide import PlanResult, Target, target_unannealed
-from .errors import FitError
-from .model import STUDENT_DF
-from .predict import summarize
+from lrplan.bayes import STUDENT_DF
+from lrplan.curve.predict import summarize
+from lrplan.errors import FitError
+from lrplan.transfer.decide import PlanResult, Target, target_unannealed
 
 __all__ = ["Candidate", "NextRunResult", "default_candidates", "expected_posterior", "next_run",
            "LR_FACTORS"]
@@ -190,7 +190,7 @@ def next_run(
 ) -> NextRunResult:
     """Rank ``candidates`` (default: `default_candidates`) by what they would teach about a plan.
 
-    ``planned`` is `lrplan.decide.plan`'s result: its draws of the target's loss on the LR
+    ``planned`` is `lrplan.transfer.decide.plan`'s result: its draws of the target's loss on the LR
     grid, of the optimum, and its recommendation are today's uncertainty.
 
     ``goal`` "lr" ranks by the share of the variance of log lr* at the target a candidate is

@@ -1,7 +1,7 @@
 """Choosing the curve law by the data: stacking weights and the weighted mixture of fits.
 
 Every law is calibrated on the same held-out curves (leave-one-run-out, prefix and horizon
-forecasts, `lrplan.inference`), and each curve's log predictive density under each law's
+forecasts, `lrplan.curve.fit`), and each curve's log predictive density under each law's
 calibrated predictive distribution is its held-out score. The laws are weighed by stacking
 of predictive distributions (Yao et al. 2018, "Using stacking to average Bayesian predictive
 distributions", Bayesian Analysis 13(3)): the weights maximise the held-out log score of the
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .inference import CurveFit, Diagnostics
+    from lrplan.bayes import Diagnostics
+    from lrplan.curve.fit import CurveFit
 
 __all__ = ["AUTO", "MIN_WEIGHT", "CurveMixture", "LawScore", "stacking_weights"]
 
@@ -127,7 +128,7 @@ class CurveMixture:
     @property
     def diagnostics(self) -> Diagnostics:
         """The worst of the sampled fits' diagnostics."""
-        from .inference import Diagnostics
+        from lrplan.bayes import Diagnostics
 
         ds = [f.diagnostics for f in self.fits]
         return Diagnostics(r_hat_max=max(d.r_hat_max for d in ds),

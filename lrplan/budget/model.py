@@ -28,9 +28,9 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from . import laws
-from .model import STUDENT_DF, prior_distribution
-from .priors import PriorSet
+from lrplan import laws
+from lrplan.bayes import STUDENT_DF, prior_distribution
+from lrplan.priors import PriorSet
 
 __all__ = ["LAW_SITES", "DRIFT_SITES", "IsoflopData", "budget_model", "drift_model"]
 

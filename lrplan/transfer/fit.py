@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import __version__, laws
-from .data import Run, RunSet
-from .errors import FitError
-from .inference import Diagnostics, _diagnostics
-from .priors import PriorSet, load_priors
-from .schedules import lr_schedule, unannealed_fraction
-from .transfer_model import (
+from lrplan import __version__, laws
+from lrplan.bayes import Diagnostics, diagnostics
+from lrplan.data import Run, RunSet
+from lrplan.errors import FitError
+from lrplan.priors import PriorSet, load_priors
+from lrplan.schedules import lr_schedule, unannealed_fraction
+from lrplan.transfer.model import (
     BOWLS,
     CELL_SITES,
     LR_LAWS,
@@ -183,7 +183,7 @@ class TransferFit:
     log_lik: np.ndarray
     loo: pd.DataFrame | None = None
     version: str = __version__
-    #: the law's calibrated miss beyond the fitted range (`lrplan.discrepancy.Discrepancy`)
+    #: the law's calibrated miss beyond the fitted range (`lrplan.transfer.calibrate.Discrepancy`)
     discrepancy: object | None = None
 
     def flat(self, name: str) -> np.ndarray:
@@ -247,9 +247,9 @@ class TransferFit:
     def cell_draws(self, params, tokens, tokens_per_step, rng: np.random.Generator) -> dict:
         """Per draw, a new cell's own shift of log lr* and of its loss level at a target.
 
-        The sum of two parts: the model's cell-level effect (`lrplan.transfer_model.
+        The sum of two parts: the model's cell-level effect (`lrplan.transfer.model.
         new_cell_effects`; zero when the fit has none) and the law's calibrated miss at the
-        target's distance beyond the fitted runs (`lrplan.discrepancy.Discrepancy`; zero when the
+        target's distance beyond the fitted runs (`lrplan.transfer.calibrate.Discrepancy`; zero when the
         fit has none). Returns ``lr``, ``loss``, ``log_kappa`` (the cell's bowl curvature) and
         the parts ``lr_cell``, ``lr_extrapolation``, ``loss_cell``, ``loss_extrapolation``.
         """
@@ -264,7 +264,7 @@ class TransferFit:
 
     def cell_effects(self, params, tokens, tokens_per_step,
                      rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        """Per draw, a cell's crossed effects (`lrplan.transfer_model.new_cell_effects`).
+        """Per draw, a cell's crossed effects (`lrplan.transfer.model.new_cell_effects`).
 
         Slices the fit has seen give their posterior effects; others draw new ones (none when
         ``rng`` is None). Zeros when the fit has no cell effects.
@@ -442,7 +442,7 @@ def fit_transfer(
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     sites = [*transfer_sites(lr_law, bowl, data.batch_term, data.anneal_term, cell_effects),
              *(["sigma_run"] if data.n_curve_runs else [])]
-    diag = _diagnostics(samples, divergences, sites)
+    diag = diagnostics(samples, divergences, sites)
     if data.n_curve_runs:
         notes += _offset_notes(samples["sigma_run"], priors)
     config = TransferConfig(

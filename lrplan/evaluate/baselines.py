@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import laws
-from .data import Run
-from .errors import FitError
-from .inference import lbfgs
-from .model import STEP_SCALE, law_parameters, same_setting
+from lrplan import laws
+from lrplan.curve.fit import lbfgs
+from lrplan.curve.model import STEP_SCALE, law_parameters, same_setting
+from lrplan.data import Run
+from lrplan.errors import FitError
 
 __all__ = [
     "HUBER_DELTA",
@@ -74,10 +74,10 @@ _CELL = ["params", "tokens", "tokens_per_step"]
 class CurveLawFit:
     """A point fit of a curve law: parameters in lrplan's normalised units.
 
-    ``values`` holds the law's parameters (``lrplan.model.law_parameters``); with
+    ``values`` holds the law's parameters (``lrplan.curve.model.law_parameters``); with
     ``size_law`` the asymptote is ``L0(N) = E + A_N (N / n_ref)^-a_N`` and ``values`` has
     ``E, A_N, a_N`` instead of ``L0``. LRs are divided by ``lr_ref`` and areas are per
-    ``STEP_SCALE`` steps, as in `lrplan.model`.
+    ``STEP_SCALE`` steps, as in `lrplan.curve.model`.
     """
 
     law: str
@@ -347,7 +347,7 @@ def bootstrap_curves(
     -------
     BootstrapResult
         ``draws[name]`` has shape ``(n_refits, len(steps))`` like
-        `lrplan.predict.CurvePrediction.draws`; ``point[name]`` is the full fit's curve.
+        `lrplan.curve.predict.CurvePrediction.draws`; ``point[name]`` is the full fit's curve.
     """
     used = _usable(runs)
     fit, prob, theta0 = _huber(used, *_refs(used, size_law), law=law, delta=delta,

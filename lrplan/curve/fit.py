@@ -17,14 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import __version__
+from lrplan import __version__
 
 if TYPE_CHECKING:
-    from .data import Run, RunSet
-from .errors import FitError, PriorError
-from .files import atomic_write
-from .lawchoice import AUTO, CurveMixture, law_scores, stacking_weights
-from .model import (
+    from lrplan.data import Run, RunSet
+from lrplan.bayes import Diagnostics, bucket, cached, diagnostics, nuts, prior_distribution
+from lrplan.curve.lawchoice import AUTO, CurveMixture, law_scores, stacking_weights
+from lrplan.curve.model import (
     LAWS,
     STEP_SCALE,
     CurveData,
@@ -33,66 +32,15 @@ from .model import (
     curve_model,
     held_at_peak,
     law_parameters,
-    prior_distribution,
 )
-from .priors import PriorSet, load_priors, priors_from_toml
-from .sampling import bucket, cached, nuts
+from lrplan.errors import FitError, PriorError
+from lrplan.files import atomic_write
+from lrplan.priors import PriorSet, load_priors, priors_from_toml
 
-__all__ = ["RATE_SITES", "CurveFit", "Diagnostics", "PointFit", "area", "discrepancy_posterior",
+__all__ = ["RATE_SITES", "CurveFit", "PointFit", "area", "discrepancy_posterior",
            "fit_curves", "load_fit", "rate_scales", "save_fit"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    """Convergence summary of a NUTS run."""
-
-    r_hat_max: float
-    ess_bulk_min: float
-    divergences: int
-    ess_tail_min: float = float("nan")
-    #: How the fitted law misses its own fitted runs, one phrase each (see `misfit_checks`).
-    misfit: tuple[str, ...] = ()
-
-    #: Mixed: R-hat at most this and bulk ESS at least ESS_MIN.
-    R_HAT_MAX = 1.01
-    ESS_MIN = 200
-
-    def to_json(self) -> dict:
-        """JSON form; R-hat is null when undefined (one chain). ``status`` is "ok" or "warning"."""
-        finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
-        return {"status": "ok" if self.ok else "warning",
-                "r_hat_max": finite(self.r_hat_max), "ess_bulk_min": finite(self.ess_bulk_min),
-                "ess_tail_min": finite(self.ess_tail_min),
-                "divergences": int(self.divergences), "misfit": list(self.misfit)}
-
-    @property
-    def mixed(self) -> bool:
-        """R-hat <= R_HAT_MAX and bulk ESS >= ESS_MIN: the chains agree and give enough draws."""
-        return self.r_hat_max <= self.R_HAT_MAX and self.ess_bulk_min >= self.ESS_MIN
-
-    @property
-    def ok(self) -> bool:
-        """Mixed, no divergence, and the law fits its own runs."""
-        return self.mixed and self.divergences == 0 and not self.misfit
-
-    def problems(self) -> list[str]:
-        """What failed, one short phrase each (empty when ok): the sampler's, then the misfit."""
-        return self.sampler_problems() + list(self.misfit)
-
-    def sampler_problems(self) -> list[str]:
-        """What failed in the sampler (R-hat, ESS, divergences), one short phrase each."""
-        out = []
-        if not np.isfinite(self.r_hat_max):
-            out.append("R-hat could not be computed (one chain): run two or more chains")
-        elif self.r_hat_max > self.R_HAT_MAX:
-            out.append(f"R-hat {self.r_hat_max:.3f} > {self.R_HAT_MAX} (chains disagree)")
-        if not self.ess_bulk_min >= self.ESS_MIN:
-            out.append(f"bulk ESS {self.ess_bulk_min:.0f} < {self.ESS_MIN} (too few effective draws)")
-        if self.divergences > 0:
-            out.append(f"{self.divergences} divergent transition(s)")
-        return out
 
 
 @dataclass(frozen=True)
@@ -299,7 +247,7 @@ class PointFit:
 
     ``solve(seen)`` fits the points flagged in ``seen`` only; the held-out fits of the
     calibration differ in nothing else, so they share the set-up. The objective is compiled
-    once per law, group layout, priors and shape bucket (`lrplan.sampling`), with the data as
+    once per law, group layout, priors and shape bucket (`lrplan.bayes`), with the data as
     arguments: fits of similar data in one process share it. Once the full data are solved, a
     held-out fit starts from that optimum as well: from the prior median alone, a fit to a
     short prefix can stall at a law that fits nothing.
@@ -590,7 +538,7 @@ def _calibrate(fit: PointFit, point: dict, used: list[Run], group_index: list[in
              f"{len(PREFIXES)} of every run's first {', '.join(f'{p:.0%}' for p in PREFIXES)}"
              + (f", 1 without the longest run of {len(longest)} group(s))" if longest else ")")]
     # Each held-out curve's log predictive density under the calibrated law: how laws are
-    # weighed against each other (`lrplan.lawchoice`). Thinned draws: the mean is smooth.
+    # weighed against each other (`lrplan.curve.lawchoice`). Thinned draws: the mean is smooth.
     thin = max(1, len(rates) // 1000)
     scores = heldout_scores(curves, noise2=noise2, rates=rates[::thin]) if curves else np.zeros(0)
     return dict(rates=rates, divergences=divergences, floor=float(floor), anneal=float(anneal),
@@ -602,7 +550,7 @@ def _law_mean(data: CurveData, values: dict, *, draws: bool = False) -> np.ndarr
 
     Compiled once per law, group layout and shape bucket (the data are padded to it).
     """
-    from .model import law_mean
+    from lrplan.curve.model import law_mean
 
     fn = cached(("law_mean", draws), lambda: jax.jit(
         jax.vmap(law_mean, in_axes=(None, 0)) if draws else law_mean))
@@ -619,38 +567,6 @@ def _law_at_point(data: CurveData, point: dict[str, np.ndarray]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- NUTS
-
-
-def _diagnostics(samples: dict[str, np.ndarray], divergences: int, sites: list[str],
-                 single_chain: tuple[str, ...] = ()) -> Diagnostics:
-    """Rank-normalised split R-hat and bulk / tail ESS (ArviZ, Vehtari et al. 2021) over ``sites``.
-
-    ``samples[name]`` is (chain, draw, ...). The ``single_chain`` sites were drawn by one
-    chain (the calibration's rates, laid out like the law's draws): they count towards the
-    ESS as one chain and never towards R-hat, whose chains they are not.
-    """
-    import arviz as az
-
-    r_hat, bulk, tail = [], [], []
-    for n in [*sites, *single_chain]:
-        x = np.asarray(samples[n], dtype=np.float64)
-        if n in single_chain:
-            x = x.reshape((1, -1, *x.shape[2:]))
-        x = x.reshape(x.shape[0], x.shape[1], -1)
-        for i in range(x.shape[2]):
-            xi = x[:, :, i]
-            if np.ptp(xi) == 0:  # a constant (e.g. a fixed site): nothing to diagnose
-                continue
-            if x.shape[0] >= 2:
-                r_hat.append(float(az.rhat(xi, method="rank")))
-            bulk.append(float(az.ess(xi, method="bulk")))
-            tail.append(float(az.ess(xi, method="tail")))
-    return Diagnostics(
-        r_hat_max=float(np.nanmax(r_hat)) if r_hat else float("nan"),
-        ess_bulk_min=float(np.nanmin(bulk)) if bulk else float("nan"),
-        divergences=int(divergences),
-        ess_tail_min=float(np.nanmin(tail)) if tail else float("nan"),
-    )
 
 
 def _centred_start(point: dict[str, np.ndarray], priors: PriorSet, law: str) -> dict:
@@ -797,7 +713,7 @@ def _sample(prep: _Prepared, runs: RunSet, *, seed: int, chains: int, num_warmup
     # one draw of the discrepancy rates per draw of the law (they are independent)
     samples.update({k: cal["rates"][:, i].reshape(chains, num_samples) for i, k in enumerate(RATE_SITES)})
     divergences = int(diverging.sum()) + cal["divergences"]
-    diag = replace(_diagnostics(samples, divergences, sites, single_chain=RATE_SITES), misfit=misfit)
+    diag = replace(diagnostics(samples, divergences, sites, single_chain=RATE_SITES), misfit=misfit)
     for m in misfit:
         log.warning("%s law: %s", prep.law, m)
 
@@ -845,7 +761,7 @@ def fit_curves(
     chain (the CLI asks for that), else one after another.
 
     With ``law="auto"`` every law is calibrated on the same held-out curves and weighed by
-    stacking of their held-out predictive densities (`lrplan.lawchoice`); the laws with a
+    stacking of their held-out predictive densities (`lrplan.curve.lawchoice`); the laws with a
     weight of at least `MIN_WEIGHT` are sampled and returned as a `CurveMixture`. ``priors``
     is one law's `PriorSet` (the other laws take their defaults) or a dict by law.
     """
@@ -940,7 +856,7 @@ def load_fit(path: str | Path) -> CurveFit | CurveMixture:
     """Read a fit written by `save_fit`; a file of another kind or version raises FitError."""
     import arviz as az
 
-    from .lawchoice import LawScore
+    from lrplan.curve.lawchoice import LawScore
 
     path = Path(path)
     if not path.exists():

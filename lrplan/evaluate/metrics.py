@@ -1,7 +1,7 @@
 """Scores of predictions against held-out observations: pure NumPy, no fitting.
 
 Curve metrics take a point prediction ``pred`` (shape ``(P,)``) or predictive draws ``draws``
-(shape ``(S, P)``, one row per draw, as `lrplan.predict.CurvePrediction.draws`) and the
+(shape ``(S, P)``, one row per draw, as `lrplan.curve.predict.CurvePrediction.draws`) and the
 observed losses ``y`` (shape ``(P,)``). LR metrics compare a recommended peak LR with a cell's
 empirical optimum.
 

@@ -38,9 +38,9 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from . import laws
-from .model import STUDENT_DF, prior_distribution
-from .priors import PriorSet
+from lrplan import laws
+from lrplan.bayes import STUDENT_DF, prior_distribution
+from lrplan.priors import PriorSet
 
 __all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
            "transfer_sites", "new_cell_effects"]

@@ -9,7 +9,7 @@ with its HTML and Markdown body and its figures as PNG bytes -- and written sepa
 - ``.md``: Markdown with the figures written to ``<stem>_files/`` next to it, linked relatively.
 
 Files are written atomically (a temporary file in the same folder, then `os.replace`).
-Plotting (`lrplan.plots`, matplotlib) is imported only when a report is built.
+Plotting (`lrplan.report.plots`, matplotlib) is imported only when a report is built.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .decide import BAND_EXCESS as NEAR_OPTIMAL
-from .decide import MAX_DIVERGENCE, target_unannealed
-from .errors import FitError, LrplanError
-from .files import atomic_write
-from .inference import MAX_POINTS_PER_RUN, CurveFit
-from .nextrun import next_run
-from .predict import QUANTILES, CurvePrediction, predict_curve
+from lrplan.curve.fit import MAX_POINTS_PER_RUN, CurveFit
+from lrplan.curve.predict import QUANTILES, CurvePrediction, predict_curve
+from lrplan.errors import FitError, LrplanError
+from lrplan.files import atomic_write
+from lrplan.transfer.decide import BAND_EXCESS as NEAR_OPTIMAL
+from lrplan.transfer.decide import MAX_DIVERGENCE, target_unannealed
+from lrplan.transfer.nextrun import next_run
 
 __all__ = [
     "DEFAULT_SCHEDULES",
@@ -208,7 +208,7 @@ def _band(pred: CurvePrediction) -> dict[str, np.ndarray]:
 
 
 def _draw(name: str, caption: str, fn: Callable, *args, **kwargs) -> Figure:
-    from . import plots
+    from lrplan.report.build import plots
 
     with plots.style():
         fig = fn(*args, **kwargs)
@@ -297,7 +297,7 @@ def _eval_steps(total: int, warmup: int, n: int = 80) -> np.ndarray:
 
 def _candidates(fit, plan, infos, schedules, *, steps, peak_lr, warmup_steps, params, tokens_per_step,
                 seed) -> tuple[list[_Candidate], str, list[str]]:
-    from .schedules import lr_schedule
+    from lrplan.schedules import lr_schedule
 
     notes: list[str] = []
     target = getattr(plan, "target", None)
@@ -628,10 +628,10 @@ def _unannealed(cell) -> float:
 def _cell_optima(points) -> list[dict]:
     """Sweep cells with a quadratic-vertex optimum, and their runs' median unannealed fraction.
 
-    The optima are `lrplan.baselines.cell_optima`'s; intermediate points of a curve are not
+    The optima are `lrplan.evaluate.baselines.cell_optima`'s; intermediate points of a curve are not
     final losses and stay out.
     """
-    from .baselines import cell_optima
+    from lrplan.evaluate.baselines import cell_optima
 
     if "final" in points.columns:
         points = points[points["final"].astype(bool)]
@@ -816,7 +816,7 @@ def _prior_panels(priors, samples: dict[str, np.ndarray], names: Sequence[str] |
     import jax
     import jax.numpy as jnp
 
-    from .model import prior_distribution
+    from lrplan.bayes import prior_distribution
 
     panels = []
     for i, name in enumerate(names or priors.params):
@@ -927,7 +927,7 @@ def build_report(
     title : str, optional
         Report title.
     """
-    from . import plots
+    from lrplan.report.build import plots
 
     if fit is None and plan is None:
         raise ReportError("a report needs a curve fit, a plan, or both")

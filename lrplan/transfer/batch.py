@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .predict import summarize
-from .priors import PriorSet, load_priors
+from lrplan.curve.predict import summarize
+from lrplan.priors import PriorSet, load_priors
 
 __all__ = ["BatchPlan", "plan_batch", "batch_identified", "cell_batch_miss", "render_batch_text"]
 
@@ -80,13 +80,13 @@ def cell_batch_miss(fit) -> float:
     """The rms miss, in log batch, of the fit's B*(D) against the fitted cells' best batches.
 
     A cell is a (size, tokens) run at 3 or more batches: its loss at a batch is the best over
-    LRs (`lrplan.baselines.cell_optima`), its best batch the vertex of a quadratic in log batch
+    LRs (`lrplan.evaluate.baselines.cell_optima`), its best batch the vertex of a quadratic in log batch
     through those (when it curves upward inside the batches run). The fit's B* there is the
     posterior median of ``b0 exp(b_opt + b_d log(D / d0))``. The miss is the rms of the log
     ratios less their posterior variance (0 when no cell qualifies). In-sample: the fit saw
     these cells, so it understates a new size's miss.
     """
-    from .baselines import cell_optima
+    from lrplan.evaluate.baselines import cell_optima
 
     pts = fit.points[fit.points["final"]].copy()
     pts["tokens"] = pts["tokens"].map(lambda v: float(f"{v:.2g}"))  # steps x batch rounds
@@ -113,10 +113,10 @@ def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
                grid_size: int = 161) -> BatchPlan:
     """The batch (tokens per step) minimising the expected final loss at ``params``, ``tokens``.
 
-    ``fit`` is a `lrplan.transfer.TransferFit`; ``unannealed`` the target's unannealed fraction
-    at its end (`lrplan.decide.target_unannealed`); ``compare`` batches to price.
+    ``fit`` is a `lrplan.transfer.fit.TransferFit`; ``unannealed`` the target's unannealed fraction
+    at its end (`lrplan.transfer.decide.target_unannealed`); ``compare`` batches to price.
     """
-    from .budget import step_law_batch
+    from lrplan.budget.fit import step_law_batch
 
     notes = []
     fitted = fit.points["tokens_per_step"].to_numpy(float)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import laws
-from .model import STEP_SCALE
-from .schedules import lr_schedule, unannealed_fraction
+from lrplan import laws
+from lrplan.curve.model import STEP_SCALE
+from lrplan.schedules import lr_schedule, unannealed_fraction
 
 __all__ = ["simulate_curves", "simulate_sweep", "log_lr_centre", "true_lr_star", "simulate_isoflop",
            "true_params_optimum", "CHINCHILLA_TRUTH"]

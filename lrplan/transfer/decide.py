@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import FitError
-from .predict import CurvePrediction, beyond, summarize
-from .schedules import lr_schedule, unannealed_fraction
+from lrplan.curve.predict import CurvePrediction, beyond, summarize
+from lrplan.errors import FitError
+from lrplan.schedules import lr_schedule, unannealed_fraction
 
 __all__ = ["PlanResult", "Target", "plan", "target_unannealed", "BAND_EXCESS", "MAX_DIVERGENCE"]
 
@@ -156,10 +156,10 @@ def plan(
     seed: int = 0,
     grid_size: int = 401,
 ) -> PlanResult:
-    """Decide the peak LR of ``target`` from a `lrplan.transfer.TransferFit`.
+    """Decide the peak LR of ``target`` from a `lrplan.transfer.fit.TransferFit`.
 
     Every draw carries the target cell's own shift of lr* and of the loss level (the model's
-    cell-level effect and the law's calibrated miss, `lrplan.transfer.TransferFit.cell_draws`),
+    cell-level effect and the law's calibrated miss, `lrplan.transfer.fit.TransferFit.cell_draws`),
     so the optimum is the predictive distribution of the target cell's optimum, and the
     recommendation minimises the expected loss under it.
 

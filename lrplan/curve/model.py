@@ -5,7 +5,7 @@ amplitudes and exponents, log-normal around shared values with spread tau (parti
 when the runs span several model sizes, the asymptote follows the size law
 ``L0(N) = E + A_N (N / N_ref)^-a_N``. Observations are log losses with Student-t noise (a few
 eval points are always off); the discrepancy between the law and a run it did not see is
-calibrated separately by held-out prediction (see `lrplan.inference`).
+calibrated separately by held-out prediction (see `lrplan.curve.fit`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from . import laws
-from .errors import FitError
-from .priors import Prior, PriorSet
+from lrplan import laws
+from lrplan.bayes import STUDENT_DF, prior_distribution
+from lrplan.errors import FitError
+from lrplan.priors import PriorSet
 
 __all__ = [
     "LAWS",
@@ -35,7 +36,6 @@ __all__ = [
     "curve_data",
     "curve_model",
     "held_at_peak",
-    "prior_distribution",
 ]
 
 Law = Literal["multipower", "annealing"]
@@ -47,7 +47,6 @@ _POOLED = {
     "annealing": ("A", "alpha", "C"),
 }
 STEP_SCALE = 1000.0
-STUDENT_DF = 5.0
 
 
 def law_parameters(law: str) -> tuple[str, ...]:
@@ -208,27 +207,6 @@ def curve_data(
         group_log_n=np.asarray(group_log_n, dtype=np.float64),
         size_law=size_law,
     )
-
-
-def prior_distribution(prior: Prior) -> dist.Distribution:
-    """The NumPyro distribution of a `Prior`."""
-    a = prior.args
-    match prior.dist:
-        case "normal":
-            return dist.Normal(a["loc"], a["scale"])
-        case "lognormal":
-            return dist.LogNormal(a["loc"], a["scale"])
-        case "halfnormal":
-            return dist.HalfNormal(a["scale"])
-        case "truncnormal":
-            return dist.TruncatedNormal(a["loc"], a["scale"], low=a["low"])
-        case "gamma":
-            return dist.Gamma(a["concentration"], a["rate"])
-        case "exponential":
-            return dist.Exponential(a["rate"])
-        case "uniform":
-            return dist.Uniform(a["low"], a["high"])
-    raise FitError(f"unsupported prior distribution {prior.dist!r}")
 
 
 def _group_values(data: CurveData, priors: PriorSet, centred: bool) -> dict[str, jnp.ndarray]:

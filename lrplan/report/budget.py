@@ -1,7 +1,7 @@
-"""Render a budget plan (`lrplan.budget.BudgetResult`) and a batch decision: text, report sections.
+"""Render a budget plan (`lrplan.budget.fit.BudgetResult`) and a batch decision: text, report sections.
 
 The terminal shows the decision and the isoflop curve at the budget with its 80% band as
-text; the report (``lrplan budget --report``, HTML or Markdown via `lrplan.report`) adds a
+text; the report (``lrplan budget --report``, HTML or Markdown via `lrplan.report.build`) adds a
 figure of the curve with 50/80/95% bands, the leave-budget-out forecasts behind the
 calibrated miss, the literature's caveats and the sampler's diagnostics.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .budget import BudgetResult, caveats
-from .report import Figure, Report, Section, _Body, save_report
+from lrplan.budget.fit import BudgetResult, caveats
+from lrplan.report.build import Figure, Report, Section, _Body, save_report
 
 __all__ = ["render_text", "build_budget_report", "write_budget_report", "batch_section"]
 
@@ -129,7 +129,7 @@ def _figure(result: BudgetResult) -> Figure:
 
 
 def build_budget_report(result: BudgetResult) -> Report:
-    """The budget plan as report sections (render with `lrplan.report.save_report`)."""
+    """The budget plan as report sections (render with `lrplan.report.build.save_report`)."""
     doc = result.to_json()
     s = _Body()
     rec = doc["recommended"]

@@ -3,7 +3,7 @@
 At a budget of C FLOPs with F(N) FLOPs per token (``6N`` by default, Kaplan et al. 2020), a
 size N trains on D = C / F(N) tokens. Every posterior draw of the loss law L*(N, D) gives an
 isoflop curve over log N and its own optimum N*; the recommendation minimises the posterior
-mean of the curve. L* comes from `lrplan.budget_model` (final losses of runs near their best
+mean of the curve. L* comes from `lrplan.budget.model` (final losses of runs near their best
 LR: isoflop grids, tuned ladders) or, when the runs sweep the LR, from the transfer model
 (its loss at lr*).
 
@@ -39,13 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import laws
-from .budget_model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_model
-from .data import RunSet
-from .errors import DataError, FitError, PriorError
-from .inference import Diagnostics, _diagnostics
-from .predict import QUANTILES, summarize
-from .priors import PriorSet, load_priors
+from lrplan import laws
+from lrplan.bayes import Diagnostics, diagnostics
+from lrplan.budget.model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_model
+from lrplan.curve.predict import QUANTILES, summarize
+from lrplan.data import RunSet
+from lrplan.errors import DataError, FitError, PriorError
+from lrplan.priors import PriorSet, load_priors
 
 __all__ = ["FlopsPerToken", "parse_flops_per_token", "LossLaw", "Drift", "BudgetResult",
            "budget_points", "points_from_frame", "budget_groups", "isoflop_vertex", "fit_budget",
@@ -285,7 +285,7 @@ def fit_budget(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
                priors: PriorSet | None = None, seen: np.ndarray | None = None, seed: int = 0,
                chains: int = 2, num_warmup: int = 1000, num_samples: int = 1000,
                progress: bool = False, notes: tuple[str, ...] = ()) -> LossLaw:
-    """Fit `lrplan.budget_model.budget_model` to final losses (``seen``: the points to fit)."""
+    """Fit `lrplan.budget.model.budget_model` to final losses (``seen``: the points to fit)."""
     priors = priors or load_priors("budget")
     seen = np.ones(len(points), bool) if seen is None else np.asarray(seen, bool)
     if seen.sum() < 4:
@@ -294,7 +294,7 @@ def fit_budget(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
     samples, divergences = _Sampler.run(data, priors, seed=seed, chains=chains,
                                         num_warmup=num_warmup, num_samples=num_samples,
                                         progress=progress)
-    diag = _diagnostics(samples, divergences, list(LAW_SITES))
+    diag = diagnostics(samples, divergences, list(LAW_SITES))
     draws = {k: _flat(samples, k) for k in ("E", "A", "a", "B", "b")}
     return LossLaw(draws=draws, noise=_flat(samples, "sigma"), n0=n0, d0=d0,
                    points=points[seen].reset_index(drop=True), diagnostics=diag, source="isoflop",
@@ -660,7 +660,7 @@ def plan_budget(runs: RunSet, flops: float, *, fpt: FlopsPerToken = FlopsPerToke
     pts, notes = budget_points(runs, fpt=fpt, max_excess=max_excess)
     notes = list(runs.excluded) + notes
     if has_lr_sweep(pts):
-        from .transfer import fit_transfer, transfer_points
+        from lrplan.transfer.fit import fit_transfer, transfer_points
 
         tpoints, tnotes = transfer_points(runs)
         tfit = fit_transfer(tpoints, priors=transfer_priors, seed=seed, chains=chains,

@@ -2,9 +2,9 @@ r"""How far the transfer law misses a cell it did not see, measured by leave-out
 
 A dense sweep pins the law's parameters tightly, and its posterior then narrows as if the law
 were exact. This module measures the law's own miss: it refits the same model (a point fit,
-the maximum a posteriori of `lrplan.transfer_model.transfer_model`) with each size left out,
+the maximum a posteriori of `lrplan.transfer.model.transfer_model`) with each size left out,
 the longest horizon left out, and each batch left out, and compares each held-out cell's
-empirical optimum (the vertex of a quadratic in log LR, `lrplan.baselines.cell_optima`) and
+empirical optimum (the vertex of a quadratic in log LR, `lrplan.evaluate.baselines.cell_optima`) and
 loss level with what the refit predicts there. The misses grow with the extrapolation distance
 ``d`` (Euclidean, in e-folds of N, D and B beyond the refit's runs):
 
@@ -29,10 +29,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .baselines import cell_optima
-from .errors import FitError
-from .transfer import TransferConfig, TransferFit, _normalise, slice_labels, swept_cells, transfer_data
-from .transfer_model import CELL_SITES, transfer_model
+from lrplan.errors import FitError
+from lrplan.evaluate.baselines import cell_optima
+from lrplan.transfer.fit import (
+    TransferConfig,
+    TransferFit,
+    _normalise,
+    slice_labels,
+    swept_cells,
+    transfer_data,
+)
+from lrplan.transfer.model import CELL_SITES, transfer_model
 
 __all__ = ["Discrepancy", "calibrate_transfer", "point_fit", "leave_out_folds", "extrapolation",
            "PRIOR_SCALE", "DRIFT"]

@@ -9,11 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import RunSet
-from .errors import FitError
-from .inference import RATE_SITES, CurveFit, area
-from .lawchoice import CurveMixture
-from .model import (
+from lrplan.curve.fit import RATE_SITES, CurveFit, area
+from lrplan.curve.lawchoice import CurveMixture
+from lrplan.curve.model import (
     MATCH_RTOL,
     STUDENT_DF,
     CurveData,
@@ -24,6 +22,8 @@ from .model import (
     law_parameters,
     same_setting,
 )
+from lrplan.data import RunSet
+from lrplan.errors import FitError
 
 __all__ = ["QUANTILES", "CurvePrediction", "predict_curve", "replicate_runs", "summarize"]
 
@@ -159,7 +159,7 @@ def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
     The points (and multi-power pairs) are padded to their shape bucket, so targets of
     similar lengths share the compiled code.
     """
-    from .sampling import bucket
+    from lrplan.bayes import bucket
 
     points = data.n_points
     pairs = getattr(data.features, "point", None)

@@ -1,0 +1,1 @@
+"""The curve model: loss curves under any LR schedule (fit, calibrate, predict)."""

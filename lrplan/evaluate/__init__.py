@@ -1,0 +1,1 @@
+"""Held-out evaluation: metrics, practitioners' baselines, backtests and simulation."""

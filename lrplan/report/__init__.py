@@ -1,0 +1,1 @@
+"""Reports: build them from finished results, render to HTML/Markdown, plots."""
