@@ -60,7 +60,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lrplan.data import EXTENSIONS, RunSet, read_table, runs_from_frame
+from lrplan.data import runs_from_frame
 from lrplan.errors import DataError
 from lrplan.files import atomic_write
 from lrplan.importers.hf_trainer import read_hf
@@ -70,6 +70,8 @@ from lrplan.importers.raw import ImportedRun, RawRun, Series, as_number, is_miss
 from lrplan.importers.rows import run_rows
 from lrplan.importers.tables import read_csv, read_wandb
 from lrplan.importers.tb_events import read_tensorboard
+from lrplan.runs import RunSet
+from lrplan.tables import EXTENSIONS, read_table
 
 __all__ = [
     "FORMATS",

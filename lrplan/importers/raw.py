@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrplan.data import MAX_STEPS
 from lrplan.errors import DataError
+from lrplan.tables import MAX_STEPS
 
 __all__ = [
     "Series",

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrplan.data import EXTENSIONS, read_table
 from lrplan.errors import DataError
 from lrplan.importers.keys import STEP_KEYS
 from lrplan.importers.raw import RawRun, Series, is_missing, key_list, read_json
+from lrplan.tables import EXTENSIONS, read_table
 
 __all__ = ["read_wandb", "read_csv", "read_any_table"]
 
