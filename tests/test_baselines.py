@@ -4,7 +4,7 @@ import pytest
 
 from lrplan.data import load_runs
 from lrplan.errors import FitError
-from lrplan.evaluate import baselines
+from lrplan.evaluate import baselines, lr_baselines
 from lrplan.evaluate.simulate import simulate_curves
 
 # ------------------------------------------------------------------ LR sweeps
@@ -32,7 +32,7 @@ def _sweep(centred: bool) -> pd.DataFrame:
 
 def test_cell_optima_recover_quadratic_vertices():
     df = _sweep(centred=False)
-    cells = baselines.cell_optima(df)
+    cells = lr_baselines.cell_optima(df)
     assert list(cells.columns) == ["params", "tokens", "tokens_per_step", "lr_opt", "best_loss",
                                    "n_lrs", "vertex"]
     assert len(cells) == 12 and (cells["n_lrs"] == 6).all()
@@ -53,7 +53,7 @@ def test_cell_optima_fall_back_and_skip_diverged():
         "loss": [3.3, 3.1, 3.05, 3.2, np.nan, 3.0, 2.9, 3.0, 3.2, 3.1],  # last cell curves down
         "diverged": [False, False, False, False, True, False, False, False, False, False],
     })
-    cells = baselines.cell_optima(df).set_index("params")
+    cells = lr_baselines.cell_optima(df).set_index("params")
     assert cells.loc[1e8, "vertex"] and cells.loc[1e8, "n_lrs"] == 4
     assert 2e-3 < cells.loc[1e8, "lr_opt"] < 8e-3
     assert not cells.loc[2e8, "vertex"] and cells.loc[2e8, "lr_opt"] == 2e-3  # only 2 LRs
@@ -62,7 +62,7 @@ def test_cell_optima_fall_back_and_skip_diverged():
 
 
 def test_step_law_recovers_known_exponents():
-    rule = baselines.step_law_fit(_sweep(centred=True))
+    rule = lr_baselines.step_law_fit(_sweep(centred=True))
     assert set(rule.coef) == {"log_c", "params", "tokens"}  # the batch does not vary
     for k, v in TRUE.items():
         assert rule.coef[k] == pytest.approx(v, abs=1e-8)
@@ -72,7 +72,7 @@ def test_step_law_recovers_known_exponents():
 
 def test_bjorck_recovers_known_exponents():
     df = _sweep(centred=True)
-    rule = baselines.bjorck_fit(df)
+    rule = lr_baselines.bjorck_fit(df)
     for k, v in TRUE.items():
         assert rule.coef[k] == pytest.approx(v, abs=1e-8)
 
@@ -82,19 +82,19 @@ def test_step_law_uses_batch_when_it_varies():
     other = df.copy()
     other["tokens_per_step"] = 4e6
     other["lr"] *= 2.0  # lr* doubles when the batch quadruples: exponent 0.5
-    rule = baselines.step_law_fit(pd.concat([df, other]))
+    rule = lr_baselines.step_law_fit(pd.concat([df, other]))
     assert rule.coef["tokens_per_step"] == pytest.approx(0.5, abs=1e-8)
 
 
 def test_nearest_lr_takes_the_nearest_cell():
-    rule = baselines.nearest_lr_fit(_sweep(centred=True))
+    rule = lr_baselines.nearest_lr_fit(_sweep(centred=True))
     got = rule.predict(3.2e9, 3e10, 1e6)
     assert got == pytest.approx(_lr_star(3e9, 3.2e10), rel=1e-8)
 
 
 def test_sweep_table_needs_its_columns():
     with pytest.raises(FitError, match="diverged"):
-        baselines.cell_optima(pd.DataFrame({"params": [1.0], "tokens": [1.0], "tokens_per_step": [1.0],
+        lr_baselines.cell_optima(pd.DataFrame({"params": [1.0], "tokens": [1.0], "tokens_per_step": [1.0],
                                             "lr": [1.0], "loss": [1.0]}))
 
 
@@ -161,7 +161,7 @@ def test_bootstrap_draws_are_shaped_like_predictions(tmp_path):
 
 def test_block_weights_keep_every_run():
     run_of = np.repeat([0, 1, 2], 40)
-    w = baselines._block_weights(run_of, 8, np.random.default_rng(0))
+    w = baselines.block_weights(run_of, 8, np.random.default_rng(0))
     for i in range(3):
         assert w[run_of == i].sum() == 40  # as many points drawn as the run has
 
