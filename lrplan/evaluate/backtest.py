@@ -69,7 +69,7 @@ __all__ = [
 CURVE_METHODS: tuple[str, ...] = ("lrplan", "huber", "nearest")
 
 
-# ============================================================================ results
+# ============================================================ the result and the entry points
 
 
 @dataclass(frozen=True)
@@ -150,10 +150,11 @@ def backtest_sweep(
 ) -> BacktestResult:
     """Fit LR rules on a fold's sweep cells, recommend an LR for each held-out cell, score it.
 
-    Each held-out cell's empirical optimum comes from its own runs (`lrplan.evaluate.baselines.
-    cell_optima`). Scores per (cell, method): ``log_ratio`` = ln(recommended / optimum),
-    ``excess_loss`` = loss at the recommended LR interpolated in the cell minus the cell's best
-    loss (NaN outside the swept range), ``rel_excess`` = that over the best loss,
+    Each held-out cell's empirical optimum comes from its own runs
+    (`lrplan.evaluate.lr_baselines.cell_optima`). Scores per (cell, method): ``log_ratio`` =
+    ln(recommended / optimum), ``excess_loss`` = loss at the recommended LR interpolated in the
+    cell minus the cell's best loss (NaN outside the swept range), ``rel_excess`` = that over
+    the best loss,
     ``above_diverged`` = the recommendation is >= the lowest diverged LR of the cell, and
     ``opt_in_interval`` = the optimum lies in the method's interval (only for a recommender
     that returns ``lr_lo``/``lr_hi``; NaN otherwise).

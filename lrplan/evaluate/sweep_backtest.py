@@ -23,6 +23,7 @@ __all__ = ["SWEEP_METHODS", "SWEEP_COLUMNS", "Recommender", "sweep_frame", "tran
 
 SWEEP_METHODS: tuple[str, ...] = ("step_law", "bjorck", "nearest")
 
+
 def sweep_frame(runs: RunSet) -> pd.DataFrame:
     """Final-loss points of a runs file as a sweep table (params, tokens, ..., diverged)."""
     rows = []
@@ -40,6 +41,7 @@ def sweep_frame(runs: RunSet) -> pd.DataFrame:
 #: ``lr_hi``: an interval for the optimum), one row per row of ``cells`` (columns params,
 #: tokens, tokens_per_step).
 Recommender = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
+
 
 def transfer_recommender(**fit_kwargs) -> Recommender:
     """The recommender of lrplan for `backtest_sweep`: fit the transfer model, plan each cell.
