@@ -154,10 +154,9 @@ def backtest_sweep(
     (`lrplan.evaluate.lr_baselines.cell_optima`). Scores per (cell, method): ``log_ratio`` =
     ln(recommended / optimum), ``excess_loss`` = loss at the recommended LR interpolated in the
     cell minus the cell's best loss (NaN outside the swept range), ``rel_excess`` = that over
-    the best loss,
-    ``above_diverged`` = the recommendation is >= the lowest diverged LR of the cell, and
-    ``opt_in_interval`` = the optimum lies in the method's interval (only for a recommender
-    that returns ``lr_lo``/``lr_hi``; NaN otherwise).
+    the best loss, ``above_diverged`` = the recommendation is >= the lowest diverged LR of the
+    cell, and ``opt_in_interval`` = the optimum lies in the method's interval (only for a
+    recommender that returns ``lr_lo``/``lr_hi``; NaN otherwise).
 
     Parameters
     ----------
