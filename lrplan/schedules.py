@@ -13,23 +13,20 @@ numbers separated by ``|`` (``multistep:milestones=0.8|0.9``) or, for ``wsd``'s 
 word. ``warmup=N`` is accepted by every schedule and overrides the ``warmup_steps`` argument.
 See `lr_schedule` for the schedules and their keys.
 
-Everything here is NumPy float64; the laws consume the arrays.
+Everything here is NumPy float64; the laws consume the arrays. Specs are parsed in
+`lrplan.schedule_specs`, LR files read and written in `lrplan.lr_files`; their public names are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from lrplan.errors import ScheduleError
-from lrplan.files import atomic_write
+from lrplan.lr_files import read_lr_file, write_lr_file
+from lrplan.schedule_specs import SCHEDULE_NAMES, SPEC_KEYS, parse_spec
 
 __all__ = [
     "SCHEDULE_NAMES",
@@ -38,205 +35,11 @@ __all__ = [
     "read_lr_file",
     "write_lr_file",
     "unannealed_fraction",
+    "steps_for",
 ]
-
-SpecValue = float | int | str | tuple[float, ...]
 
 #: Final LR fraction used by ``wsd:shape=exp`` when ``final=0`` (a geometric decay cannot reach 0).
 _EXP_FLOOR = 1e-3
-
-
-# --------------------------------------------------------------------------------------------
-# Spec keys
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Key:
-    """One key of a schedule spec: how to parse it, its default and its valid range."""
-
-    kind: Literal["float", "int", "floats", "choice"]
-    rule: str  # what a valid value is, for messages: "a number in [0, 1]"
-    ok: Callable[[SpecValue], bool]
-    default: SpecValue | None = None  # None: no default (required, or computed)
-    required: bool = False
-
-
-def _increasing_fractions(v: SpecValue) -> bool:
-    vals = tuple(v)  # type: ignore[arg-type]
-    return (
-        len(vals) > 0
-        and all(0.0 < x < 1.0 for x in vals)
-        and all(b > a for a, b in zip(vals, vals[1:], strict=False))
-    )
-
-
-_WARMUP = _Key("int", "an integer >= 0 (number of warmup steps)", lambda v: v >= 0)
-_FINAL = _Key("float", "a number in [0, 1] (final LR as a fraction of the peak)",
-              lambda v: 0.0 <= v <= 1.0)
-_DECAY = _Key("float", "a number in (0, 1) (fraction of the total steps spent decaying)",
-              lambda v: 0.0 < v < 1.0)
-_WSD_SHAPES = ("linear", "sqrt", "exp", "cosine")
-
-_KEYS: dict[str, dict[str, _Key]] = {
-    "constant": {},
-    "cosine": {"final": replace(_FINAL, default=0.1)},
-    "linear": {"final": replace(_FINAL, default=0.0)},
-    "wsd": {
-        "decay": replace(_DECAY, default=0.2),
-        "final": replace(_FINAL, default=0.0),
-        "shape": _Key("choice", "one of " + ", ".join(_WSD_SHAPES), lambda v: v in _WSD_SHAPES,
-                      default="linear"),
-    },
-    "power": {
-        "a": _Key("float", "a number > 0 (LR per token^b)", lambda v: v > 0.0, default=4.6),
-        "b": _Key("float", "a number <= 0 (exponent; Shen et al. fit -0.51)",
-                  lambda v: v <= 0.0, default=-0.51),
-        "tokens_per_step": _Key("float", "a number > 0 (tokens per optimizer step)",
-                                lambda v: v > 0.0, required=True),
-        "decay": replace(_DECAY, default=0.1),
-    },
-    "invsqrt": {
-        "timescale": _Key("float", "a number > 0 (steps)", lambda v: v > 0.0),
-    },
-    "multistep": {
-        "milestones": _Key("floats", "strictly increasing fractions of the total steps in (0, 1), "
-                           "separated by '|', e.g. 0.8|0.9", _increasing_fractions,
-                           default=(0.8, 0.9)),
-        "gamma": _Key("float", "a number in (0, 1] (LR factor per milestone)",
-                      lambda v: 0.0 < v <= 1.0, default=0.316),
-    },
-    "twostage": {
-        "at": _Key("int", "an integer >= 1 (last step at the peak LR)", lambda v: v >= 1,
-                   required=True),
-        "ratio": _Key("float", "a number in (0, 1] (second-stage LR as a fraction of the peak)",
-                      lambda v: 0.0 < v <= 1.0, required=True),
-    },
-}
-for _keys in _KEYS.values():
-    _keys["warmup"] = _WARMUP
-del _keys
-
-SCHEDULE_NAMES: tuple[str, ...] = tuple(_KEYS)
-
-
-# --------------------------------------------------------------------------------------------
-# Parsing
-# --------------------------------------------------------------------------------------------
-
-
-def _parse_number(token: str) -> float | None:
-    try:
-        x = float(token)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _parse_value(spec: str, key: str, token: str, k: _Key) -> SpecValue:
-    def bad(what: str) -> ScheduleError:
-        return ScheduleError(
-            f"schedule spec {spec!r}: {key}={token!r} {what}; {key} must be {k.rule}"
-        )
-
-    value: SpecValue
-    if k.kind == "choice":
-        value = token
-    elif k.kind == "floats":
-        parts = [_parse_number(t.strip()) for t in token.split("|")]
-        if any(x is None for x in parts):
-            raise bad("is not a list of finite numbers")
-        value = tuple(float(x) for x in parts)  # type: ignore[arg-type]
-    else:
-        x = _parse_number(token)
-        if x is None:
-            raise bad("is not a finite number")
-        if k.kind == "int":
-            if not x.is_integer():
-                raise bad("is not an integer")
-            try:
-                value = int(token)
-            except ValueError:
-                value = int(x)
-        else:
-            value = x
-    if not k.ok(value):
-        raise bad("is not allowed")
-    return value
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, SpecValue]]:
-    """Split a schedule spec into its name and its keys, checked and converted.
-
-    Parameters
-    ----------
-    spec : str
-        ``name`` or ``name:key=value,key=value``. Lists use ``|`` (``milestones=0.8|0.9``).
-        Whitespace around names, keys and values is ignored.
-
-    Returns
-    -------
-    name : str
-        One of `SCHEDULE_NAMES`.
-    params : dict
-        Only the keys given in the spec (defaults are not filled in), each converted to its
-        type: ``int`` for ``warmup`` and ``at``, ``tuple[float, ...]`` for ``milestones``,
-        ``str`` for ``shape``, ``float`` otherwise.
-
-    Raises
-    ------
-    ScheduleError
-        If the name or a key is unknown (the message lists the valid ones), a key is repeated,
-        or a value cannot be parsed or is out of range (the message says the valid range).
-        Keys that need the number of steps (e.g. whether a decay fits after the warmup) and
-        required keys are checked by `lr_schedule`.
-
-    Examples
-    --------
-    >>> parse_spec("wsd:decay=0.1,shape=sqrt")
-    ('wsd', {'decay': 0.1, 'shape': 'sqrt'})
-    >>> parse_spec("multistep:milestones=0.5|0.75,warmup=100")
-    ('multistep', {'milestones': (0.5, 0.75), 'warmup': 100})
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ScheduleError(
-            f"schedule spec {spec!r} is empty; give one of {', '.join(SCHEDULE_NAMES)}, "
-            "optionally with keys: name:key=value,key=value"
-        )
-    name, sep, rest = spec.partition(":")
-    name = name.strip()
-    if name not in _KEYS:
-        raise ScheduleError(
-            f"schedule spec {spec!r}: unknown schedule {name!r}; "
-            f"valid schedules: {', '.join(SCHEDULE_NAMES)}"
-        )
-    keys = _KEYS[name]
-    valid = ", ".join(sorted(keys))
-    params: dict[str, SpecValue] = {}
-    if sep and not rest.strip():
-        raise ScheduleError(
-            f"schedule spec {spec!r}: nothing after ':'; write {name!r} alone or add "
-            f"key=value pairs (valid keys for {name}: {valid})"
-        )
-    if not sep:
-        return name, params
-    for item in rest.split(","):
-        key, eq, token = item.partition("=")
-        key, token = key.strip(), token.strip()
-        if not eq or not key or not token:
-            raise ScheduleError(
-                f"schedule spec {spec!r}: {item.strip()!r} is not of the form key=value "
-                f"(valid keys for {name}: {valid})"
-            )
-        if key not in keys:
-            raise ScheduleError(
-                f"schedule spec {spec!r}: unknown key {key!r} for schedule {name!r}; "
-                f"valid keys: {valid}"
-            )
-        if key in params:
-            raise ScheduleError(f"schedule spec {spec!r}: key {key!r} is given twice")
-        params[key] = _parse_value(spec, key, token, keys[key])
-    return name, params
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +245,7 @@ def lr_schedule(spec: str, *, steps: int, peak_lr: float, warmup_steps: int = 0)
         raise ScheduleError(
             f"{source} = {warmup} must be >= 0 and < steps = {steps}; shorten the warmup"
         )
-    keys = _KEYS[name]
+    keys = SPEC_KEYS[name]
     missing = [k for k, key in keys.items() if key.required and k not in params]
     if missing:
         example = ",".join(f"{k}=..." for k in missing)
@@ -458,143 +261,6 @@ def lr_schedule(spec: str, *, steps: int, peak_lr: float, warmup_steps: int = 0)
     lr[:warmup] = peak * np.arange(1, warmup + 1, dtype=np.float64) / warmup if warmup else 0.0
     lr[warmup:] = main
     return np.minimum(lr, peak)
-
-
-# --------------------------------------------------------------------------------------------
-# LR files
-# --------------------------------------------------------------------------------------------
-
-
-def _cell(path, row: int, line: int, column: str, token: str, problem: str) -> ScheduleError:
-    return ScheduleError(
-        f"LR file {os.fspath(path)!r}, row {row} (line {line}), column {column!r}: "
-        f"{token!r} {problem}"
-    )
-
-
-def read_lr_file(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a per-step LR from a CSV file with columns ``step,lr``.
-
-    The file needs a header naming the columns ``step`` and ``lr`` (other columns are
-    ignored). Steps are integers >= 1, strictly increasing; LRs finite and >= 0. Rows may skip
-    steps: the LR between two rows is interpolated linearly, and steps before the first row
-    take the first row's LR.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The CSV file.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 array of length ``max(step)``; ``lr[i]`` is the LR of step ``i + 1``.
-
-    Raises
-    ------
-    ScheduleError
-        If the file cannot be read, has no header or no data, lacks a column, or has a bad
-        value; the message names the file, the column and the 1-based data row (and its line).
-    """
-    name = os.fspath(path)
-    try:
-        with open(name, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ScheduleError(f"cannot read LR file {name!r}: {exc}") from None
-    header_at = next((i for i, r in enumerate(rows) if any(c.strip() for c in r)), None)
-    if header_at is None:
-        raise ScheduleError(f"LR file {name!r} is empty; it needs a header 'step,lr' and rows")
-    header = [c.strip().lower() for c in rows[header_at]]
-    for column in ("step", "lr"):
-        if column not in header:
-            raise ScheduleError(
-                f"LR file {name!r} has no column {column!r} (found {', '.join(header)!s}); "
-                "the first line must be a header naming the columns step,lr"
-            )
-    i_step, i_lr = header.index("step"), header.index("lr")
-    steps: list[int] = []
-    values: list[float] = []
-    row = 0  # 1-based data row: blank lines are skipped and not counted
-    for line_idx in range(header_at + 1, len(rows)):
-        cells, line = rows[line_idx], line_idx + 1
-        if not any(c.strip() for c in cells):
-            continue
-        row += 1
-        if len(cells) <= max(i_step, i_lr):
-            raise ScheduleError(
-                f"LR file {name!r}, row {row} (line {line}): {len(cells)} fields, but the header "
-                f"has {len(header)}; every row needs a step and an lr"
-            )
-        tok_step, tok_lr = cells[i_step].strip(), cells[i_lr].strip()
-        x = _parse_number(tok_step)
-        if x is None or not x.is_integer():
-            raise _cell(name, row, line, "step", tok_step, "is not an integer step")
-        step = int(x)
-        if step < 1:
-            raise _cell(name, row, line, "step", tok_step, "is below 1 (steps are 1-based)")
-        if steps and step <= steps[-1]:
-            raise _cell(name, row, line, "step", tok_step,
-                        f"does not increase (previous row has step {steps[-1]}); sort the "
-                        "rows by step and remove duplicates")
-        try:
-            lr = float(tok_lr)
-        except ValueError:
-            raise _cell(name, row, line, "lr", tok_lr, "is not a number") from None
-        if not math.isfinite(lr):
-            raise _cell(name, row, line, "lr", tok_lr, "is not finite")
-        if lr < 0.0:
-            raise _cell(name, row, line, "lr", tok_lr, "is negative")
-        steps.append(step)
-        values.append(lr)
-    if not steps:
-        raise ScheduleError(f"LR file {name!r} has a header but no data rows")
-    grid = np.arange(1, steps[-1] + 1, dtype=np.float64)
-    return np.interp(grid, np.asarray(steps, np.float64), np.asarray(values, np.float64))
-
-
-def write_lr_file(path: str | os.PathLike[str], lr: np.ndarray) -> None:
-    """Write a per-step LR as a CSV file with columns ``step,lr`` and steps 1..T.
-
-    The file is written to a temporary file in the same directory and moved into place with
-    `os.replace`, so readers never see a half-written file. Values are written with full
-    precision, so `read_lr_file` returns the same array.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination; replaced if it exists.
-    lr : numpy.ndarray
-        1-D array of finite LRs >= 0; ``lr[i]`` is the LR of step ``i + 1``.
-
-    Raises
-    ------
-    ScheduleError
-        If ``lr`` is not a non-empty 1-D array of finite values >= 0, or the file cannot be
-        written.
-    """
-    name = os.fspath(path)
-    try:
-        arr = np.asarray(lr, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ScheduleError(f"cannot write LR file {name!r}: lr is not numeric") from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise ScheduleError(
-            f"cannot write LR file {name!r}: lr must be a non-empty 1-D array, got shape "
-            f"{arr.shape}"
-        )
-    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0.0))
-    if bad.size:
-        raise ScheduleError(
-            f"cannot write LR file {name!r}: lr at step {bad[0] + 1} is {arr[bad[0]]!r}; "
-            "every LR must be finite and >= 0"
-        )
-    text = "step,lr\n" + "".join(f"{i},{float(v)!r}\n" for i, v in enumerate(arr, start=1))
-    try:
-        atomic_write(name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
-    except OSError as exc:
-        raise ScheduleError(f"cannot write LR file {name!r}: {exc}") from None
-
 
 
 #: The annealing law's memory of an LR drop, as a fraction of the run: Tissue et al.'s momentum
@@ -620,3 +286,20 @@ def unannealed_fraction(lr: np.ndarray, *, memory: float = ANNEAL_MEMORY) -> np.
     x = np.where(np.arange(lr.size) < int(np.argmax(lr)), peak, lr) / peak
     lagged, _ = lfilter([1 - momentum], [1, -momentum], x, zi=[momentum])
     return np.clip(lagged, 0.0, 1.0)
+
+
+def steps_for(tokens: float, tokens_per_step: float, *, minimum: int = 1) -> int:
+    """Optimizer steps of a run of ``tokens`` tokens at ``tokens_per_step``: ``round(D / B)``.
+
+    The one place lrplan turns a token horizon into steps; never fewer than ``minimum``.
+
+    Raises
+    ------
+    ScheduleError
+        If ``tokens`` or ``tokens_per_step`` is not a finite number > 0.
+    """
+    d, b = float(tokens), float(tokens_per_step)
+    if not (math.isfinite(d) and d > 0 and math.isfinite(b) and b > 0):
+        raise ScheduleError(f"tokens {tokens!r} and tokens_per_step {tokens_per_step!r} must be "
+                            "finite numbers > 0 to give a number of steps")
+    return max(int(round(d / b)), minimum)

@@ -12,6 +12,7 @@ from lrplan.schedules import (
     lr_schedule,
     parse_spec,
     read_lr_file,
+    steps_for,
     write_lr_file,
 )
 
@@ -417,3 +418,20 @@ def test_read_lr_file_row_counts_data_rows(tmp_path):
 def test_read_lr_file_missing(tmp_path):
     with pytest.raises(ScheduleError, match="cannot read LR file .*missing.csv"):
         read_lr_file(tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------------------- steps_for
+
+
+def test_steps_for_rounds_tokens_over_batch():
+    assert steps_for(1e9, 3e5) == 3333  # 3333.33 rounds down
+    assert steps_for(1e9, 4e5) == 2500
+    assert steps_for(2.5e6, 1e6) == 2  # round half to even, as round() does
+    assert steps_for(10.0, 100.0) == 1  # never below the minimum
+    assert steps_for(10.0, 100.0, minimum=2) == 2
+
+
+@pytest.mark.parametrize("tokens, tps", [(0.0, 1e6), (1e9, 0.0), (float("nan"), 1e6), (1e9, float("inf"))])
+def test_steps_for_refuses_what_is_no_horizon(tokens, tps):
+    with pytest.raises(ScheduleError, match="finite numbers > 0"):
+        steps_for(tokens, tps)

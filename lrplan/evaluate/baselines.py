@@ -9,34 +9,43 @@ them side by side:
   (`bootstrap_curves`, in the spirit of Besiroglu et al. 2024);
 - LR rules fitted to sweeps of final losses: per-cell optima (`cell_optima`), the Step Law
   procedure (`step_law_fit`, Li et al. 2025) and the quadratic-vertex power law
-  (`bjorck_fit`, Bjorck et al. 2024);
+  (`bjorck_fit`, Bjorck et al. 2024), in `lrplan.evaluate.lr_baselines`;
 - no fit at all: the nearest run's curve (`nearest_curve`) or the nearest cell's optimum
-  (`nearest_lr_fit`).
+  (`nearest_lr_fit`, in `lrplan.evaluate.lr_baselines`).
+
+This module holds the curve baselines; Chinchilla's fit of loss against N and D is in
+`lrplan.evaluate.chinchilla`. The names of both modules are importable from here too.
 
 References
 ----------
 Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", arXiv:2203.15556.
 Tissue et al. 2024, "Scaling Law with Learning Rate Annealing", arXiv:2408.11029.
 Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt", arXiv:2404.10102.
-Li et al. 2025, "Predictable Scale: Part I", arXiv:2503.04715 (Step Law).
-Bjorck et al. 2024, "Scaling Optimal LR Across Token Horizons", arXiv:2409.19913.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from lrplan import laws
 from lrplan.curve.fit import lbfgs
 from lrplan.curve.model import STEP_SCALE, law_parameters, same_setting
 from lrplan.data import Run
 from lrplan.errors import FitError
+from lrplan.evaluate.chinchilla import HUBER_DELTA, ChinchillaFit, chinchilla_fit
+from lrplan.evaluate.lr_baselines import (
+    STEP_LAW_TOLERANCE,
+    LrRule,
+    NearestLr,
+    bjorck_fit,
+    cell_optima,
+    nearest_lr_fit,
+    step_law_fit,
+)
 
 __all__ = [
     "HUBER_DELTA",
@@ -49,6 +58,7 @@ __all__ = [
     "predict_law",
     "bootstrap_curves",
     "nearest_curve",
+    "block_weights",
     "cell_optima",
     "step_law_fit",
     "bjorck_fit",
@@ -57,14 +67,8 @@ __all__ = [
     "chinchilla_fit",
 ]
 
-#: Huber threshold on the log-loss residual (Hoffmann et al. 2022 use 1e-3).
-HUBER_DELTA = 1e-3
-#: Step Law keeps every run within this relative distance of its cell's best loss.
-STEP_LAW_TOLERANCE = 0.0025
 #: Points per run used by the point fit (evenly spaced, as lrplan's curve model thins).
 MAX_POINTS = 64
-
-_CELL = ["params", "tokens", "tokens_per_step"]
 
 
 # ============================================================================ curve laws
@@ -287,7 +291,7 @@ def predict_law(fit: CurveLawFit, lr: np.ndarray, steps: np.ndarray, *, warmup_s
     return np.array([np.asarray(_curve(fit.law, feats, v, log_n), dtype=np.float64) for v in values])
 
 
-def _block_weights(run_of: np.ndarray, n_blocks: int, rng: np.random.Generator) -> np.ndarray:
+def block_weights(run_of: np.ndarray, n_blocks: int, rng: np.random.Generator) -> np.ndarray:
     """Per-point weights of a block bootstrap (weight = times a point's block was drawn).
 
     Each run's points are cut into ``n_blocks`` contiguous blocks and as many are drawn with
@@ -356,7 +360,7 @@ def bootstrap_curves(
     rng = np.random.default_rng(seed)
     refits, failed = [], 0
     for _ in range(n_boot):
-        res = prob.minimize(theta0, _block_weights(run_of, n_blocks, rng))
+        res = prob.minimize(theta0, block_weights(run_of, n_blocks, rng))
         if not np.isfinite(res.fun):
             failed += 1
             continue
@@ -413,255 +417,3 @@ def nearest_curve(train: Sequence[Run], target: Run, steps: np.ndarray) -> tuple
     return np.interp(at, src.steps.astype(np.float64), src.loss), src.name
 
 
-# ============================================================================ LR sweeps
-
-
-def _check_sweep(df: pd.DataFrame) -> pd.DataFrame:
-    need = ["params", "tokens", "tokens_per_step", "lr", "loss", "diverged"]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise FitError(f"sweep table lacks column(s) {', '.join(missing)}; give one row per run "
-                       f"with {', '.join(need)}")
-    out = df[need].copy()
-    for c in need[:-1]:
-        out[c] = out[c].astype(np.float64)
-    out["diverged"] = out["diverged"].astype(bool) | ~np.isfinite(out["loss"])
-    return out
-
-
-def cell_optima(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (params, tokens, tokens_per_step) cell, the empirical optimal LR and best loss.
-
-    The optimum is the vertex of a least-squares quadratic of final loss in log LR over the
-    cell's non-diverged runs, when the cell has >= 3 distinct LRs, the quadratic curves upward
-    and its vertex lies within the swept LR range (Bjorck et al. 2024). Otherwise it falls
-    back to the LR of the best observed run and ``vertex`` is False.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        One row per run: ``params, tokens, tokens_per_step, lr, loss, diverged``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``params, tokens, tokens_per_step, lr_opt, best_loss, n_lrs, vertex``; one row
-        per cell with at least one non-diverged run, sorted by the cell's key.
-    """
-    d = _check_sweep(df)
-    rows = []
-    for key, g in d.groupby(_CELL, sort=True):
-        ok = g[~g["diverged"]]
-        if ok.empty:
-            continue
-        x, y = np.log(ok["lr"].to_numpy()), ok["loss"].to_numpy()
-        n_lrs = int(np.unique(x).size)
-        best = int(np.argmin(y))
-        lr_opt, vertex = float(ok["lr"].iloc[best]), False
-        if n_lrs >= 3:
-            c2, c1, _ = np.polyfit(x, y, 2)
-            if c2 > 0:
-                u = -c1 / (2 * c2)
-                if x.min() <= u <= x.max():
-                    lr_opt, vertex = float(np.exp(u)), True
-        rows.append({"params": key[0], "tokens": key[1], "tokens_per_step": key[2], "lr_opt": lr_opt,
-                     "best_loss": float(y[best]), "n_lrs": n_lrs, "vertex": vertex})
-    return pd.DataFrame(rows, columns=_CELL + ["lr_opt", "best_loss", "n_lrs", "vertex"])
-
-
-@dataclass(frozen=True)
-class LrRule:
-    """An LR rule ``log lr* = log_c + sum_k coef[k] log(x_k)`` fitted by OLS in logs.
-
-    ``coef`` has ``log_c`` and an exponent for each of ``params``, ``tokens`` and
-    ``tokens_per_step`` that varied in the data it was fitted to (a column that did not vary
-    has no exponent: the rule then does not depend on it).
-    """
-
-    coef: dict[str, float]
-    method: str
-    n_points: int
-    notes: tuple[str, ...] = ()
-
-    def predict(self, params, tokens, tokens_per_step) -> np.ndarray:
-        """Predicted optimal LR at the given cells (arrays broadcast)."""
-        values = {"params": params, "tokens": tokens, "tokens_per_step": tokens_per_step}
-        out = np.full(np.broadcast(*(np.asarray(v, dtype=np.float64) for v in values.values())).shape,
-                      self.coef["log_c"])
-        for k, v in values.items():
-            if k in self.coef:
-                out = out + self.coef[k] * np.log(np.asarray(v, dtype=np.float64))
-        return np.exp(out)
-
-
-def _ols_rule(points: pd.DataFrame, lr: np.ndarray, method: str) -> LrRule:
-    cols, notes = [], []
-    for c in _CELL:
-        if np.unique(points[c]).size > 1:
-            cols.append(c)
-        else:
-            notes.append(f"{c} does not vary in the data: no exponent fitted for it")
-    X = np.column_stack([np.ones(len(points))] + [np.log(points[c].to_numpy(np.float64)) for c in cols])
-    if len(points) < X.shape[1]:
-        raise FitError(f"{method}: {len(points)} point(s) cannot fix {X.shape[1]} coefficients; "
-                       "give sweeps of more cells")
-    beta, *_ = np.linalg.lstsq(X, np.log(lr), rcond=None)
-    coef = {"log_c": float(beta[0]), **{c: float(b) for c, b in zip(cols, beta[1:], strict=True)}}
-    return LrRule(coef=coef, method=method, n_points=len(points), notes=tuple(notes))
-
-
-def step_law_fit(df: pd.DataFrame, *, tolerance: float = STEP_LAW_TOLERANCE) -> LrRule:
-    """Step Law procedure: OLS of log LR on log N, log D (and log B) over near-optimal runs.
-
-    Every non-diverged run whose final loss is within ``tolerance`` (relative, 0.25%) of its
-    cell's best loss enters the regression (Li et al. 2025). ``log B`` enters only when the
-    batch varies among those runs.
-    """
-    d = _check_sweep(df)
-    d = d[~d["diverged"]]
-    if d.empty:
-        raise FitError("step_law_fit: no non-diverged run in the sweep")
-    best = d.groupby(_CELL)["loss"].transform("min")
-    near = d[d["loss"] <= best * (1.0 + tolerance)]
-    return _ols_rule(near, near["lr"].to_numpy(np.float64), "step_law")
-
-
-def bjorck_fit(df: pd.DataFrame) -> LrRule:
-    """Quadratic-vertex power law: per-cell optima (`cell_optima`), then OLS in logs.
-
-    ``lr* = c N^a D^b (B^e)`` is fitted to every cell's ``lr_opt`` (vertices, and best observed
-    LRs where a cell has no vertex; their count is in ``notes``), Bjorck et al. 2024.
-    """
-    cells = cell_optima(df)
-    if cells.empty:
-        raise FitError("bjorck_fit: no cell with a non-diverged run")
-    rule = _ols_rule(cells, cells["lr_opt"].to_numpy(np.float64), "bjorck")
-    fallback = int((~cells["vertex"]).sum())
-    if fallback:
-        rule = LrRule(coef=rule.coef, method=rule.method, n_points=rule.n_points,
-                      notes=rule.notes + (f"{fallback} of {len(cells)} cell(s) without a "
-                                          "quadratic vertex: their best observed LR used",))
-    return rule
-
-
-@dataclass(frozen=True)
-class NearestLr:
-    """No fit: a target cell gets the optimum of the nearest training cell in log N, D, B."""
-
-    cells: pd.DataFrame
-    coef: dict[str, float] = field(default_factory=dict)
-    method: str = "nearest"
-
-    def predict(self, params, tokens, tokens_per_step) -> np.ndarray:
-        """Optimal LR of the nearest fitted cell, for each target cell."""
-        p, t, b = np.broadcast_arrays(*(np.log(np.asarray(v, dtype=np.float64))
-                                        for v in (params, tokens, tokens_per_step)))
-        ref = np.log(self.cells[_CELL].to_numpy(np.float64))
-        q = np.stack([p.ravel(), t.ravel(), b.ravel()], axis=1)
-        dist = np.sum((q[:, None, :] - ref[None, :, :]) ** 2, axis=2)
-        return self.cells["lr_opt"].to_numpy(np.float64)[np.argmin(dist, axis=1)].reshape(p.shape)
-
-
-def nearest_lr_fit(df: pd.DataFrame) -> NearestLr:
-    """The nearest-cell rule of a sweep (see `NearestLr`)."""
-    cells = cell_optima(df)
-    if cells.empty:
-        raise FitError("nearest_lr_fit: no cell with a non-diverged run")
-    return NearestLr(cells=cells)
-
-
-# ============================================================================ loss vs N and D
-
-
-@dataclass(frozen=True)
-class ChinchillaFit:
-    """Chinchilla's approach 3: a point fit of ``L = E + A N^-a + B D^-b`` (raw N and D).
-
-    ``values`` has ``E, A, a, B, b``; ``boot`` the bootstrap refits' values (one dict each;
-    ``failed_boot`` counts those that did not converge to finite values, left out).
-    """
-
-    values: dict[str, float]
-    objective: float
-    starts: int
-    boot: tuple[dict[str, float], ...] = ()
-    failed_boot: int = 0  # bootstrap refits left out: non-finite objective or parameters
-
-    def loss(self, params, tokens, values: dict[str, float] | None = None) -> np.ndarray:
-        """The fitted law's loss at sizes ``params`` after ``tokens``."""
-        v = values or self.values
-        return np.asarray(laws.loss_nd(np.log(np.asarray(params, float)),
-                                       np.log(np.asarray(tokens, float)), **v))
-
-
-#: Hoffmann et al.'s grid of starts, thinned (theirs has 4,500 points; Besiroglu et al. 2024).
-_CHINCHILLA_STARTS = dict(e=(-1.0, 0.0, 1.0), a=(0.0, 10.0, 20.0), b=(0.0, 10.0, 20.0),
-                          alpha=(0.2, 0.5, 1.0), beta=(0.2, 0.5, 1.0))
-
-
-def _chinchilla_objective(delta: float):
-    import jax.numpy as jnp
-
-    def objective(x, log_n, log_d, log_y, w):
-        e, a, b, alpha, beta = x[0], x[1], x[2], x[3], x[4]
-        pred = jnp.log(laws.loss_nd(log_n, log_d, E=jnp.exp(e), A=jnp.exp(a), a=alpha,
-                                    B=jnp.exp(b), b=beta))
-        r = jnp.abs(pred - log_y)
-        hub = jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta))
-        return jnp.sum(w * hub) / delta**2
-
-    return objective
-
-
-@functools.lru_cache(maxsize=4)
-def _chinchilla_solver(delta: float):
-    """BFGS from many starts (and weights) at once: one compiled, vectorised call."""
-    import jax
-    from jax.scipy.optimize import minimize
-
-    objective = _chinchilla_objective(delta)
-
-    def solve(x0, w, log_n, log_d, log_y):
-        res = minimize(objective, x0, args=(log_n, log_d, log_y, w), method="BFGS",
-                       options={"maxiter": 500})
-        return res.x, res.fun
-
-    return jax.jit(jax.vmap(solve, in_axes=(0, 0, None, None, None)))
-
-
-def chinchilla_fit(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, *,
-                   delta: float = HUBER_DELTA, n_boot: int = 0, seed: int = 0) -> ChinchillaFit:
-    """Chinchilla's approach 3 and bootstrap refits (Hoffmann et al. 2022; Besiroglu et al. 2024).
-
-    The Huber loss (``delta``) on ``log L`` against the log of the law, minimised by BFGS from
-    a grid of starts (`_CHINCHILLA_STARTS`); each of ``n_boot`` refits resamples the points with
-    replacement and starts from the best fit, as Besiroglu et al. bootstrap.
-    """
-    import jax.numpy as jnp
-
-    log_n, log_d = np.log(np.asarray(params, float)), np.log(np.asarray(tokens, float))
-    log_y = np.log(np.asarray(loss, float))
-    solve = _chinchilla_solver(delta)
-    s = _CHINCHILLA_STARTS
-    starts = np.array(list(itertools.product(s["e"], s["a"], s["b"], s["alpha"], s["beta"])), float)
-    data = (jnp.asarray(log_n), jnp.asarray(log_d), jnp.asarray(log_y))
-    x, fun = (np.asarray(v) for v in solve(jnp.asarray(starts), jnp.ones((len(starts), log_y.size)), *data))
-    ok = np.isfinite(fun) & np.all(np.isfinite(x), axis=1)
-    if not ok.any():
-        raise FitError("the Chinchilla fit found no finite objective from any start")
-    best = x[np.flatnonzero(ok)[np.argmin(fun[ok])]]
-
-    def values(v):
-        return {"E": float(np.exp(v[0])), "A": float(np.exp(v[1])), "B": float(np.exp(v[2])),
-                "a": float(v[3]), "b": float(v[4])}
-
-    boot = []
-    if n_boot:
-        rng = np.random.default_rng(seed)
-        w = np.stack([np.bincount(rng.integers(0, log_y.size, log_y.size), minlength=log_y.size)
-                      for _ in range(n_boot)]).astype(float)
-        xb, fb = solve(jnp.asarray(np.tile(best, (n_boot, 1))), jnp.asarray(w), *data)
-        xb, fb = np.asarray(xb), np.asarray(fb)
-        boot = [values(v) for v, f in zip(xb, fb, strict=True) if np.isfinite(f) and np.isfinite(v).all()]
-    return ChinchillaFit(values=values(best), objective=float(np.min(fun[ok])), starts=len(starts),
-                         boot=tuple(boot), failed_boot=n_boot - len(boot))

@@ -7,7 +7,7 @@ import pandas as pd
 
 from lrplan import laws
 from lrplan.curve.model import STEP_SCALE
-from lrplan.schedules import lr_schedule, unannealed_fraction
+from lrplan.schedules import lr_schedule, steps_for, unannealed_fraction
 
 __all__ = ["simulate_curves", "simulate_sweep", "log_lr_centre", "true_lr_star", "simulate_isoflop",
            "true_params_optimum", "CHINCHILLA_TRUTH"]
@@ -98,7 +98,7 @@ def simulate_sweep(
     rng = np.random.default_rng(seed)
     rows = []
     for i, (n, d, b) in enumerate(cells):
-        steps = max(int(round(d / b)), 2)
+        steps = steps_for(d, b, minimum=2)
         warm = int(round(warmup_fraction * steps))
         w = float(unannealed_fraction(lr_schedule(schedule, steps=steps, peak_lr=1.0,
                                                   warmup_steps=warm))[-1])
