@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from lrplan import laws
-from lrplan.curve.fit import lbfgs
 from lrplan.curve.model import STEP_SCALE, law_parameters, same_setting
+from lrplan.curve.pointfit import lbfgs
 from lrplan.data import Run
 from lrplan.errors import FitError
 
