@@ -122,3 +122,18 @@ def test_predictions_and_replicates_add_the_models_student_t_noise():
     errors = np.concatenate([np.log(replicate_runs(fit, RunSet(runs=(run,), source="x"), draw=7,
                                                    seed=s).runs[0].loss / law) for s in range(100)])
     assert stats.kstest(errors, t.cdf).pvalue > 1e-3
+
+
+def test_the_predictive_discrepancy_has_the_covariance_the_calibration_scores():
+    # curve_loglik scores a held-out curve's errors as N(0, noise2 I + X diag(rates^2) X'),
+    # X = [1, d, u]; the predictions' discrepancy draws must have that covariance.
+    from lrplan.curve.calibrate import discrepancy_draws
+
+    rates = np.array([0.004, 0.3, 0.016])
+    d = np.linspace(0.0, 0.05, 6)
+    u = np.linspace(0.0, 1.2, 6)
+    e = discrepancy_draws(np.random.default_rng(0), np.tile(rates, (40000, 1)),
+                          np.tile(d, (40000, 1)), u)
+    x = np.stack([np.ones_like(d), d, u], axis=1)
+    want = x @ np.diag(rates**2) @ x.T
+    np.testing.assert_allclose(np.cov(e, rowvar=False), want, rtol=0.05, atol=1e-3 * want.max())

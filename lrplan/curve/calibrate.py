@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from lrplan.data import Run
 
 __all__ = ["DECAY_SEEN", "FLOOR_MIN", "FLOOR_NOISES", "MISFIT_MIN", "MISFIT_NOISES", "PREFIXES",
-           "RATE_SITES", "calibrate", "curve_loglik", "curve_moments", "discrepancy_posterior",
+           "RATE_SITES", "calibrate", "curve_loglik", "curve_moments", "discrepancy_draws",
+           "discrepancy_posterior",
            "heldout_scores", "misfit_checks", "rate_model", "rate_scales"]
 
 #: The three rates of the discrepancy: their priors' names and their sites in the fit's draws.
@@ -68,11 +69,26 @@ def curve_moments(curves, pad: bool = False) -> tuple[np.ndarray, ...]:
     return n, ee, xe, xx
 
 
+def discrepancy_draws(rng: np.random.Generator, rates: np.ndarray, d: np.ndarray,
+                      u: np.ndarray) -> np.ndarray:
+    """Draws of an unseen curve's departure from the law on log loss, one curve per draw.
+
+    ``rates`` (draws, 3) are ``(floor, anneal, growth)``, ``d`` (draws, points) the share of
+    the loss reduction the law credits to LR decay, ``u`` (points,) the log LR area beyond the
+    fitted one. Each curve is ``z0 floor + z1 anneal d + z2 growth u`` with one standard-normal
+    ``z`` per part and curve: the model whose density, with the points' noise added, is
+    `curve_loglik`.
+    """
+    floor, anneal, growth = (rates[:, i:i + 1] for i in range(3))
+    z = rng.standard_normal((3, rates.shape[0], 1))
+    return z[0] * floor + z[1] * anneal * d + z[2] * growth * u[None, :]
+
+
 def curve_loglik(rates, n, ee, xe, xx, noise2):
     """Log density of each held-out curve's errors given the three rates (one draw).
 
     A curve's errors are ``e ~ N(0, noise2 I + X diag(rates^2) X')`` with ``X = [1, d, u]``
-    (see `discrepancy_posterior`); only the curve's moments (`curve_moments`) enter.
+    (`discrepancy_draws` plus the noise); only the curve's moments (`curve_moments`) enter.
     """
     z = rates
     # Through the 3x3 capacitance matrix (Woodbury): M = I + Z X'X Z / noise2 with

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrplan.curve.calibrate import RATE_SITES
+from lrplan.curve.calibrate import RATE_SITES, discrepancy_draws
 from lrplan.curve.fit import CurveFit, CurveMixture
 from lrplan.curve.model import (
     MATCH_RTOL,
@@ -221,10 +221,8 @@ def predict_curve(
     # few held-out curves stand behind them.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
     u = np.maximum(0.0, np.log(reach))
-    floor, anneal, growth = (fit.flat(k)[:, None] for k in RATE_SITES)
-    z = rng.standard_normal((3, law_curves.shape[0], 1))
-    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
-            + z[2] * growth * u[None, :])
+    rates = np.stack([fit.flat(k) for k in RATE_SITES], axis=1)
+    disc = discrepancy_draws(rng, rates, flat_curves / law_curves - 1, u)
     draws = law_curves * np.exp(noise + disc)
     furthest = float(reach.max())
     if furthest > _REACH_SLACK:
