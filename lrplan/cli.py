@@ -160,7 +160,8 @@ def cli(verbose: int, quiet: bool) -> None:
 @json_option
 def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, seed, as_json):
     """Fit a loss-curve law to the runs in RUNS with NUTS and save the posterior."""
-    from lrplan.curve.fit import fit_curves, save_fit
+    from lrplan.curve.fit import fit_curves
+    from lrplan.curve.io import save_fit
     from lrplan.data import load_runs
 
     runset = load_runs(runs, meta=meta)
@@ -270,7 +271,7 @@ def _default_steps(total: int, warmup: int, n: int = 50):
 def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, tokens_per_step,
             at_steps, seed, as_json):
     """Predict the loss curve of a run under a schedule, with intervals, from a FIT."""
-    from lrplan.curve.fit import load_fit
+    from lrplan.curve.io import load_fit
     from lrplan.curve.predict import predict_curve, summarize
 
     result = load_fit(fit_file)
@@ -350,7 +351,7 @@ def schedule(spec, steps, peak_lr, warmup_steps, output):
 def report(fit_file, output, runs_file, meta, schedules, steps, peak_lr, warmup_steps, params,
            tokens_per_step, seed):
     """Write an HTML or Markdown report of a FIT: data, fit quality, schedules, diagnostics."""
-    from lrplan.curve.fit import load_fit
+    from lrplan.curve.io import load_fit
     from lrplan.report.build import write_report
 
     runs = None
@@ -695,7 +696,8 @@ def demo(out_dir, seed):
     """Fit the bundled 100M curves and LR sweep: held-out predictions, a 1.2B LR plan, next runs."""
     import numpy as np
 
-    from lrplan.curve.fit import fit_curves, save_fit
+    from lrplan.curve.fit import fit_curves
+    from lrplan.curve.io import save_fit
     from lrplan.curve.predict import predict_curve
     from lrplan.examples import multipower_example, sweep_example
     from lrplan.report.build import write_report

@@ -311,7 +311,7 @@ def test_same_logs_give_the_same_bytes(tmp_path, monkeypatch):
 
 
 def test_non_physical_losses_mark_divergence_and_are_never_fitted(tmp_path):
-    from lrplan.curve.fit import _select
+    from lrplan.curve.prepare import select_runs as _select
     from lrplan.transfer.fit import transfer_points
 
     runs = []

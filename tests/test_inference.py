@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from lrplan.curve.fit import RATE_SITES, fit_curves, load_fit, save_fit
+from lrplan.curve.calibrate import RATE_SITES
+from lrplan.curve.fit import fit_curves
+from lrplan.curve.io import load_fit, save_fit
 from lrplan.curve.predict import predict_curve
 from lrplan.data import load_runs
 from lrplan.errors import FitError
@@ -194,14 +196,15 @@ def test_extrapolation_beyond_fitted_area_is_flagged(fitted):
 def test_point_fit_mask_equals_fit_without_the_runs(fitted):
     # The calibration's held-out fits mask points out of one compiled model; that must be the
     # same fit as one on the remaining runs alone.
-    from lrplan.curve.fit import PointFit, _build, _groups, _select, _size_refs
+    from lrplan.curve.pointfit import PointFit
+    from lrplan.curve.prepare import build_data, group_runs, select_runs, size_reference
     from lrplan.priors import load_priors
 
     _, d = fitted
-    used, _ = _select(load_runs(d / "runs.csv", meta=d / "meta.csv"))
-    groups, group_index = _groups(used)
-    size_law, n_ref = _size_refs(groups)
-    build = lambda rs, gi: _build("annealing", rs, gi, lr_ref=1e-3, n_ref=n_ref,  # noqa: E731
+    used, _ = select_runs(load_runs(d / "runs.csv", meta=d / "meta.csv"))
+    groups, group_index = group_runs(used)
+    size_law, n_ref = size_reference(groups)
+    build = lambda rs, gi: build_data("annealing", rs, gi, lr_ref=1e-3, n_ref=n_ref,  # noqa: E731
                                   size_law=size_law, groups=groups)
     priors = load_priors("annealing")
     whole = build(used, group_index)
@@ -256,7 +259,7 @@ def test_held_out_curve_likelihood_is_the_multivariate_normal_it_claims():
     from numpyro.infer.util import log_density
     from scipy.stats import multivariate_normal
 
-    from lrplan.curve.fit import _curve_moments, _rate_model
+    from lrplan.curve.calibrate import curve_moments, rate_model
 
     curves = _held_out_curves((0.004, 0.3, 0.016), curves=5, points=7, seed=3)
     curves.append((np.zeros(0), np.zeros(0), np.zeros(0)))  # an empty curve adds nothing
@@ -266,8 +269,8 @@ def test_held_out_curve_likelihood_is_the_multivariate_normal_it_claims():
                                        + np.stack([np.ones_like(e), d, u], 1) @ np.diag(z**2)
                                        @ np.stack([np.ones_like(e), d, u], 1).T).logpdf(e)
                    for e, d, u in curves if e.size)
-        moments = [jnp.asarray(x) for x in _curve_moments(curves)]
-        total, _ = log_density(_rate_model, (*moments, noise2, jnp.asarray(SCALES)), {},
+        moments = [jnp.asarray(x) for x in curve_moments(curves)]
+        total, _ = log_density(rate_model, (*moments, noise2, jnp.asarray(SCALES)), {},
                                {"rate": jnp.asarray(z)})
         got = float(total - dist.Normal(0.0, jnp.asarray(SCALES)).log_prob(jnp.asarray(z)).sum())
         np.testing.assert_allclose(got, want, rtol=1e-9)
@@ -275,7 +278,7 @@ def test_held_out_curve_likelihood_is_the_multivariate_normal_it_claims():
 
 @pytest.mark.parametrize("truth", [(0.004, 0.3, 0.016), (0.001, 0.0, 0.05), (0.0, 0.1, 0.0)])
 def test_discrepancy_posterior_recovers_known_rates(truth):
-    from lrplan.curve.fit import discrepancy_posterior
+    from lrplan.curve.calibrate import discrepancy_posterior
 
     draws, divergences = discrepancy_posterior(_held_out_curves(truth), noise2=1e-8, scales=SCALES,
                                                draws=500)
@@ -288,7 +291,7 @@ def test_discrepancy_posterior_recovers_known_rates(truth):
 
 
 def test_a_held_out_curve_is_one_draw_of_its_offsets_however_densely_logged():
-    from lrplan.curve.fit import discrepancy_posterior
+    from lrplan.curve.calibrate import discrepancy_posterior
 
     truth = (0.004, 0.3, 0.016)
 
@@ -311,7 +314,7 @@ def test_a_held_out_curve_is_one_draw_of_its_offsets_however_densely_logged():
 
 
 def test_discrepancy_posterior_without_errors_is_the_prior():
-    from lrplan.curve.fit import discrepancy_posterior
+    from lrplan.curve.calibrate import discrepancy_posterior
 
     draws, _ = discrepancy_posterior([], noise2=1e-8, scales=SCALES, draws=2000)
     # |N(0, s)| has median 0.674 s; 2000 draws give its median to ~4%
@@ -319,7 +322,7 @@ def test_discrepancy_posterior_without_errors_is_the_prior():
 
 
 def test_rate_priors_come_from_the_prior_file(tmp_path):
-    from lrplan.curve.fit import RATE_SITES, rate_scales
+    from lrplan.curve.calibrate import RATE_SITES, rate_scales
     from lrplan.errors import PriorError
     from lrplan.priors import load_priors
 
@@ -336,7 +339,8 @@ def test_a_run_outlasting_the_others_is_calibrated_as_a_forecast_beyond_them(tmp
     # there must count against the growth rate (u > 0), as a prediction would, not the floor.
     import pandas as pd
 
-    from lrplan.curve import fit as inference
+    from lrplan.curve import calibrate
+    from lrplan.curve.prepare import area, fit_points
 
     parts = [simulate_curves("annealing", TRUTH, sched, steps=steps, peak_lr=1e-3, warmup_steps=200,
                              every=100, noise=0.002, seed=3)
@@ -353,20 +357,20 @@ def test_a_run_outlasting_the_others_is_calibrated_as_a_forecast_beyond_them(tmp
         seen.update(curves=curves)
         raise Captured
 
-    monkeypatch.setattr(inference, "discrepancy_posterior", capture)
+    monkeypatch.setattr(calibrate, "discrepancy_posterior", capture)
     runs = load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv")
     with pytest.raises(Captured):
         fit_curves(runs, law="annealing", seed=1)
     long = runs["a_long"]
-    steps = long.steps[inference._fit_points(long, thin=True)]
-    others = max(inference.area(r.lr, r.steps[inference._fit_points(r, thin=True)][-1:], 1e-3)[0]
+    steps = long.steps[fit_points(long, thin=True)]
+    others = max(area(r.lr, r.steps[fit_points(r, thin=True)][-1:], 1e-3)[0]
                  for r in (runs["cos"], runs["two"]))
-    reach = inference.area(long.lr, steps, 1e-3) / others
+    reach = area(long.lr, steps, 1e-3) / others
     # the first fold leaves a_long out; the one-group "longest run" fit is that same fold
     first = seen["curves"][0][2]
     np.testing.assert_allclose(first, np.maximum(0.0, np.log(reach)))
     assert first.max() > 0.6
-    assert len(seen["curves"]) == 3 + 3 * len(inference.PREFIXES)  # a curve per run per fit
+    assert len(seen["curves"]) == 3 + 3 * len(calibrate.PREFIXES)  # a curve per run per fit
 
 
 def test_fits_that_saw_no_lr_decay_do_not_calibrate_the_decays(tmp_path):
@@ -395,7 +399,7 @@ def test_runs_whose_logged_lr_misses_the_peak_differently_share_a_group(tmp_path
     # run's largest logged LR is a little lower, by how far it has decayed at step 300.
     import pandas as pd
 
-    from lrplan.curve import fit as inference
+    from lrplan.curve.prepare import group_runs, select_runs
 
     parts = [simulate_curves("annealing", TRUTH, {name: "cosine:final=0.1"}, steps=steps,
                              peak_lr=1e-3, warmup_steps=250, every=100, seed=seed)
@@ -404,8 +408,8 @@ def test_runs_whose_logged_lr_misses_the_peak_differently_share_a_group(tmp_path
     runs[runs.step != 250].to_csv(tmp_path / "runs.csv", index=False)  # the peak's step
     meta = pd.concat([p[1] for p in parts])[["run", "warmup_steps"]]
     meta.to_csv(tmp_path / "meta.csv", index=False)
-    used, _ = inference._select(load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv"))
+    used, _ = select_runs(load_runs(tmp_path / "runs.csv", meta=tmp_path / "meta.csv"))
     peaks = [float(r.lr.max()) for r in used]
     assert peaks[0] != peaks[1] and max(peaks) < 1e-3
-    groups, index = inference._groups(used)
+    groups, index = group_runs(used)
     assert len(groups) == 1 and index == [0, 0]

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrplan.curve.fit import fit_curves, heldout_scores, load_fit, misfit_checks, save_fit
-from lrplan.curve.lawchoice import CurveMixture, stacking_weights
+from lrplan.curve.calibrate import heldout_scores, misfit_checks
+from lrplan.curve.fit import CurveMixture, fit_curves
+from lrplan.curve.io import load_fit, save_fit
+from lrplan.curve.lawchoice import stacking_weights
 from lrplan.curve.predict import predict_curve
 from lrplan.data import load_runs
 from lrplan.evaluate.simulate import simulate_curves

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from lrplan.bayes import Diagnostics
-from lrplan.curve.fit import RATE_SITES, CurveFit, FitConfig, area
+from lrplan.curve.calibrate import RATE_SITES
+from lrplan.curve.fit import CurveFit, FitConfig
 from lrplan.curve.model import GroupKey
 from lrplan.curve.predict import CurvePrediction
+from lrplan.curve.prepare import area
 from lrplan.data import load_runs
 from lrplan.evaluate.simulate import simulate_curves
 from lrplan.priors import load_priors
@@ -309,7 +311,7 @@ def test_cli_report(runs, tmp_path):
     from click.testing import CliRunner
 
     from lrplan.cli import cli
-    from lrplan.curve.fit import save_fit
+    from lrplan.curve.io import save_fit
 
     save_fit(fake_fit(runs), tmp_path / "fit.nc")
     runs_csv = tmp_path / "runs.csv"

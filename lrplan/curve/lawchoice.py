@@ -1,25 +1,21 @@
-"""Choosing the curve law by the data: stacking weights and the weighted mixture of fits.
+"""Choosing the curve law by the data: stacking weights of the laws' held-out scores.
 
 Every law is calibrated on the same held-out curves (leave-one-run-out, prefix and horizon
-forecasts, `lrplan.curve.fit`), and each curve's log predictive density under each law's
-calibrated predictive distribution is its held-out score. The laws are weighed by stacking
-of predictive distributions (Yao et al. 2018, "Using stacking to average Bayesian predictive
-distributions", Bayesian Analysis 13(3)): the weights maximise the held-out log score of the
-weighted mixture. Predictions then draw from that mixture.
+forecasts, `lrplan.curve.calibrate`), and each curve's log predictive density under each
+law's calibrated predictive distribution is its held-out score. The laws are weighed by
+stacking of predictive distributions (Yao et al. 2018, "Using stacking to average Bayesian
+predictive distributions", Bayesian Analysis 13(3)): the weights maximise the held-out log
+score of the weighted mixture. `lrplan.curve.fit.fit_curves` samples the laws that carry
+weight into a `lrplan.curve.fit.CurveMixture`, and predictions draw from that mixture.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from lrplan.bayes import Diagnostics
-    from lrplan.curve.fit import CurveFit
-
-__all__ = ["AUTO", "MIN_WEIGHT", "CurveMixture", "LawScore", "stacking_weights"]
+__all__ = ["AUTO", "MIN_WEIGHT", "LawScore", "law_scores", "stacking_weights"]
 
 #: The law name that asks for the data to choose.
 AUTO = "auto"
@@ -80,74 +76,3 @@ def law_scores(laws: list[str], lpd: np.ndarray, weights: np.ndarray) -> tuple[L
                           elpd_se=float(np.sqrt(n) * x.std(ddof=1)) if n > 1 else float("nan"),
                           sampled=bool(w >= MIN_WEIGHT))
                  for law, x, w in zip(laws, lpd, weights, strict=True))
-
-
-@dataclass(frozen=True)
-class CurveMixture:
-    """Curve fits of several laws, weighed by stacking; predictions draw from the mixture.
-
-    ``fits`` holds the sampled laws (weight >= `MIN_WEIGHT`), ``weights`` their weights
-    renormalised over them, ``scores`` every law's held-out score and stacking weight.
-    Settings that do not depend on the law (groups, reference units, the data) come from the
-    heaviest fit.
-    """
-
-    fits: tuple[CurveFit, ...]
-    weights: tuple[float, ...]
-    scores: tuple[LawScore, ...]
-
-    law = AUTO
-
-    @property
-    def main(self) -> CurveFit:
-        """The fit of the heaviest law."""
-        return self.fits[int(np.argmax(self.weights))]
-
-    @property
-    def config(self):
-        """The heaviest fit's config, its notes extended by the law choice's."""
-        from dataclasses import replace
-
-        return replace(self.main.config, notes=self.main.config.notes + (self.choice_note(),))
-
-    @property
-    def observed(self) -> dict[str, np.ndarray]:
-        """The fitted points (the same for every law)."""
-        return self.main.observed
-
-    @property
-    def priors(self):
-        """The heaviest law's priors."""
-        return self.main.priors
-
-    @property
-    def version(self) -> str:
-        """The lrplan version that wrote the fits."""
-        return self.main.version
-
-    @property
-    def diagnostics(self) -> Diagnostics:
-        """The worst of the sampled fits' diagnostics."""
-        from lrplan.bayes import Diagnostics
-
-        ds = [f.diagnostics for f in self.fits]
-        return Diagnostics(r_hat_max=max(d.r_hat_max for d in ds),
-                           ess_bulk_min=min(d.ess_bulk_min for d in ds),
-                           divergences=sum(d.divergences for d in ds),
-                           ess_tail_min=min(d.ess_tail_min for d in ds),
-                           misfit=tuple(m for f, d in zip(self.fits, ds, strict=True)
-                                        for m in (f"{f.law}: {x}" for x in d.misfit)))
-
-    def choice_note(self) -> str:
-        """One line: each law's weight and held-out score."""
-        parts = [f"{s.law} {s.weight:.2f} (held-out elpd {s.elpd:.1f} +- {s.elpd_se:.1f})"
-                 for s in self.scores]
-        return "laws weighed by stacking of held-out predictive densities: " + ", ".join(parts)
-
-    def draw_counts(self, n: int) -> list[int]:
-        """How many of ``n`` predictive draws each fit gives (largest-remainder rounding)."""
-        w = np.asarray(self.weights) * n
-        counts = np.floor(w).astype(int)
-        for i in np.argsort(-(w - counts))[: n - counts.sum()]:
-            counts[i] += 1
-        return counts.tolist()

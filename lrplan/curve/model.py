@@ -5,7 +5,11 @@ amplitudes and exponents, log-normal around shared values with spread tau (parti
 when the runs span several model sizes, the asymptote follows the size law
 ``L0(N) = E + A_N (N / N_ref)^-a_N``. Observations are log losses with Student-t noise (a few
 eval points are always off); the discrepancy between the law and a run it did not see is
-calibrated separately by held-out prediction (see `lrplan.curve.fit`).
+calibrated separately by held-out prediction (see `lrplan.curve.calibrate`).
+
+The model's pieces that predictions reuse live here once: `group_law` (a group's law from the
+shared values, for a group the fit did not see), `size_law_level`, `law_mean` and the noise
+(`observation`, `noise_draws`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ __all__ = [
     "curve_data",
     "curve_model",
     "held_at_peak",
+    "L0_OFFSET_SCALE",
+    "size_law_level",
+    "group_law",
+    "law_mean",
+    "observation",
+    "noise_draws",
 ]
 
 Law = Literal["multipower", "annealing"]
@@ -209,17 +219,60 @@ def curve_data(
     )
 
 
+#: A group's L0 departs from the shared level (or the size law's) with sd ``L0_OFFSET_SCALE *
+#: tau``, in loss units: the groups' log amplitudes and exponents spread by tau, their
+#: asymptotes far less.
+L0_OFFSET_SCALE = 0.05
+
+
+def size_law_level(E, A_N, a_N, log_n, *, xp=jnp):
+    r"""The asymptote at model size N: :math:`L_0(N) = E + A_N (N / N_{ref})^{-a_N}`.
+
+    ``log_n`` is :math:`\log(N / N_{ref})`; the arguments broadcast (draws, groups). ``xp``
+    is the array module: `jax.numpy` in the model, `numpy` for predictions from posterior
+    draws (which then stay in float64 whatever JAX's precision).
+    """
+    return E + A_N * xp.exp(-a_N * log_n)
+
+
+def group_law(shared: dict, level, tau, z: dict, *, xp=jnp) -> dict:
+    """A group's law parameters, non-centred: the shared ones moved by standard normals ``z``.
+
+    Each pooled parameter is ``shared[n] * exp(tau * z[n])`` (log-normal around the shared
+    value with sd tau); L0 is ``level + L0_OFFSET_SCALE * tau * z["L0"]``, ``level`` the shared
+    L0 or the size law's (`size_law_level`). `curve_model` samples its groups so (non-centred),
+    and a prediction for a group it did not fit draws one so, from the posterior's shared
+    values and fresh normals. The arguments broadcast; ``xp`` as for `size_law_level`.
+    """
+    out = {n: v * xp.exp(tau * z[n]) for n, v in shared.items()}
+    out["L0"] = level + L0_OFFSET_SCALE * tau * z["L0"]
+    return out
+
+
+def observation(log_mean, scale) -> dist.Distribution:
+    """The model's noise on log loss: Student-t with `STUDENT_DF` degrees of freedom."""
+    return dist.StudentT(STUDENT_DF, log_mean, scale)
+
+
+def noise_draws(rng: np.random.Generator, scale: float, shape) -> np.ndarray:
+    """Draws of `observation`'s noise (around 0) at ``scale``, from a NumPy generator.
+
+    What a prediction and a replicate add to the law's log loss: the likelihood's Student-t.
+    """
+    return scale * rng.standard_t(STUDENT_DF, size=shape)
+
+
 def _group_values(data: CurveData, priors: PriorSet, centred: bool) -> dict[str, jnp.ndarray]:
     """Sample the law's parameters; return per-group arrays (shape (G,)).
 
     The groups' log parameters are normal around the shared ones with sd tau, sampled
-    centred (``log_<name>``) or non-centred (``z_<name>``, ``param * exp(tau * z)``); the
-    model and so the posterior are the same. A group's dense curves pin its law far more
-    tightly than tau spreads the groups, so NUTS samples them centred: non-centred, each z is
-    tied to tau along a curved ridge. A MAP point is found non-centred, where the density
-    stays bounded as tau goes to 0 (centred, it does not). On OLMo's four-size fit this, with
-    L_ref below and tau's gamma prior, took NUTS from 12 divergences and R-hat 1.019 to 0 and
-    1.003.
+    centred (``log_<name>``, and ``L0_offset``) or non-centred (``z_<name>`` and ``z_L0``
+    through `group_law`); the model and so the posterior are the same. A group's dense curves
+    pin its law far more tightly than tau spreads the groups, so NUTS samples them centred:
+    non-centred, each z is tied to tau along a curved ridge. A MAP point is found
+    non-centred, where the density stays bounded as tau goes to 0 (centred, it does not). On
+    OLMo's four-size fit this, with L_ref below and tau's gamma prior, took NUTS from 12
+    divergences and R-hat 1.019 to 0 and 1.003.
     """
     G = data.n_groups
     shared = {}
@@ -240,11 +293,10 @@ def _group_values(data: CurveData, priors: PriorSet, centred: bool) -> dict[str,
             if centred:
                 out = {n: numpyro.deterministic(f"{n}_group", jnp.exp(numpyro.sample(
                     f"log_{n}", dist.Normal(jnp.log(v), tau)))) for n, v in shared.items()}
-                l0_offset = numpyro.sample("L0_offset", dist.Normal(0.0, 0.05 * tau))
+                l0_offset = numpyro.sample("L0_offset", dist.Normal(0.0, L0_OFFSET_SCALE * tau))
             else:
-                out = {n: numpyro.deterministic(f"{n}_group", v * jnp.exp(
-                    tau * numpyro.sample(f"z_{n}", dist.Normal(0, 1)))) for n, v in shared.items()}
-                l0_offset = 0.05 * tau * numpyro.sample("z_L0", dist.Normal(0, 1))
+                z = {n: numpyro.sample(f"z_{n}", dist.Normal(0, 1)) for n in shared}
+                z["L0"] = numpyro.sample("z_L0", dist.Normal(0, 1))
     else:
         out = {n: jnp.broadcast_to(v, (1,)) for n, v in shared.items()}
         l0_offset = jnp.zeros(1)
@@ -257,9 +309,12 @@ def _group_values(data: CurveData, priors: PriorSet, centred: bool) -> dict[str,
         L_ref = numpyro.sample("L_ref", dist.TransformedDistribution(
             prior_distribution(priors["E"]), dist.transforms.AffineTransform(A_N, 1.0)))
         E = numpyro.deterministic("E", L_ref - A_N)
-        base = E + A_N * jnp.exp(-a_N * jnp.asarray(data.group_log_n))
+        base = size_law_level(E, A_N, a_N, jnp.asarray(data.group_log_n))
     else:
         base = numpyro.sample("L0", prior_distribution(priors["L0"]))
+    if G > 1 and not centred:
+        return {n: numpyro.deterministic(f"{n}_group", v)
+                for n, v in group_law(shared, base, tau, z).items()}
     out["L0"] = numpyro.deterministic("L0_group", base + l0_offset)
     return out
 
@@ -311,4 +366,4 @@ def curve_model(
     if data.valid is not None:
         mask = jnp.asarray(data.valid) & mask
     with numpyro.plate("points", data.n_points), numpyro.handlers.mask(mask=mask):
-        numpyro.sample("log_loss", dist.StudentT(STUDENT_DF, log_mean, scale), obs=obs)
+        numpyro.sample("log_loss", observation(log_mean, scale), obs=obs)

@@ -9,19 +9,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrplan.curve.fit import RATE_SITES, CurveFit, area
-from lrplan.curve.lawchoice import CurveMixture
+from lrplan.curve.calibrate import RATE_SITES, discrepancy_draws
+from lrplan.curve.fit import CurveFit, CurveMixture
 from lrplan.curve.model import (
     MATCH_RTOL,
-    STUDENT_DF,
     CurveData,
     GroupKey,
     curve_data,
+    group_law,
     held_at_peak,
     law_mean,
     law_parameters,
+    noise_draws,
     same_setting,
+    size_law_level,
 )
+from lrplan.curve.prepare import area, group_log_n, pad_to_bucket
 from lrplan.data import RunSet
 from lrplan.errors import FitError
 
@@ -117,32 +120,30 @@ def beyond(value: float, low: float, high: float) -> float | None:
 
 
 def _target_values(fit: CurveFit, group: int | None, key: GroupKey, rng: np.random.Generator):
-    """Per-draw law parameters of the target group, shape (draws,) each."""
+    """Per-draw law parameters of the target group, shape (draws,) each.
+
+    A fitted group's are its draws. A new group of a fit of several groups is drawn as the
+    model draws its groups (`lrplan.curve.model.group_law`), from each draw's shared values
+    and tau with fresh standard normals; a fit of one group has only the shared values.
+    """
     cfg = fit.config
-    out = {}
     pooled = law_parameters(cfg.law)[1:]
-    G = len(cfg.groups)
-    n = fit.flat("L0_group").shape[0]
-    for name in pooled:
-        if G == 1:
-            out[name] = fit.flat(name)
-        elif group is not None:
-            out[name] = fit.flat(f"{name}_group")[:, group]
-        else:
-            z = rng.standard_normal(n)
-            out[name] = fit.flat(name) * np.exp(fit.flat("tau") * z)
+    several = len(cfg.groups) > 1
     if group is not None:
         l0 = fit.flat("L0_group")
-        out["L0"] = l0[:, group] if l0.ndim == 2 else l0
+        return {**{n: fit.flat(f"{n}_group")[:, group] if several else fit.flat(n) for n in pooled},
+                "L0": l0[:, group] if l0.ndim == 2 else l0}
+    if cfg.size_law:
+        level = size_law_level(fit.flat("E"), fit.flat("A_N"), fit.flat("a_N"),
+                               group_log_n((key,), cfg.n_ref)[0], xp=np)
     else:
-        if cfg.size_law:
-            x = np.log(key.params / cfg.n_ref)
-            base = fit.flat("E") + fit.flat("A_N") * np.exp(-fit.flat("a_N") * x)
-        else:
-            base = fit.flat("L0") if "L0" in fit.samples else fit.flat("L0_group")[:, 0]
-        offset = 0.05 * fit.flat("tau") * rng.standard_normal(n) if G > 1 else 0.0
-        out["L0"] = base + offset
-    return out
+        level = fit.flat("L0") if "L0" in fit.samples else fit.flat("L0_group")[:, 0]
+    shared = {n: fit.flat(n) for n in pooled}
+    if not several:
+        return {**shared, "L0": level}
+    n = len(level)
+    z = {name: rng.standard_normal(n) for name in (*pooled, "L0")}  # in this order: the seed's stream
+    return group_law(shared, level, fit.flat("tau"), z, xp=np)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -159,11 +160,8 @@ def _curves(law: str, data: CurveData, values: dict, chunk: int) -> np.ndarray:
     The points (and multi-power pairs) are padded to their shape bucket, so targets of
     similar lengths share the compiled code.
     """
-    from lrplan.bayes import bucket
-
     points = data.n_points
-    pairs = getattr(data.features, "point", None)
-    data = data.padded(bucket(points), None if pairs is None else bucket(pairs.size))
+    data = pad_to_bucket(data)
     n = len(values["L0"])
     out = []
     for i in range(0, n, chunk):
@@ -211,11 +209,11 @@ def predict_curve(
     rng = np.random.default_rng(seed)
     values = _target_values(fit, group, key, rng)
     law_curves, flat_curves = _law_curves(fit, values, (lr, held_at_peak(lr, warmup_steps)), steps,
-                                          warmup_steps, _log_n(fit, key), chunk)
+                                          warmup_steps, group_log_n((key,), cfg.n_ref), chunk)
     if not np.all(np.isfinite(law_curves)) or np.any(law_curves <= 0):
         raise FitError("the law gives a non-positive or non-finite loss for this schedule; "
                        "check the steps and the LR")
-    noise = cfg.noise * rng.standard_t(STUDENT_DF, size=law_curves.shape)
+    noise = noise_draws(rng, cfg.noise, law_curves.shape)
     # An unseen run departs from the law smoothly: per draw, one standard-normal offset for
     # each part of the calibrated discrepancy (a floor, a share of the loss reduction the law
     # credits to LR decay, a growth once the LR area exceeds anything fitted), at that draw's
@@ -223,10 +221,8 @@ def predict_curve(
     # few held-out curves stand behind them.
     reach = area(lr, steps, cfg.lr_ref) / cfg.area_ref
     u = np.maximum(0.0, np.log(reach))
-    floor, anneal, growth = (fit.flat(k)[:, None] for k in RATE_SITES)
-    z = rng.standard_normal((3, law_curves.shape[0], 1))
-    disc = (z[0] * floor + z[1] * anneal * (flat_curves / law_curves - 1)
-            + z[2] * growth * u[None, :])
+    rates = np.stack([fit.flat(k) for k in RATE_SITES], axis=1)
+    disc = discrepancy_draws(rng, rates, flat_curves / law_curves - 1, u)
     draws = law_curves * np.exp(noise + disc)
     furthest = float(reach.max())
     if furthest > _REACH_SLACK:
@@ -272,10 +268,6 @@ def _predict_mixture(fit: CurveMixture, lr, steps, **kw) -> CurvePrediction:
                            group=main.group, notes=tuple(notes), reach=max(p.reach for p in parts))
 
 
-def _log_n(fit: CurveFit, key: GroupKey) -> np.ndarray:
-    return np.array([0.0 if key.params is None else np.log(key.params / fit.config.n_ref)])
-
-
 def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> RunSet:
     """One replicate of ``runs`` from the curve model itself: what they would log if it held.
 
@@ -301,7 +293,8 @@ def replicate_runs(fit: CurveFit, runs: RunSet, *, draw: int, seed: int = 0) -> 
             values = {k: v[draw:draw + 1] for k, v in _target_values(fit, group, key, rng).items()}
             laws_of.append((key, values))
         steps = r.steps[(r.steps >= max(r.warmup_steps, 1)) & (r.steps <= r.total_steps)]
-        law = _law_curves(fit, values, (r.lr,), steps, r.warmup_steps, _log_n(fit, key), chunk=1)[0][0]
-        loss = law * np.exp(fit.config.noise * rng.standard_t(STUDENT_DF, size=law.shape))
+        law = _law_curves(fit, values, (r.lr,), steps, r.warmup_steps,
+                          group_log_n((key,), fit.config.n_ref), chunk=1)[0][0]
+        loss = law * np.exp(noise_draws(rng, fit.config.noise, law.shape))
         out.append(replace(r, steps=steps, loss=loss, diverged=False, diverged_step=None))
     return RunSet(runs=tuple(out), source=f"{runs.source} (replicate of draw {draw})")

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lrplan import laws
-from lrplan.curve.fit import lbfgs
 from lrplan.curve.model import STEP_SCALE, law_parameters, same_setting
+from lrplan.curve.pointfit import lbfgs
 from lrplan.data import Run
 from lrplan.errors import FitError
 from lrplan.evaluate.chinchilla import HUBER_DELTA, ChinchillaFit, chinchilla_fit

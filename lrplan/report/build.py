@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lrplan.curve.fit import MAX_POINTS_PER_RUN, CurveFit
+from lrplan.curve.fit import CurveFit
 from lrplan.curve.predict import QUANTILES, CurvePrediction, predict_curve
+from lrplan.curve.prepare import MAX_POINTS_PER_RUN
 from lrplan.errors import FitError, LrplanError
 from lrplan.files import atomic_write
 from lrplan.transfer.decide import BAND_EXCESS as NEAR_OPTIMAL
