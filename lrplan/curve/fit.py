@@ -86,6 +86,14 @@ class CurveFit:
         x = self.samples[name]
         return x.reshape((-1, *x.shape[2:]))
 
+    def to_json(self) -> dict:
+        """The fit's part of ``lrplan fit --json``: data, calibrated miss and noise, diagnostics."""
+        c = self.config
+        return {"runs": len(set(self.observed["run"])), "points": int(len(self.observed["step"])),
+                "groups": len(c.groups), "discrepancy": c.discrepancy,
+                "discrepancy_anneal": c.discrepancy_anneal, "discrepancy_growth": c.discrepancy_growth,
+                "noise": c.noise, "diagnostics": self.diagnostics.to_json(), "notes": list(c.notes)}
+
 
 # ---------------------------------------------------------------- preparing the runs
 

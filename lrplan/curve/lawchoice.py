@@ -151,3 +151,15 @@ class CurveMixture:
         for i in np.argsort(-(w - counts))[: n - counts.sum()]:
             counts[i] += 1
         return counts.tolist()
+
+    def to_json(self) -> dict:
+        """The fit's part of ``lrplan fit --json``: the heaviest law's, each law's weight and score."""
+        docs = {f.law: f.to_json() for f in self.fits}
+        miss = ("discrepancy", "discrepancy_anneal", "discrepancy_growth", "noise")
+        per_law = {law: {k: doc[k] for k in miss} for law, doc in docs.items()}
+        main = docs[self.main.law]
+        return {"runs": main["runs"], "points": main["points"], "groups": main["groups"],
+                **per_law[self.main.law],
+                "weights": {f.law: w for f, w in zip(self.fits, self.weights, strict=True)},
+                "laws": [{**s.to_json(), **per_law.get(s.law, {})} for s in self.scores],
+                "diagnostics": self.diagnostics.to_json(), "notes": list(self.config.notes)}

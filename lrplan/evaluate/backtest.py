@@ -207,6 +207,14 @@ class BacktestResult:
     notes: tuple[str, ...] = ()
     settings: dict = field(default_factory=dict)
 
+    def to_json(self) -> dict:
+        """The JSON document of ``lrplan backtest --json`` (`to_json`)."""
+        return to_json(self)
+
+    def to_markdown(self) -> str:
+        """The Markdown summary and per-run tables of ``lrplan backtest --report`` (`to_markdown`)."""
+        return to_markdown(self)
+
 
 _CURVE_COLUMNS = ["mean_rel_err", "worst_rel_err", "final_rel_err"] + [
     f"{k}{int(100 * lv)}" for k in ("cover", "width", "final_in") for lv in metrics.LEVELS
