@@ -282,14 +282,14 @@ def _curve_quality(ctx: _Context, b: Body, plots) -> None:
     b.table(["run", "points", "mean |residual|", "max |residual|", "95% band covers"], rows,
             caption="In-sample agreement (residual relative to the posterior-mean law)")
     b.figure(draw_figure("run_curves", "Observed losses (dots) with the posterior predictive median, 50% "
-                   "and 95% bands.", plots.run_curves, bands))
+                         "and 95% bands.", plots.run_curves, bands))
     b.figure(draw_figure("residuals", "Relative residuals against step: structure along a curve is the law's "
-                   "misfit, not noise.", plots.residuals, series))
+                         "misfit, not noise.", plots.residuals, series))
     cat = np.concatenate
     b.figure(draw_figure("ppc", "Posterior predictive check: observed vs predicted, and the PIT histogram "
-                   "(a hump in the middle means the bands are wider than the in-sample scatter, "
-                   "a U shape that they are too narrow).",
-                   plots.predictive_check, cat(obs), cat(med), cat(lo), cat(hi), cat(pit)))
+                         "(a hump in the middle means the bands are wider than the in-sample scatter, "
+                         "a U shape that they are too narrow).",
+                         plots.predictive_check, cat(obs), cat(med), cat(lo), cat(hi), cat(pit)))
 
 
 #: Sweep cells drawn in the transfer fit's quality figure (the table lists them all).
@@ -335,8 +335,8 @@ def _transfer_quality(tfit, b: Body, plots, seed: int) -> None:
     if len(cells) > MAX_CELLS:
         b.p(f"The figure shows the first {MAX_CELLS} of {len(cells)} cells.")
     b.figure(draw_figure("transfer_cells", "Final loss against peak LR in each sweep cell: observed runs "
-                   "(dots), diverged runs (crosses along the top), and the transfer law's posterior "
-                   "mean with its 95% credible band.", plots.sweep_cells, cells[:MAX_CELLS]))
+                         "(dots), diverged runs (crosses along the top), and the transfer law's posterior "
+                         "mean with its 95% credible band.", plots.sweep_cells, cells[:MAX_CELLS]))
 
 
 

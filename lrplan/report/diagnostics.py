@@ -119,10 +119,10 @@ def diagnostics_section(fits: Sequence[tuple[str, object]], loo=None) -> Section
         if panels:
             what = "exponents and bowl" if slug == "transfer" else "parameters"
             b.figure(draw_figure(f"prior_posterior_{slug}",
-                           f"Prior (orange) and posterior (blue) of the {label}'s {what}, in the "
-                           "model's normalised units: a posterior no narrower than its "
-                           "prior means the data did not inform that parameter.",
-                           plots.prior_posterior, panels))
+                                 f"Prior (orange) and posterior (blue) of the {label}'s {what}, in the "
+                                 "model's normalised units: a posterior no narrower than its "
+                                 "prior means the data did not inform that parameter.",
+                                 plots.prior_posterior, panels))
     if loo is not None:
         cols = [c for c in ("rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "warning")
                 if c in loo.columns]

@@ -78,11 +78,11 @@ def transfer_section(plan: PlanResult | None, next_runs: NextRunResult | None) -
     loss_grid = np.asarray(plan.loss_grid, dtype=np.float64)
     tol = NEAR_OPTIMAL * float(np.mean(plan.final_loss))
     figs = [draw_figure("loss_vs_lr", "Final loss at the target against peak LR: expected value and credible "
-                  "bands (left), expected excess over the recommendation (right) with the near-optimal "
-                  "band shaded and the compared LRs marked.", plots.loss_vs_lr, lr_grid, loss_grid,
-                  recommended=plan.recommended_lr, band=tuple(plan.band), compare=dict(plan.compare),
-                  tolerance=tol, title=f"Target: N={fmt(t.params, 3)}, D={fmt(t.tokens, 3)}",
-                  risky=_risky(plan))]
+                        "bands (left), expected excess over the recommendation (right) with the near-optimal "
+                        "band shaded and the compared LRs marked.", plots.loss_vs_lr, lr_grid, loss_grid,
+                        recommended=plan.recommended_lr, band=tuple(plan.band), compare=dict(plan.compare),
+                        tolerance=tol, title=f"Target: N={fmt(t.params, 3)}, D={fmt(t.tokens, 3)}",
+                        risky=_risky(plan))]
     cells = sweep_optima(tfit.points)
     target_q = np.quantile(np.asarray(plan.lr_star, dtype=np.float64), QUANTILES)
     # lr* depends on how annealed a run ends: the target's schedule, each cell's runs
@@ -111,10 +111,10 @@ def transfer_section(plan: PlanResult | None, next_runs: NextRunResult | None) -
                                         target_q=target_q, recommended=plan.recommended_lr,
                                         cells=tuple(lines)))
     figs.append(draw_figure("lr_star", "Optimal LR against model size and training tokens, at the target's "
-                      "other settings (median, 80% and 95% bands), with the target (square: lr* median "
-                      "and 95%) and the recommendation (star). Dots are the sweep cells' empirical "
-                      "optima (vertex of a quadratic in log LR), the dashed line the model's median at "
-                      "those cells' other settings and schedule.", plots.lr_star_vs, panels))
+                            "other settings (median, 80% and 95% bands), with the target (square: lr* median "
+                            "and 95%) and the recommendation (star). Dots are the sweep cells' empirical "
+                            "optima (vertex of a quadratic in log LR), the dashed line the model's median at "
+                            "those cells' other settings and schedule.", plots.lr_star_vs, panels))
     b.p(f"Recommended peak LR {fmt(plan.recommended_lr, 3)}; near-optimal band "
         f"{fmt(plan.band[0], 3)}–{fmt(plan.band[1], 3)} (expected excess loss < {NEAR_OPTIMAL:.2%}, "
         f"here {fmt(tol, 2)} nats/token).")
