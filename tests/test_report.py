@@ -446,3 +446,14 @@ def test_the_report_only_renders_finished_results(runs, plan, monkeypatch):
     report = build.build_report(results)
     assert [s.id for s in report.sections] == SECTION_IDS
     assert "What to run next" in next(s for s in report.sections if s.id == "transfer").html
+
+
+def test_curve_fit_to_json_is_the_fit_part_of_fit_json(runs):
+    import json
+
+    fit = fake_fit(runs)
+    doc = json.loads(json.dumps(fit.to_json(), allow_nan=False))
+    assert list(doc) == ["runs", "points", "groups", "discrepancy", "discrepancy_anneal",
+                         "discrepancy_growth", "noise", "diagnostics", "notes"]
+    assert doc["runs"] == len(runs) and doc["points"] == len(fit.observed["step"]) and doc["groups"] == 1
+    assert doc["noise"] == 0.001 and doc["notes"] == list(fit.config.notes)

@@ -6,8 +6,15 @@ import logging
 
 import click
 
-from lrplan.cli.options import echo_json, json_option, positive, sampler_options, seed_option, show_progress
-from lrplan.cli.options import parse_steps as _parse_steps
+from lrplan.cli.options import (
+    echo_json,
+    json_option,
+    parse_steps,
+    positive,
+    sampler_options,
+    seed_option,
+    show_progress,
+)
 from lrplan.cli.render import diag_line
 
 __all__ = ["fit", "predict", "report", "schedule"]
@@ -66,7 +73,7 @@ def fit(runs, meta, law, priors_file, output, chains, num_warmup, num_samples, s
               help="Warmup steps (default: 0 for a spec, inferred from an LR file).")
 @click.option("--params", type=float, callback=positive, help="Target model size N.")
 @click.option("--tokens-per-step", type=float, callback=positive, help="Target batch in tokens.")
-@click.option("--at-steps", callback=_parse_steps, help="Comma-separated steps to predict.")
+@click.option("--at-steps", callback=parse_steps, help="Comma-separated steps to predict.")
 @seed_option
 @json_option
 def predict(fit_file, lr_file, schedule, steps, peak_lr, warmup_steps, params, tokens_per_step,
