@@ -104,9 +104,9 @@ def test_no_usable_run_says_why(files):
 ])
 def test_diagnostics_line_says_what_to_do(diag, says):
     from lrplan.bayes import Diagnostics
-    from lrplan.cli import _diag_line
+    from lrplan.cli.render import diag_line
 
-    line = _diag_line(Diagnostics(*diag))
+    line = diag_line(Diagnostics(*diag))
     assert all(s in line for s in says), line
     assert ("WARNING" in line) == (diag != (1.005, 800, 0))
 

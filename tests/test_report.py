@@ -19,14 +19,10 @@ from lrplan.curve.prepare import area
 from lrplan.data import load_runs
 from lrplan.evaluate.simulate import simulate_curves
 from lrplan.priors import load_priors
-from lrplan.report.build import (
-    ReportError,
-    _cell_optima,
-    build_report,
-    render_html,
-    save_report,
-    write_report,
-)
+from lrplan.report import build
+from lrplan.report.document import ReportError, render_html, save_report
+from lrplan.report.transfer import sweep_optima
+from lrplan.targets import TargetError, report_results
 from lrplan.transfer.decide import PlanResult, Target
 from lrplan.transfer.fit import TransferConfig
 
@@ -36,6 +32,16 @@ PEAK, STEPS, WARMUP, N, BATCH = 1e-3, 2000, 100, 1e8, 5e5
 SECTION_IDS = ["summary", "data", "fit-quality", "transfer", "schedules", "diagnostics"]
 GOOD = Diagnostics(r_hat_max=1.002, ess_bulk_min=450.0, divergences=0)
 BAD = Diagnostics(r_hat_max=1.2, ess_bulk_min=35.0, divergences=7)
+
+
+def build_report(fit=None, **kwargs):
+    """Compute what a report shows (`report_results`), then build it from those results."""
+    return build.build_report(report_results(fit, **kwargs))
+
+
+def write_report(path, fit=None, **kwargs):
+    """`report_results`, then `lrplan.report.build.write_report`."""
+    return build.write_report(path, report_results(fit, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +308,7 @@ def test_cell_optima_uses_only_upward_parabolas_inside_the_range():
              for a, b in zip(lr, 3.0 - 0.01 * x, strict=True)]  # monotone: no optimum inside
     rows += [dict(params=4e8, tokens=1e10, tokens_per_step=1.0, lr=a, loss=b, diverged=d, final=True)
              for a, b, d in zip(lr, bowl, [False, False, True, True, True], strict=True)]  # 2 usable LRs
-    cells = _cell_optima(pd.DataFrame(rows))
+    cells = sweep_optima(pd.DataFrame(rows))
     assert len(cells) == 1 and cells[0]["params"] == 1e8
     assert cells[0]["lr"] == pytest.approx(1e-3, rel=1e-6)
 
@@ -393,9 +399,9 @@ def test_plan_report_warns_about_the_transfer_fit_only(real_plan):
     bad = replace(real_plan, fit=replace(real_plan.fit, diagnostics=BAD))
     report = build_report(plan=bad)
     assert len(report.warnings) == 1 and "transfer fit" in report.warnings[0]
-    with pytest.raises(ReportError, match="curve fit"):
+    with pytest.raises(TargetError, match="curve fit"):
         build_report(plan=real_plan, schedules=["constant"])
-    with pytest.raises(ReportError):
+    with pytest.raises(TargetError):
         build_report()
 
 
@@ -424,3 +430,32 @@ def test_cli_plan_report_markdown(sweep_csv, real_plan, tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["plan", str(sweep_csv), "--params", "1.2e9", "--tokens", "2e10",
                                    "--report", str(tmp_path / "plan.pdf")])
     assert res.exit_code == 2 and ".html" in res.output  # refused before any fit
+
+
+def test_the_report_only_renders_finished_results(runs, plan, monkeypatch):
+    import lrplan.curve.predict
+    import lrplan.targets
+    import lrplan.transfer.nextrun
+
+    results = report_results(fake_fit(runs), plan=plan, runs=runs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("building a report computed a prediction")
+
+    for module, name in [(lrplan.targets, "predict_curve"), (lrplan.targets, "next_run"),
+                         (lrplan.curve.predict, "predict_curve"), (lrplan.transfer.nextrun, "next_run")]:
+        monkeypatch.setattr(module, name, refuse)
+    report = build.build_report(results)
+    assert [s.id for s in report.sections] == SECTION_IDS
+    assert "What to run next" in next(s for s in report.sections if s.id == "transfer").html
+
+
+def test_curve_fit_to_json_is_the_fit_part_of_fit_json(runs):
+    import json
+
+    fit = fake_fit(runs)
+    doc = json.loads(json.dumps(fit.to_json(), allow_nan=False))
+    assert list(doc) == ["runs", "points", "groups", "discrepancy", "discrepancy_anneal",
+                         "discrepancy_growth", "noise", "diagnostics", "notes"]
+    assert doc["runs"] == len(runs) and doc["points"] == len(fit.observed["step"]) and doc["groups"] == 1
+    assert doc["noise"] == 0.001 and doc["notes"] == list(fit.config.notes)

@@ -88,6 +88,14 @@ class CurveFit:
         x = self.samples[name]
         return x.reshape((-1, *x.shape[2:]))
 
+    def to_json(self) -> dict:
+        """The fit's part of ``lrplan fit --json``: data, calibrated miss and noise, diagnostics."""
+        c = self.config
+        return {"runs": len(set(self.observed["run"])), "points": int(len(self.observed["step"])),
+                "groups": len(c.groups), "discrepancy": c.discrepancy,
+                "discrepancy_anneal": c.discrepancy_anneal, "discrepancy_growth": c.discrepancy_growth,
+                "noise": c.noise, "diagnostics": self.diagnostics.to_json(), "notes": list(c.notes)}
+
 
 @dataclass(frozen=True)
 class CurveMixture:
@@ -154,6 +162,18 @@ class CurveMixture:
         for i in np.argsort(-(w - counts))[: n - counts.sum()]:
             counts[i] += 1
         return counts.tolist()
+
+    def to_json(self) -> dict:
+        """The fit's part of ``lrplan fit --json``: the heaviest law's, each law's weight and score."""
+        docs = {f.law: f.to_json() for f in self.fits}
+        miss = ("discrepancy", "discrepancy_anneal", "discrepancy_growth", "noise")
+        per_law = {law: {k: doc[k] for k in miss} for law, doc in docs.items()}
+        main = docs[self.main.law]
+        return {"runs": main["runs"], "points": main["points"], "groups": main["groups"],
+                **per_law[self.main.law],
+                "weights": {f.law: w for f, w in zip(self.fits, self.weights, strict=True)},
+                "laws": [{**s.to_json(), **per_law.get(s.law, {})} for s in self.scores],
+                "diagnostics": self.diagnostics.to_json(), "notes": list(self.config.notes)}
 
 
 def _centred_start(point: dict[str, np.ndarray], priors: PriorSet, law: str) -> dict:

@@ -85,6 +85,14 @@ class BacktestResult:
     notes: tuple[str, ...] = ()
     settings: dict = field(default_factory=dict)
 
+    def to_json(self) -> dict:
+        """The JSON document of ``lrplan backtest --json`` (`to_json`)."""
+        return to_json(self)
+
+    def to_markdown(self) -> str:
+        """The Markdown summary and per-run tables of ``lrplan backtest --report`` (`to_markdown`)."""
+        return to_markdown(self)
+
 
 def backtest_curves(
     runs: RunSet,

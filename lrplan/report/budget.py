@@ -1,7 +1,7 @@
 """Render a budget plan (`lrplan.budget.fit.BudgetResult`) and a batch decision: text, report sections.
 
 The terminal shows the decision and the isoflop curve at the budget with its 80% band as
-text; the report (``lrplan budget --report``, HTML or Markdown via `lrplan.report.build`) adds a
+text; the report (``lrplan budget --report``, HTML or Markdown via `lrplan.report.document`) adds a
 figure of the curve with 50/80/95% bands, the leave-budget-out forecasts behind the
 calibrated miss, the literature's caveats and the sampler's diagnostics.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lrplan.budget.fit import BudgetResult, caveats
-from lrplan.report.build import Figure, Report, Section, _Body, save_report
+from lrplan.report.document import Body, Figure, Report, Section, save_report
 
 __all__ = ["render_text", "build_budget_report", "write_budget_report", "batch_section"]
 
@@ -129,9 +129,9 @@ def _figure(result: BudgetResult) -> Figure:
 
 
 def build_budget_report(result: BudgetResult) -> Report:
-    """The budget plan as report sections (render with `lrplan.report.build.save_report`)."""
+    """The budget plan as report sections (render with `lrplan.report.document.save_report`)."""
     doc = result.to_json()
-    s = _Body()
+    s = Body()
     rec = doc["recommended"]
     s.p(f"At **{result.flops:.3g} FLOPs** ({doc['budget']['flops_per_token']} FLOPs per token) the "
         f"expected final loss is lowest at **N = {_g(rec['params'])}** parameters trained on "
@@ -152,13 +152,13 @@ def build_budget_report(result: BudgetResult) -> Report:
     s.items(doc["notes"])
     summary = s.section("Allocation", "allocation")
 
-    c = _Body()
+    c = Body()
     c.figure(_figure(result))
     c.table(["N", "D", "median loss", "80% band"],
             [[_g(n), _g(d), f"{m:.4f}", f"{lo:.4f}-{hi:.4f}"] for n, d, m, lo, hi in _curve_rows(result)])
     curve = c.section("Isoflop curve", "isoflop")
 
-    m = _Body()
+    m = Body()
     law = doc["model"]
     m.p(f"Loss law `L*(N, D) = E + A (N/N0)^-a + B (D/D0)^-b` ({law['source']} fit; N0 = "
         f"{law['n0']:.3g}, D0 = {law['d0']:.3g}) on {law['runs']} runs at {law['budgets']} budgets.")
@@ -182,7 +182,7 @@ def build_budget_report(result: BudgetResult) -> Report:
         f"{d['divergences']} divergences.")
     model = m.section("Loss law and its miss", "law")
 
-    v = _Body()
+    v = Body()
     v.items([f"**{k}**: {t}" for k, t in caveats().items()])
     cav = v.section("Caveats from the literature", "caveats")
     warn = tuple(result.law.diagnostics.problems())
@@ -202,7 +202,7 @@ def write_budget_report(path: str | os.PathLike[str], result: BudgetResult) -> P
 def batch_section(plan) -> Section:
     """The batch decision of ``lrplan plan --batch auto`` as a report section."""
     doc = plan.to_json()
-    b = _Body()
+    b = Body()
     src = ("the transfer law's batch term (some size was run at two or more batches)" if plan.identified
            else "Step Law's prior: the runs do not identify the batch")
     b.p(f"Recommended batch: **{_g(plan.recommended)} tokens per step**, from {src}.")

@@ -3,7 +3,7 @@
 Every function returns a `matplotlib.figure.Figure` built without pyplot (so no global state
 and no GUI backend) and is meant to be called inside `style()`. Colours are the Okabe-Ito
 palette, which stays distinguishable under the common colour-vision deficiencies. Only
-`lrplan.report.build` imports this module, and only when it draws.
+`lrplan.report.document.draw_figure` imports this module, and only when it draws.
 """
 
 from __future__ import annotations
