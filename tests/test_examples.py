@@ -294,7 +294,8 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     return sorted((name, args.split()) for name, args in found)
 
 
-@pytest.mark.parametrize(("name", "args"), documented_commands(), ids=lambda x: " ".join(x) if isinstance(x, list) else x)
+@pytest.mark.parametrize(("name", "args"), documented_commands(),
+                         ids=lambda x: " ".join(x) if isinstance(x, list) else x)
 def test_documented_command_lines_still_parse(name, args, tmp_path, monkeypatch):
     import argparse
 
