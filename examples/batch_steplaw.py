@@ -14,9 +14,10 @@ the chosen batch against the best LR of the nearest tested batch.
 The data have no licence: they stay outside the repository; pass the folder holding
 ``steplaw-moe/moe_lr_bs_loss.csv``.
 
-    python examples/batch_steplaw.py DATA_DIR [--write]
+    python examples/batch_steplaw.py DATA_DIR [--write] [--out FILE]
+        [--warmup 1000] [--samples 1000] [--chains 2]
 
-writes ``examples/batch_steplaw.md`` with ``--write``.
+writes ``examples/batch_steplaw.md`` (or ``--out``) with ``--write``.
 """
 
 from __future__ import annotations
@@ -89,12 +90,16 @@ def excess(batch: float, xb: np.ndarray, f, best: float) -> tuple[float, bool]:
     return float(f(x) - best) / best, not xb.min() <= np.log(batch) <= xb.max()
 
 
-def main() -> None:
+def main(argv=None) -> str:
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir", type=Path)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--write", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--warmup", type=int, default=1000, help="NUTS warmup steps of the transfer fit")
+    ap.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain")
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--write", action="store_true", help="write the table to --out")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("batch_steplaw.md"))
+    args = ap.parse_args(argv)
     df = load(args.data_dir)
     top = df["params"].max()
     train, test = df[df["params"] < top], df[df["params"] == top]
@@ -104,7 +109,8 @@ def main() -> None:
         runs = load_runs(path)
     t0 = time.perf_counter()
     points, notes = transfer_points(runs)
-    fit = fit_transfer(points, seed=args.seed, notes=tuple(notes))
+    fit = fit_transfer(points, seed=args.seed, notes=tuple(notes), chains=args.chains,
+                       num_warmup=args.warmup, num_samples=args.samples)
     wall = time.perf_counter() - t0
     d = fit.diagnostics
     lines = [f"# `plan --batch auto` on the Step Law MoE sweeps: largest size ({top:.3g} active "
@@ -162,7 +168,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        Path(__file__).with_name("batch_steplaw.md").write_text(text)
+        args.out.write_text(text)
+    return text
 
 
 if __name__ == "__main__":

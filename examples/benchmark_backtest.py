@@ -20,6 +20,10 @@ model provides lrplan's recommendation.
 Writes a Markdown table of every method side by side to ``examples/backtest_results.md``.
 
     python examples/benchmark_backtest.py --data-dir DATA_DIR [--parts multipower,olmo,olmo-wsd,sweeps]
+        [--sizes 25M,100M,400M] [--wsd-sizes 190M,370M,760M] [--chains 2] [--warmup 300]
+        [--samples 500] [--boot 100] [--sweep-warmup 1000] [--sweep-samples 1000] [--out FILE]
+
+``--data-dir`` is needed by the olmo-wsd and sweeps parts only.
 """
 
 import argparse
@@ -66,7 +70,7 @@ def summary_rows(res, data: str, split: str, out: list) -> None:
 
 def multipower(args, out):
     runs = load_runs(example_path("multipower", "runs.csv"), meta=example_path("multipower", "meta.csv"))
-    for size in ("25M", "100M", "400M"):
+    for size in args.sizes.split(","):
         mine = RunSet(runs=tuple(r for r in runs if r.name.startswith(size + "_")), source=runs.source)
         test = [r.name for r in mine if r.name[len(size) + 1:] not in MULTIPOWER_TRAIN]
         t0 = time.perf_counter()
@@ -153,7 +157,7 @@ def olmo_wsd_runs(folder: Path, size: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def olmo_wsd(args, out):
     folder = Path(args.data_dir) / "olmo-ladder"
-    for size in ("190M", "370M", "760M"):
+    for size in args.wsd_sizes.split(","):
         runs, meta = olmo_wsd_runs(folder, size)
         with tempfile.TemporaryDirectory() as tmp:  # the loader's checks apply, as to a user's files
             runs.to_csv(Path(tmp, "runs.csv"), index=False)
@@ -187,27 +191,36 @@ def sweeps(args, out):
     for name, df in frames.items():
         sizes = np.sort(df["params"].unique())
         res = backtest_sweep(df, f"size:{sizes[-2]:.6g}",
-                             recommend=transfer_recommender(seed=args.seed, chains=args.chains))
+                             recommend=transfer_recommender(seed=args.seed, chains=args.chains,
+                                                            num_warmup=args.sweep_warmup,
+                                                            num_samples=args.sweep_samples))
         for rec in res.summary.to_dict(orient="records"):
             out.append({"data": name, "split": f"predict N={sizes[-1]:.3g} from N<={sizes[-2]:.3g}",
                         **rec, "fit_s": res.timings[rec["method"]]})
 
 
-def main():
+def main(argv=None) -> str:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", required=True,
-                    help="folder holding misfitting/ and steplaw-moe/ (not redistributable)")
+    ap.add_argument("--data-dir",
+                    help="folder holding olmo-ladder/, misfitting/ and steplaw-moe/ (not redistributable); "
+                    "needed by the olmo-wsd and sweeps parts")
     ap.add_argument("--parts", default="multipower,olmo,olmo-wsd,sweeps")
+    ap.add_argument("--sizes", default="25M,100M,400M", help="model sizes of the multipower part")
+    ap.add_argument("--wsd-sizes", default="190M,370M,760M", help="model sizes of the olmo-wsd part")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--boot", type=int, default=100)
+    ap.add_argument("--sweep-warmup", type=int, default=1000, help="NUTS warmup of the sweeps' transfer fits")
+    ap.add_argument("--sweep-samples", type=int, default=1000, help="NUTS draws of the sweeps' transfer fits")
     ap.add_argument("--olmo-law", default="annealing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "backtest_results.md"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     curves, lr = [], []
     parts = args.parts.split(",")
+    if args.data_dir is None and {"olmo-wsd", "sweeps"} & set(parts):
+        ap.error("--data-dir is required by the olmo-wsd and sweeps parts")
     t0 = time.perf_counter()
 
     def write(final: bool = True) -> str:
@@ -247,7 +260,9 @@ def main():
         olmo_wsd(args, curves)
     if "sweeps" in parts:
         sweeps(args, lr)
-    print(write())
+    text = write()
+    print(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ fit the sizes below the two largest, score the real 3-LR cells of the second-lar
 candidates for the largest size's longest run, and refit with each cell's real runs added.
 
     python examples/benchmark_next.py [--reps 2] [--settings one-horizon,full-grid] [--data-dir DIR]
+        [--warmup 300] [--samples 400] [--chains 2] [--candidates K]
+        [--data-warmup 1000] [--data-samples 1000]
+
+``--candidates K`` refits only the first K candidates of each setting (all by default).
 """
 
 import argparse
@@ -46,8 +50,9 @@ SETTINGS = {
 LR_FACTORS = np.exp(np.linspace(-1.5, 2.2, 8))
 
 
-def fit(frame: pd.DataFrame, seed: int):
-    return fit_transfer(points_from_frame(frame), seed=seed, num_warmup=300, num_samples=400)
+def fit(frame: pd.DataFrame, seed: int, *, num_warmup: int = 300, num_samples: int = 400, chains: int = 2):
+    return fit_transfer(points_from_frame(frame), seed=seed, num_warmup=num_warmup, num_samples=num_samples,
+                        chains=chains)
 
 
 def sd_at_target(f, t: Target = TARGET) -> float:
@@ -56,17 +61,26 @@ def sd_at_target(f, t: Target = TARGET) -> float:
     return float(np.log(grid[np.argmin(loss, axis=1)]).std())
 
 
-def main():
+def main(argv=None) -> dict[str, tuple[list[float], list[float]]]:
+    """Print the tables; return each setting's (predicted, realised) sds per candidate."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--settings", default="one-horizon,full-grid")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=300, help="NUTS warmup of the simulated sweeps' fits")
+    ap.add_argument("--samples", type=int, default=400, help="NUTS draws per chain of those fits")
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--candidates", type=int, default=None, help="refit only the first K candidates")
     ap.add_argument("--data-dir", help="folder holding misfitting/ (not redistributable)")
-    args = ap.parse_args()
+    ap.add_argument("--data-warmup", type=int, default=1000, help="NUTS warmup of the real sweep's fits")
+    ap.add_argument("--data-samples", type=int, default=1000, help="NUTS draws per chain of those fits")
+    args = ap.parse_args(argv)
+    sampler = dict(num_warmup=args.warmup, num_samples=args.samples, chains=args.chains)
+    out = {}
     for setting in filter(None, args.settings.split(",")):
         base = simulate_sweep(TRUTH, SETTINGS[setting], LR_FACTORS, refs=REFS, seed=args.seed + 3)
         t0 = time.perf_counter()
-        f0 = fit(base, args.seed)
+        f0 = fit(base, args.seed, **sampler)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = next_run(plan(f0, TARGET), seed=args.seed)
@@ -75,7 +89,7 @@ def main():
               f"scoring {len(res.table)} candidates {score_s:.1f} s, one refit {fit_s:.1f} s")
         print(f"{'params':>8} {'tokens':>8} {'runs':>4} {'predicted sd':>12} {'realised sd':>16} {'ess':>5}")
         predicted, realised = [], []
-        for i, row in res.table.iterrows():
+        for i, row in res.table.head(args.candidates).iterrows():
             cell = (row["params"], row["tokens"], row["tokens_per_step"])
             centre = log_lr_centre(TRUTH, REFS, *cell)  # simulate_sweep's LRs are factors of it
             sds = []
@@ -83,14 +97,17 @@ def main():
                 new = simulate_sweep(TRUTH, [cell], np.asarray(row["lrs"]) / np.exp(centre), refs=REFS,
                                      seed=1000 * (i + 1) + rep)
                 new["run"] = [f"new{i}_{k}" for k in range(len(new))]
-                sds.append(sd_at_target(fit(pd.concat([base, new], ignore_index=True), args.seed)))
+                sds.append(sd_at_target(fit(pd.concat([base, new], ignore_index=True), args.seed, **sampler)))
             predicted.append(row["lr_sd_after"])
             realised.append(np.mean(sds))
             print(f"{cell[0]:8.3g} {cell[1]:8.3g} {len(row['lrs']):4d} {row['lr_sd_after']:12.3f} "
                   f"{np.mean(sds):9.3f} +- {np.std(sds):.3f} {row['ess']:5.0f}", flush=True)
         summarise(predicted, realised)
+        out[setting] = (predicted, realised)
     if args.data_dir:
-        misfitting(Path(args.data_dir), args.seed)
+        out["misfitting"] = misfitting(Path(args.data_dir), args.seed, num_warmup=args.data_warmup,
+                                       num_samples=args.data_samples, chains=args.chains)
+    return out
 
 
 def cell_of(t: Target):
@@ -104,7 +121,7 @@ def summarise(predicted, realised):
           f"{ratio.min():.2f}-{ratio.max():.2f} (median {np.median(ratio):.2f})")
 
 
-def misfitting(data: Path, seed: int):
+def misfitting(data: Path, seed: int, *, num_warmup: int = 1000, num_samples: int = 1000, chains: int = 2):
     d = pd.read_csv(data / "misfitting" / "scaling_results_last_ckpt_only.csv")
     loss = d["C4 Eval Loss"].astype(float)
     df = pd.DataFrame({"run": [f"r{i}" for i in range(len(d))], "params": d["N_no_emb"],
@@ -113,7 +130,8 @@ def misfitting(data: Path, seed: int):
     sizes = np.sort(df["params"].unique())
     base = df[df["params"] < sizes[-2]]
     # lrplan plan's default sampler settings: the real sweep is harder than the simulated ones
-    fit_one = lambda frame: fit_transfer(frame[list(POINT_COLUMNS)], seed=seed)  # noqa: E731
+    fit_one = lambda frame: fit_transfer(frame[list(POINT_COLUMNS)], seed=seed,  # noqa: E731
+                                         num_warmup=num_warmup, num_samples=num_samples, chains=chains)
     f0 = fit_one(base)
     big = df[df["params"] == sizes[-1]]
     tokens = float(big["tokens"].max())
@@ -137,6 +155,7 @@ def misfitting(data: Path, seed: int):
               f"{real:11.3f} {row.ess:5.0f}  refit: lr* median {after:.3g} (before {before:.3g}), "
               f"R-hat {f1.diagnostics.r_hat_max:.3f}", flush=True)
     summarise(predicted, realised)
+    return predicted, realised
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ XLA compilations (persistent-cache hits excluded) and cache hits:
   10th and the last fit, and their growth.
 
 Baselines in the same run: the practitioners' point fit + block bootstrap
-(`lrplan.evaluate.baselines.bootstrap_curves`, 100 refits) of the same 100M split and the same small
-fits, and, with ``--ref REF`` (a git revision, e.g. the commit before this benchmark), the
-same tasks run by that revision's lrplan from a temporary ``git worktree`` (the figures of
-"today's code"). Ratios are this code's figure over the baseline's.
+(`lrplan.evaluate.baselines.bootstrap_curves`, ``--boot`` refits, 100 by default) of the same
+100M split and the same small fits, and, with ``--ref REF`` (a git revision, e.g. the commit
+before this benchmark), the same tasks run by that revision's lrplan from a temporary
+``git worktree`` (the figures of "today's code"). Ratios are this code's figure over the baseline's.
 
     python examples/benchmark_speed.py [--tasks fit100m,olmo2,plan,memory] [--fits 100]
-        [--ref a612bb8] [--ref-fits 15]
+        [--ref a612bb8] [--ref-fits 15] [--boot 100]
 
 Wall times depend on the machine's load: the script prints the load average beside them.
 """
@@ -105,15 +105,15 @@ def _olmo_two_sizes():
     return RunSet(runs=tuple(r for r in runs if r.params in sizes), source=runs.source, excluded=())
 
 
-def _boot(runs, i=0):
+def _boot(runs, i=0, n_boot=100):
     from lrplan.evaluate.baselines import bootstrap_curves
 
     r = runs.runs[0]
     bootstrap_curves(list(runs), [(r.name, r.lr, r.steps, r.warmup_steps, r.params)],
-                     law="annealing", n_boot=100, seed=i)
+                     law="annealing", n_boot=n_boot, seed=i)
 
 
-def worker(task, cache_dir, fits):
+def worker(task, cache_dir, fits, n_boot=100):
     """Run one task in this process and print its figures as one JSON line."""
     counts = _setup(cache_dir)
     out = {}
@@ -126,7 +126,7 @@ def worker(task, cache_dir, fits):
     elif task == "boot100m":
         from lrplan.examples import multipower_example
 
-        _boot(multipower_example("100M")[0])
+        _boot(multipower_example("100M")[0], n_boot=n_boot)
     elif task == "olmo2":
         from lrplan.curve.fit import fit_curves
 
@@ -150,7 +150,7 @@ def worker(task, cache_dir, fits):
             if task == "memory":
                 fit_curves(runs, law="annealing", seed=i, chains=1, num_warmup=30, num_samples=30)
             else:
-                _boot(runs, i)
+                _boot(runs, i, n_boot)
             per_fit.append(counts["compiles"] - c)
             if i + 1 == 10:
                 out["maps_10"], out["rss_10"] = _maps(), _rss_mb()
@@ -171,11 +171,12 @@ def worker(task, cache_dir, fits):
 # ----------------------------------------------------------------------------- driver
 
 
-def run_worker(task, cache_dir, fits, pythonpath=None):
+def run_worker(task, cache_dir, fits, pythonpath=None, n_boot=100):
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, str(HERE), "--worker", task, "--cache", cache_dir, "--fits", str(fits)]
+    cmd = [sys.executable, str(HERE), "--worker", task, "--cache", cache_dir, "--fits", str(fits),
+           "--boot", str(n_boot)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode or not lines:
@@ -206,17 +207,19 @@ def growth(r):
             "rss_growth_%": 100.0 * (r["rss_last"] / r["rss_10"] - 1.0)}
 
 
-def main(argv=None):
+def main(argv=None) -> dict[str, list[dict]]:
+    """Print the tables; return each task's figures (this code's runs, then the ref's)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default="fit100m,olmo2,plan,memory")
     ap.add_argument("--fits", type=int, default=100, help="small fits in the memory task")
     ap.add_argument("--ref", help="git revision whose lrplan is the 'today' baseline")
     ap.add_argument("--ref-fits", type=int, default=15, help="small fits for --ref (it is slow)")
+    ap.add_argument("--boot", type=int, default=100, help="bootstrap refits of the baseline's fits")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--cache", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.cache, args.fits)
+        return worker(args.worker, args.cache, args.fits, args.boot)
 
     ref_path = None
     tmp = tempfile.TemporaryDirectory()
@@ -229,30 +232,32 @@ def main(argv=None):
         """This code's figures (cold, then a second process), and the ref's."""
         memory = task in ("memory", "boot_memory")
         cache = "" if memory else tempfile.mkdtemp(dir=tmp.name)  # memory: no persistent cache
-        mine = [run_worker(task, cache, fits)]
+        mine = [run_worker(task, cache, fits, n_boot=args.boot)]
         if task not in ("memory", "boot_memory"):
-            mine.append(run_worker(task, cache, fits))
+            mine.append(run_worker(task, cache, fits, n_boot=args.boot))
         ref = []
         if ref_path:
             rcache = "" if memory else tempfile.mkdtemp(dir=tmp.name)
-            ref = [run_worker(task, rcache, ref_fits, ref_path)]
+            ref = [run_worker(task, rcache, ref_fits, ref_path, n_boot=args.boot)]
             if task not in ("memory", "boot_memory"):
-                ref.append(run_worker(task, rcache, ref_fits, ref_path))
+                ref.append(run_worker(task, rcache, ref_fits, ref_path, n_boot=args.boot))
         print(f"\n{label} (load average {_load():.1f})", flush=True)
         return mine, ref
 
     print(f"lrplan speed benchmark; ref = {args.ref or 'none'}; load average {_load():.1f}", flush=True)
     tasks = args.tasks.split(",")
+    results = {}
     nan = float("nan")
     boot = None
     if "fit100m" in tasks:
-        boot = run_worker("boot100m", "", 0)
+        boot = run_worker("boot100m", "", 0, n_boot=args.boot)
     for task in tasks:
         label = {"fit100m": "Default fit of Luo et al.'s 100M split",
                  "olmo2": "Multi-power fit of OLMo's two smallest sizes",
                  "plan": "lrplan plan on the bundled sweep",
                  "memory": f"{args.fits} small fits in one process"}[task]
         mine, ref = both(task, args.fits, args.ref_fits, label)
+        results[task] = mine + ref
         base = ref[0] if ref else None
         print(f"| figure | this code | {'ref ' + args.ref if ref else 'baseline'} | ratio |")
         print("|---|---|---|---|")
@@ -265,7 +270,8 @@ def main(argv=None):
                 row(key, m, b, key)
             if ref:
                 print(f"(ref ran {args.ref_fits} fits, this code {args.fits})")
-            bm = growth(run_worker("boot_memory", "", min(args.fits, 30)))
+            bm = growth(run_worker("boot_memory", "", min(args.fits, 30), n_boot=args.boot))
+            results["boot_memory"] = [bm]
             print(f"practitioners' bootstrap, {min(args.fits, 30)} fits: maps {bm.get('maps_10')} -> "
                   f"{bm.get('maps_last')} ({fmt(bm.get('maps_growth_%'), '%')}), compilations after "
                   f"the first {fmt(bm.get('compiles_after_mean'))} per fit")
@@ -274,13 +280,15 @@ def main(argv=None):
             for key in ("seconds", "cpu_seconds", "compiles", "cache_hits"):
                 row(f"{when}: {key}", mine[i], ref[i] if ref else None, key)
         if task == "fit100m" and boot:
-            print(f"practitioners' point fit + 100 bootstrap refits, cold: {fmt(boot.get('seconds'))} s, "
+            print(f"practitioners' point fit + {args.boot} bootstrap refits, cold: "
+                  f"{fmt(boot.get('seconds'))} s, "
                   f"{fmt(boot.get('cpu_seconds'))} CPU s, {boot.get('compiles')} compilations; this "
                   f"code's cold fit takes {mine[0].get('seconds', nan) / boot.get('seconds', nan):.1f}x "
                   "its wall time")
     if ref_path:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", ref_path])
     tmp.cleanup()
+    return results
 
 
 if __name__ == "__main__":

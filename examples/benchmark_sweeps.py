@@ -14,7 +14,7 @@ before it). Those two sets have no licence: they stay outside the repository; pa
 that holds them.
 
     python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting,misfitting-curves] [--variants]
-        [--no-calibrate] [--cell-effects auto|on|off]
+        [--no-calibrate] [--cell-effects auto|on|off] [--warmup 1000] [--samples 1000] [--chains 2]
 """
 
 import argparse
@@ -98,13 +98,14 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
         t0 = time.perf_counter()
         points, notes = transfer_points(runs)
         cells_opt = {"auto": None, "on": True, "off": False}[args.cell_effects]
+        sampler = dict(num_warmup=args.warmup, num_samples=args.samples, chains=args.chains)
         if args.variants:
             fit, table = compare_variants(points, seed=args.seed, notes=tuple(notes),
-                                          cell_effects=cells_opt)
+                                          cell_effects=cells_opt, **sampler)
             print(table.to_string())
         else:
             fit = fit_transfer(points, lr_law=args.lr_law, bowl=args.bowl, seed=args.seed,
-                               notes=tuple(notes), cell_effects=cells_opt)
+                               notes=tuple(notes), cell_effects=cells_opt, **sampler)
         wall = time.perf_counter() - t0
         if not args.no_calibrate:
             fit = calibrate_transfer(fit, seed=args.seed)
@@ -188,7 +189,8 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
     return lines
 
 
-def main():
+def main(argv=None) -> dict[str, list[str]]:
+    """Print each set's table; return its lines by set."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir", type=Path)
     ap.add_argument("--sets", default="steplaw,misfitting")
@@ -198,12 +200,18 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-calibrate", action="store_true", help="plan without the leave-out refits")
     ap.add_argument("--cell-effects", choices=("auto", "on", "off"), default="auto")
-    args = ap.parse_args()
+    ap.add_argument("--warmup", type=int, default=1000, help="NUTS warmup of the transfer fit")
+    ap.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain")
+    ap.add_argument("--chains", type=int, default=2)
+    args = ap.parse_args(argv)
+    out = {}
     loaders = {"steplaw": ("Step Law MoE sweeps", steplaw), "misfitting": ("(Mis)Fitting grid", misfitting),
                "misfitting-curves": ("(Mis)Fitting grid, every checkpoint", misfitting_curves)}
     for key in args.sets.split(","):
         title, load = loaders[key]
-        print("\n".join(run_set(title, load(args.data_dir), args)), flush=True)
+        out[key] = run_set(title, load(args.data_dir), args)
+        print("\n".join(out[key]), flush=True)
+    return out
 
 
 if __name__ == "__main__":

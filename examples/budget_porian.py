@@ -19,7 +19,8 @@ Prints one table (and writes ``examples/budget_porian.md`` with ``--write``): lo
 (predicted median over the vertex), relative error of the best loss, whether the vertex lies
 in each 80% interval, and the 80% interval's width (ratio hi/lo for N*).
 
-Usage: ``python examples/budget_porian.py --data-dir DATA_DIR [--write] [--settings K]``
+Usage: ``python examples/budget_porian.py --data-dir DATA_DIR [--write] [--settings K]
+[--warmup 1000] [--samples 1000] [--chains 2] [--boot 100] [--out FILE]``
 (DATA_DIR holds ``porian-isoflop/isoflop_points_long.csv``, derived from the summary files of
 github.com/formll/resolving-scaling-law-discrepancies, MIT). About 2 minutes per setting on
 two CPU cores.
@@ -45,7 +46,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lrplan.budget.fit import fit as bu  # noqa: E402
+from lrplan.budget import fit as bu  # noqa: E402
 from lrplan.evaluate.backtest import markdown_table  # noqa: E402
 from lrplan.evaluate.baselines import chinchilla_fit  # noqa: E402
 
@@ -58,8 +59,8 @@ def interval(draws, level=LEVEL):
     return np.quantile(draws, [a, 1 - a])
 
 
-def lrplan_predict(train: pd.DataFrame, flops: float, seed: int):
-    law = bu.fit_budget(train, seed=seed)
+def lrplan_predict(train: pd.DataFrame, flops: float, seed: int, **sampler):
+    law = bu.fit_budget(train, seed=seed, **sampler)
     drift = bu.calibrate_drift(train, seed=seed)
     res = bu.decide_budget(law, flops, drift=drift, seed=seed)
     best = res.curves.min(axis=1)
@@ -68,7 +69,10 @@ def lrplan_predict(train: pd.DataFrame, flops: float, seed: int):
 
 def chinchilla_predict(train: pd.DataFrame, flops: float, seed: int, n_boot: int):
     fit = chinchilla_fit(train["params"], train["tokens"], train["loss"], n_boot=n_boot, seed=seed)
-    grid = bu._grid(flops, bu.FlopsPerToken(), None, 801)
+    # lrplan budget's grid of sizes: 1 to 1000 tokens per parameter, log-spaced
+    per_param = bu.FlopsPerToken().per_param
+    grid = np.exp(np.linspace(np.log(np.sqrt(flops / (per_param * 1000))), np.log(np.sqrt(flops / per_param)),
+                              801))
 
     def optimum(values):
         c = fit.loss(grid, flops / (6 * grid), values)
@@ -86,7 +90,8 @@ def only(name: str):
     return lambda key: name in "/".join(map(str, key))
 
 
-def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: int) -> dict:
+def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: int, **sampler) -> dict:
+    """One setting's row; ``sampler``: `fit_budget`'s chains, num_warmup, num_samples."""
     pts, _ = bu.points_from_frame(
         pd.DataFrame({"run": [f"p{i}" for i in range(len(df))], "params": df["N"].to_numpy(),
                       "tokens": df["D_tokens"].to_numpy(), "loss": df["loss"].to_numpy()}))
@@ -100,7 +105,7 @@ def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: 
     train = kept[kept["flops"] <= top / 8 * 1.01].reset_index(drop=True)
     train = bu.points_from_frame(train[["run", "params", "tokens", "loss"]])[0]
     t0 = time.time()
-    log_n, best, law, drift = lrplan_predict(train, top, seed)
+    log_n, best, law, drift = lrplan_predict(train, top, seed, **sampler)
     t1 = time.time()
     (c_n, c_l), boot = chinchilla_predict(train, top, seed, n_boot)
     t2 = time.time()
@@ -147,32 +152,40 @@ def summary(res: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> None:
+def main(argv=None) -> pd.DataFrame:
+    """Print (and with ``--write`` write) the table; return the per-setting rows."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir")
+    ap.add_argument("--data-dir", help="folder holding porian-isoflop/ (needed unless --merge-logs)")
     ap.add_argument("--max-excess", type=float, default=0.1)
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=1000, help="NUTS warmup of the loss law's fit")
+    ap.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain")
+    ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--settings", type=int, default=None, help="only the first K settings")
     ap.add_argument("--only", default=None, help="only settings whose name contains this")
     ap.add_argument("--skip", type=int, default=0, help="skip the first K settings (split a run)")
     ap.add_argument("--merge-logs", nargs="+", default=None,
                     help="no fits: build the table from the printed rows of earlier runs' logs")
-    ap.add_argument("--write", action="store_true", help="write the results to examples/OUT")
-    ap.add_argument("--out", default="budget_porian.md")
-    args = ap.parse_args()
+    ap.add_argument("--write", action="store_true", help="write the results to OUT")
+    ap.add_argument("--out", type=Path, default=Path("budget_porian.md"),
+                    help="a relative path is taken from the examples/ folder")
+    args = ap.parse_args(argv)
     rows = []
     if args.merge_logs:
         for log in args.merge_logs:
             rows += [ast.literal_eval(line.replace(": nan", ": None"))
                      for line in Path(log).read_text().splitlines() if line.startswith("{'setting'")]
     else:
+        if args.data_dir is None:
+            ap.error("--data-dir is required (or --merge-logs)")
         data = pd.read_csv(Path(args.data_dir) / "porian-isoflop" / "isoflop_points_long.csv")
         groups = list(data.groupby(SETTING))[args.skip: args.settings]
         if args.only:
             groups = [g for g in groups if only(args.only)(g[0])]
         for key, df in groups:
-            r = one_setting(key, df, max_excess=args.max_excess, seed=args.seed, n_boot=args.boot)
+            r = one_setting(key, df, max_excess=args.max_excess, seed=args.seed, n_boot=args.boot,
+                            chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
             rows.append(r)
     res = pd.DataFrame([r for r in rows if "skipped" not in r])
@@ -194,7 +207,8 @@ def main() -> None:
         skipped = [r for r in rows if "skipped" in r]
         if skipped:
             text += [f"Skipped: {', '.join(r['setting'] + ' (' + r['skipped'] + ')' for r in skipped)}", ""]
-        Path(__file__).with_name(args.out).write_text("\n".join(text))
+        Path(__file__).parent.joinpath(args.out).write_text("\n".join(text))
+    return res
 
 
 if __name__ == "__main__":

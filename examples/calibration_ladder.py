@@ -21,6 +21,7 @@ it by more, and under it by more, and the share of held-out runs whose final los
 
     python examples/calibration_ladder.py [--holdout size-horizon|rolling] [--reps 40]
         [--law annealing] [--seed 0] [--out examples/calibration_<holdout>.md]
+        [--warmup 300] [--samples 500] [--chains 2]
 
 ``--holdout rolling`` runs OLMo's rolling size hold-out (each size but the largest as the
 cutoff, every larger run predicted) on the same replicates instead.
@@ -53,7 +54,7 @@ HOLDOUTS = {"size-horizon": "size:1.5e9;horizon:ratio=50", "rolling": "size:roll
 
 def scored(runs: RunSet, args, seed: int) -> pd.DataFrame:
     res = backtest_curves(runs, HOLDOUTS[args.holdout], law=args.law, methods=("lrplan",), seed=seed,
-                          chains=2, num_warmup=args.warmup, num_samples=args.samples)
+                          chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
     pr = res.per_run.copy()
     if args.holdout == "rolling":  # per fold (a fold's runs share its fit), and all of them
         return pd.concat([pr.assign(split="fit " + pr["fold"]), pr.assign(split="all folds")])
@@ -78,16 +79,18 @@ def trio(row: pd.Series) -> str:
     return "/".join(f"{row[f'cover{lv}']:.2f}" for lv in (50, 80, 95))
 
 
-def main():
+def main(argv=None) -> pd.DataFrame:
+    """Print and write the table; return it."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--holdout", choices=sorted(HOLDOUTS), default="size-horizon")
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--law", default="annealing")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--chains", type=int, default=2, help="NUTS chains of the backtests' fits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = args.out or HERE / f"calibration_{args.holdout.replace('-', '_')}.md"
     t0 = time.perf_counter()
     runs = load_runs(example_path("olmo-ladder", "runs.csv"), meta=example_path("olmo-ladder", "meta.csv"))
@@ -132,6 +135,7 @@ def main():
             markdown_table(table), ""]
     Path(out).write_text("\n".join(text))
     print("\n".join(text))
+    return table
 
 
 if __name__ == "__main__":

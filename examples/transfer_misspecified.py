@@ -110,7 +110,8 @@ def score(fit, df_held, held, nearest, label) -> list[dict]:
     return out
 
 
-def main():
+def main(argv=None) -> pd.DataFrame:
+    """Print a line per sweep and the summary table; return every replicate's scores."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweeps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
@@ -120,12 +121,12 @@ def main():
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--out", default=None, help="CSV of every replicate's scores")
     ap.add_argument("--summarize", default=None, help="print the table of a saved CSV and stop")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.summarize:
         res = pd.read_csv(args.summarize)
         print(f"{res['sweep'].nunique()} sweeps")
         print(summary(res))
-        return
+        return res
     rng = np.random.default_rng(args.seed)
     rows, t0 = [], time.perf_counter()
     for i in range(args.sweeps):
@@ -158,6 +159,7 @@ def main():
     print(f"\n{res['sweep'].nunique()} sweeps, {len(res) // res['variant'].nunique()} held-out cells "
           f"per variant, {time.perf_counter() - t0:.0f} s")
     print(summary(res))
+    return res
 
 
 def summary(res: pd.DataFrame) -> str:
