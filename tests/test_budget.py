@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lrplan.budget.fit import fit as bu
+from lrplan import budget as bu
 from lrplan.cli import cli
 from lrplan.errors import DataError
 from lrplan.evaluate.baselines import chinchilla_fit

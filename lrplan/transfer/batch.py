@@ -116,7 +116,7 @@ def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
     ``fit`` is a `lrplan.transfer.fit.TransferFit`; ``unannealed`` the target's unannealed fraction
     at its end (`lrplan.transfer.decide.target_unannealed`); ``compare`` batches to price.
     """
-    from lrplan.budget.fit import step_law_batch
+    from lrplan.budget.decide import step_law_batch
 
     notes = []
     fitted = fit.points["tokens_per_step"].to_numpy(float)

@@ -43,7 +43,8 @@ from lrplan.bayes import STUDENT_DF, prior_distribution
 from lrplan.priors import PriorSet
 
 __all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
-           "transfer_sites", "new_cell_effects"]
+           "transfer_sites", "law_values", "cell_loss", "divergence_logit", "new_cell_effects",
+           "loss_noise", "loss_noise_logpdf"]
 
 LrLaw = Literal["loglinear", "curved"]
 Bowl = Literal["asymmetric", "symmetric", "linex"]
@@ -117,6 +118,29 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     return v
 
 
+def cell_loss(x_n, x_d, x_b, log_lr, unannealed, values: dict, *, lr_shift=0.0, loss_shift=0.0,
+              log_kappa_shift=0.0):
+    """The law's loss in a cell whose own effects move log lr*, the loss level and the bowl.
+
+    ``values`` are the law's parameters (`law_values`; draws broadcast against the inputs);
+    ``lr_shift`` is added to log lr* (``c0``), ``loss_shift`` to the loss and
+    ``log_kappa_shift`` to the bowl's log curvature. The model's cell-level effects and a
+    fit's predictions at a cell (`lrplan.transfer.fit.TransferFit.expected_loss`) both go
+    through here.
+    """
+    shifted = {**values, "c0": values["c0"] + lr_shift, "kappa": values["kappa"] * jnp.exp(log_kappa_shift)}
+    return loss_shift + laws.transfer_loss(x_n, x_d, x_b, log_lr, unannealed, **shifted)
+
+
+def divergence_logit(log_lr, log_lr_opt, offset, width):
+    """Log-odds that a run at peak LR ``log_lr`` diverges: ``(log_lr - log_lr_opt - offset) / width``.
+
+    Used by the model's divergence term and by a fit's divergence probability
+    (`lrplan.transfer.fit.TransferFit.divergence_probability`).
+    """
+    return (log_lr - log_lr_opt - offset) / width
+
+
 def transfer_model(
     data: TransferData, *, priors: PriorSet, lr_law: str = "loglinear", bowl: str = "linex",
     observe: bool = True,
@@ -139,9 +163,8 @@ def transfer_model(
             run_shift = run_shift + lr_k[data.run_slice[k]]
             level = level + loss_k[data.point_slice[k]]
             log_kappa = log_kappa + kappa_k[data.point_slice[k]]
-        mean = level + laws.transfer_loss(
-            data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
-            **{**v, "c0": v["c0"] + point_shift, "kappa": v["kappa"] * jnp.exp(log_kappa)})
+        mean = cell_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, v,
+                         lr_shift=point_shift, loss_shift=level, log_kappa_shift=log_kappa)
     else:
         mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
@@ -158,7 +181,8 @@ def transfer_model(
     log_opt = run_shift + laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"],
                                           c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
     with numpyro.plate("runs", len(data.run_log_lr)):
-        numpyro.sample("diverged", dist.Bernoulli(logits=(data.run_log_lr - log_opt - offset) / width),
+        numpyro.sample("diverged", dist.Bernoulli(logits=divergence_logit(data.run_log_lr, log_opt,
+                                                                          offset, width)),
                        obs=data.run_diverged if observe else None)
 
 
@@ -186,3 +210,22 @@ def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
                 if what == "lr":
                     out["lr_new"] = out["lr_new"] + new
     return out
+
+
+def loss_noise(rng: np.random.Generator, scale, shape, df: float = STUDENT_DF) -> np.ndarray:
+    """Draws of the noise of new losses around the law: ``scale`` times a Student-t variate.
+
+    The model's likelihood (``StudentT(STUDENT_DF, mean, sigma)``) and its budget counterpart
+    (`lrplan.budget.model.budget_model`) use the same law; ``scale`` broadcasts against
+    ``shape``. ``df=inf`` gives normal noise (for tests against conjugate results).
+    """
+    z = rng.standard_normal(shape) if np.isinf(df) else rng.standard_t(df, size=shape)
+    return np.asarray(scale, dtype=np.float64) * z
+
+
+def loss_noise_logpdf(residual, scale, df: float = STUDENT_DF) -> np.ndarray:
+    """Log density of `loss_noise` at ``residual`` (observed minus law) with ``scale``."""
+    from scipy import stats
+
+    noise = stats.norm if np.isinf(df) else stats.t(df)
+    return noise.logpdf(residual / scale) - np.log(scale)
