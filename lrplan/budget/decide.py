@@ -44,6 +44,7 @@ from lrplan.budget.fit import (
     params_grid,
     prior_drift,
 )
+from lrplan.budget.model import drift_sd
 from lrplan.curve.predict import QUANTILES, summarize
 from lrplan.data import RunSet
 from lrplan.errors import DataError, FitError
@@ -155,9 +156,7 @@ def _lr_and_batch(law: LossLaw, params: float, tokens: float, priors: PriorSet,
     tfit = law.transfer
     batch_term = tfit is not None and "b_opt" in tfit.samples
     if batch_term:
-        c = tfit.config
-        x_d = np.log(tokens / c.d0)
-        batch = c.b0 * np.exp(tfit.flat("b_opt") + tfit.flat("b_d") * x_d)
+        batch = tfit.config.b0 * np.exp(tfit.log_batch_opt(tokens))
         batch_source = "transfer"
     else:
         sd = float(priors["batch_step_law"].args["scale"])
@@ -206,8 +205,8 @@ def decide_budget(law: LossLaw, flops: float, *, drift: Drift, priors: PriorSet 
     s = law.n_draws
     reach = max(0.0, float(np.log(flops / law.max_flops)))
     pick = rng.integers(0, drift.rates.shape[0], s)
-    shift = drift.rates[pick, 0] * reach * rng.standard_normal(s)
-    scale = drift.rates[pick, 1] * reach * rng.standard_normal(s)
+    shift = np.asarray(drift_sd(drift.rates[pick, 0], reach)) * rng.standard_normal(s)
+    scale = np.asarray(drift_sd(drift.rates[pick, 1], reach)) * rng.standard_normal(s)
     curves = isoflop_curves(law, flops, grid, shift, scale)
     if not np.all(np.isfinite(curves)):
         raise FitError("the loss law gives a non-finite loss on this isoflop curve; check --flops "

@@ -100,7 +100,7 @@ def cell_batch_miss(fit) -> float:
         c2, c1, _ = np.polyfit(x, y, 2)
         if not (c2 > 0 and x.min() <= -c1 / (2 * c2) <= x.max()):
             continue
-        law = np.log(c.b0) + fit.flat("b_opt") + fit.flat("b_d") * np.log(d / c.d0)
+        law = np.log(c.b0) + fit.log_batch_opt(d)
         errs.append(-c1 / (2 * c2) - float(np.median(law)))
         var.append(float(law.var()))
     if not errs:

@@ -26,6 +26,7 @@ from lrplan.priors import PriorSet, load_priors
 from lrplan.transfer.model import (
     BOWLS,
     CELL_SITES,
+    FIXED,
     LR_LAWS,
     cell_loss,
     divergence_logit,
@@ -112,15 +113,19 @@ class TransferFit:
     def law_draws(self) -> dict[str, np.ndarray]:
         """Draws of the law's parameters (`lrplan.laws.transfer_loss`'s), zero where the variant fixes one."""
         out = {n: self.flat(n) for n in ("E", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")}
-        zero = np.zeros(self.n_draws)
-        out["k_anneal"] = self.flat("k_anneal") if "k_anneal" in self.samples else zero
-        out["c_nn"] = self.flat("c_nn") if "c_nn" in self.samples else zero
-        out["asym"] = self.flat("asym") if "asym" in self.samples else zero
+        for k, value in FIXED.items():  # as `lrplan.transfer.model.law_values` fixes them
+            out[k] = self.flat(k) if k in self.samples else np.full(self.n_draws, value)
         if "skew" in self.samples:
             out["skew"] = self.flat("skew")
-        for k in ("g_b", "b_opt", "b_d"):
-            out[k] = self.flat(k) if k in self.samples else zero
         return out
+
+    def log_batch_opt(self, tokens) -> np.ndarray:
+        """Draws of the critical batch's normalised log ``b_opt + b_d log(D / d0)`` at ``tokens``.
+
+        The batch term of `lrplan.laws.transfer_loss` (present when some size was run at two
+        batches); the batch itself is ``b0`` times its exponential.
+        """
+        return self.flat("b_opt") + self.flat("b_d") * np.log(np.asarray(tokens, float) / self.config.d0)
 
     def log_lr_center(self, params, tokens, tokens_per_step, lr_shift=0.0) -> np.ndarray:
         """Draws of the bowl's centre, log lr* of a fully annealed run (natural log of LR).
@@ -252,7 +257,7 @@ def fit_transfer(
 ) -> TransferFit:
     """Fit one variant of the transfer model to a points table (see `transfer_points`).
 
-    ``cell_effects`` (default: when at least `MIN_SWEPT_CELLS` cells have `MIN_CELL_LRS` LRs)
+    ``cell_effects`` (default: `lrplan.transfer.points.dense_cells`, enough cells swept over enough LRs)
     gives each cell its own lr* and loss level around the law's.
     """
     from numpyro.infer import MCMC, NUTS, init_to_median

@@ -26,6 +26,11 @@ by its points, so a long curve counts as one run with a known shape, not as many
 runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
 ``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
 being dropped.
+
+A fit's predictions (`lrplan.transfer.fit.TransferFit`) go through this module's pieces, so
+the model is written once: the parameters a variant fixes (`FIXED`), the law in a cell with
+its own effects (`cell_loss`), the divergence odds (`divergence_logit`), a cell's effects
+(`new_cell_effects`) and the likelihood's Student-t noise (`loss_noise`, `loss_noise_logpdf`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from lrplan import laws
 from lrplan.bayes import STUDENT_DF, prior_distribution
 from lrplan.priors import PriorSet
 
-__all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
+__all__ = ["LR_LAWS", "BOWLS", "FIXED", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
            "transfer_sites", "law_values", "cell_loss", "divergence_logit", "new_cell_effects",
            "loss_noise", "loss_noise_logpdf"]
 
@@ -55,6 +60,9 @@ _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
+#: Parameters a variant leaves out, at the value the law then takes: lr*'s size law without
+#: curvature, a bowl without asymmetry, no annealing term, no batch term.
+FIXED = {"c_nn": 0.0, "asym": 0.0, "k_anneal": 0.0, "g_b": 0.0, "b_opt": 0.0, "b_d": 0.0}
 #: Spreads of the cell-level effects (sampled only when ``TransferData.n_slices`` is set):
 #: of log lr*, of the loss level and of the bowl's log curvature.
 CELL_SITES = ("cell_lr_sd", "cell_loss_sd", "cell_kappa_sd")
@@ -101,8 +109,10 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     loss_ref = data.loss_ref
     names = _LAW + (_BATCH if data.batch_term else ()) + (("k_anneal",) if data.anneal_term else ())
     v = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in names}
-    v["c_nn"] = numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved" else 0.0
-    v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
+    v["c_nn"] = (numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved"
+                 else FIXED["c_nn"])
+    v["asym"] = (numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric"
+                 else FIXED["asym"])
     if bowl == "linex":
         v["skew"] = numpyro.sample("skew", prior_distribution(priors["skew"]))
     # E, A, B and the bowl trade off when few sizes, horizons or LRs are fitted; the loss at the
@@ -114,7 +124,8 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"] - at_ref)
     # With one annealing state in the data, k w e^u is one more exponential side of the bowl:
     # k_anneal and the bowl then trade off along a ridge that NUTS crosses slowly.
-    v.setdefault("k_anneal", 0.0)
+    for k in ("k_anneal", *_BATCH):
+        v.setdefault(k, FIXED[k])
     return v
 
 
