@@ -219,7 +219,7 @@ def decide_budget(law: LossLaw, flops: float, *, drift: Drift, priors: PriorSet 
         notes.append(f"the optimum reaches the edge of the sizes considered ({lo:.3g}-{hi:.3g}) in "
                      f"{at_edge:.0%} of draws: widen --params-range")
     n_rec = float(grid[rec])
-    # the noise has its own stream: the LR and batch draws below do not depend on its law
+    # the noise has its own stream: the LR and batch draws below do not depend on how it is drawn
     final = law.predictive_loss(curves[:, rec], rng.spawn(1)[0])
     cmp = {}
     for n in compare:
