@@ -46,7 +46,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lrplan.budget import fit as bu  # noqa: E402
+from lrplan import budget as bu  # noqa: E402
 from lrplan.evaluate.backtest import markdown_table  # noqa: E402
 from lrplan.evaluate.baselines import chinchilla_fit  # noqa: E402
 
@@ -69,10 +69,7 @@ def lrplan_predict(train: pd.DataFrame, flops: float, seed: int, **sampler):
 
 def chinchilla_predict(train: pd.DataFrame, flops: float, seed: int, n_boot: int):
     fit = chinchilla_fit(train["params"], train["tokens"], train["loss"], n_boot=n_boot, seed=seed)
-    # lrplan budget's grid of sizes: 1 to 1000 tokens per parameter, log-spaced
-    per_param = bu.FlopsPerToken().per_param
-    grid = np.exp(np.linspace(np.log(np.sqrt(flops / (per_param * 1000))), np.log(np.sqrt(flops / per_param)),
-                              801))
+    grid = bu.params_grid(flops, bu.FlopsPerToken(), None, 801)
 
     def optimum(values):
         c = fit.loss(grid, flops / (6 * grid), values)

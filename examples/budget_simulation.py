@@ -27,7 +27,7 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from lrplan.budget import fit as bu  # noqa: E402
+from lrplan import budget as bu  # noqa: E402
 from lrplan.evaluate.metrics import binomial_interval  # noqa: E402
 from lrplan.evaluate.simulate import CHINCHILLA_TRUTH, simulate_isoflop, true_params_optimum  # noqa: E402
 
@@ -77,6 +77,7 @@ def main(argv=None) -> list[dict]:
             # process ran out of memory in LLVM; clearing JAX's caches keeps it flat (the budget
             # fit keeps at most a few compiled samplers of its own)
             jax.clear_caches()
+            bu.clear_cache()
         r = replicate(seed, budgets=args.budgets, noise=args.noise, chains=args.chains,
                       num_warmup=args.warmup, num_samples=args.samples, calibrate=not args.no_calibrate)
         rows.append(r)

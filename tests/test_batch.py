@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lrplan.budget.fit import step_law_batch
+from lrplan.budget.decide import step_law_batch
 from lrplan.cli import cli
 from lrplan.data import load_runs
 from lrplan.evaluate.simulate import simulate_sweep
@@ -81,7 +81,7 @@ def test_plan_batch_auto_json(sweep_file, tmp_path):
 
 
 def test_budget_from_a_transfer_fit_uses_its_lr_and_batch_laws(fitted):
-    from lrplan.budget.fit import fit as bu
+    from lrplan import budget as bu
     from lrplan.evaluate.simulate import true_params_optimum
 
     pts = bu.points_from_frame(fitted.points[fitted.points["final"] & ~fitted.points["diverged"]])[0]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lrplan.budget.fit import fit as bu
+from lrplan import budget as bu
 from lrplan.cli import cli
 from lrplan.errors import DataError
 from lrplan.evaluate.baselines import chinchilla_fit
@@ -185,3 +185,21 @@ def test_budget_simulation_coverage_of_the_true_optimum():
     rows = module["main"](["--replicates", "50"])
     cov80 = np.mean([r["in80"] for r in rows])
     assert 0.7 <= cov80 <= 0.9
+
+
+def test_a_plans_final_loss_has_the_budget_models_student_t_noise():
+    from scipy import stats
+
+    from lrplan.bayes import STUDENT_DF
+    from lrplan.budget.model import drift_sd
+
+    n = 200_000
+    law = bu.LossLaw(draws={}, noise=np.full(n, 0.01), n0=1.0, d0=1.0, points=pd.DataFrame(),
+                     diagnostics=None, source="isoflop", fpt=bu.SIX_N)
+    z = (law.predictive_loss(np.full(n, 3.0), np.random.default_rng(0)) - 3.0) / 0.01
+    np.testing.assert_allclose(np.quantile(z, [0.005, 0.995]), stats.t(STUDENT_DF).ppf([0.005, 0.995]),
+                               rtol=0.04)
+    # a plan's drift draws (no known variance) have sd rate x reach, as in the drift model
+    rates = np.array([0.0, 0.05, 0.2])
+    np.testing.assert_array_equal(np.asarray(drift_sd(rates, 2.5)), rates * 2.5)
+    assert float(drift_sd(0.1, 2.0, 0.03**2)) == pytest.approx(np.hypot(0.03, 0.2))

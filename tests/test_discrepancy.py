@@ -6,7 +6,7 @@ import pytest
 
 from lrplan.evaluate.simulate import simulate_sweep, true_lr_star
 from lrplan.priors import load_priors
-from lrplan.transfer.calibrate import _grid_posterior, calibrate_transfer, extrapolation, point_fit
+from lrplan.transfer.calibrate import calibrate_transfer, extrapolation, grid_posterior, point_fit
 from lrplan.transfer.decide import Target, plan, target_unannealed
 from lrplan.transfer.fit import fit_transfer, points_from_frame
 from lrplan.transfer.model import SLICE_KINDS, new_cell_effects
@@ -21,10 +21,10 @@ def test_grid_posterior_recovers_how_the_miss_grows_with_distance():
     rng = np.random.default_rng(0)
     d = rng.uniform(0.0, 2.0, 300)
     err = rng.normal(0.0, np.sqrt(0.05**2 + (0.3 * d) ** 2))
-    s, k = _grid_posterior(err, d, (0.2, 0.2), np.random.default_rng(1))
+    s, k = grid_posterior(err, d, (0.2, 0.2), np.random.default_rng(1))
     assert 0.25 < np.median(k) < 0.36 and 0.0 < np.median(s) < 0.1
     # no miss beyond the range: k shrinks to the prior's low end
-    s0, k0 = _grid_posterior(rng.normal(0.0, 0.05, 300), d, (0.2, 0.2), np.random.default_rng(1))
+    s0, k0 = grid_posterior(rng.normal(0.0, 0.05, 300), d, (0.2, 0.2), np.random.default_rng(1))
     assert np.quantile(k0, 0.9) < 0.05
 
 

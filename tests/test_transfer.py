@@ -167,20 +167,20 @@ def test_plan_without_sizes_fails_cleanly(tmp_path):
 
 
 def test_runs_at_one_lr_per_cell_are_flagged():
-    from lrplan.transfer.fit import _identifiability_notes
+    from lrplan.transfer.points import identifiability_notes
 
     rows = [{"run": f"r{i}", "params": n, "tokens": 2e9, "tokens_per_step": 1e6, "lr": 1e-3 / (i + 1),
              "loss": 3.0, "diverged": False, "unannealed": 0.1, "final": True}
             for i, n in enumerate((2e7, 5e7, 1.2e8))]
     one_lr = pd.DataFrame(rows)
-    assert any("two or more peak LRs" in n for n in _identifiability_notes(one_lr))
+    assert any("two or more peak LRs" in n for n in identifiability_notes(one_lr))
     swept = pd.concat([one_lr, one_lr.assign(run=["s0", "s1", "s2"], lr=one_lr["lr"] * 2)])
-    assert not any("two or more peak LRs" in n for n in _identifiability_notes(swept))
+    assert not any("two or more peak LRs" in n for n in identifiability_notes(swept))
 
 
 def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
     from lrplan.evaluate.simulate import log_lr_centre
-    from lrplan.transfer.fit import _identifiability_notes, points_from_frame
+    from lrplan.transfer.points import identifiability_notes, points_from_frame
 
     frames = []
     for n, b in ((2e7, 2.5e5), (5e7, 3.5e5), (1.2e8, 5e5), (3e8, 7e5)):
@@ -190,7 +190,7 @@ def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
             frames.append(simulate_sweep(TRUTH, [(n, d, b)], np.array([factor]), refs=REFS,
                                          seed=len(frames)).assign(run=f"n{n:.0e}_d{d:.0e}"))
     points = points_from_frame(pd.concat(frames, ignore_index=True))
-    assert any("batch changes only with their size" in n for n in _identifiability_notes(points))
+    assert any("batch changes only with their size" in n for n in identifiability_notes(points))
     fit = fit_transfer(points, seed=0, num_warmup=300, num_samples=300)
     # lr* rests on the priors here, and the chains must still agree on that posterior (a batch
     # term in the loss and the level sampled at lr* left them apart: R-hat 1.87)
@@ -200,13 +200,13 @@ def test_a_ladder_at_one_lr_per_cell_and_one_batch_per_size_mixes():
 
 def test_run_offsets_far_beyond_seed_noise_are_flagged():
     from lrplan.priors import load_priors
-    from lrplan.transfer.fit import _offset_notes
+    from lrplan.transfer.fit import offset_notes
 
     # OLMo's bundled ladder, fitted with its annealed tails, gives a posterior median of 0.087
     # nats: its tails and final losses disagree under the law, and the run offsets take it up
     priors = load_priors("transfer")
     scale = priors["sigma_run"].args["scale"]
     rng = np.random.default_rng(0)
-    assert _offset_notes(np.abs(rng.normal(0.0, scale, 2000)), priors) == []
-    (note,) = _offset_notes(0.087 + 0.005 * rng.standard_normal(2000), priors)
+    assert offset_notes(np.abs(rng.normal(0.0, scale, 2000)), priors) == []
+    (note,) = offset_notes(0.087 + 0.005 * rng.standard_normal(2000), priors)
     assert "0.087 nats" in note

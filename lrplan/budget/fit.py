@@ -1,38 +1,21 @@
-"""Plan a compute budget: the model size and tokens that minimise the expected final loss.
+"""Fit the budget's loss law L*(N, D) and its calibrated miss beyond the fitted budgets.
 
-At a budget of C FLOPs with F(N) FLOPs per token (``6N`` by default, Kaplan et al. 2020), a
-size N trains on D = C / F(N) tokens. Every posterior draw of the loss law L*(N, D) gives an
-isoflop curve over log N and its own optimum N*; the recommendation minimises the posterior
-mean of the curve. L* comes from `lrplan.budget.model` (final losses of runs near their best
-LR: isoflop grids, tuned ladders) or, when the runs sweep the LR, from the transfer model
-(its loss at lr*).
-
-A Chinchilla-form law fitted to small budgets is misspecified when extrapolated (Porian et al.
-2024: warmup, head FLOPs and decay move the optimum; Besiroglu et al. 2024: the fitted
-exponents are fragile). So each predictive draw's curve is also shifted by a calibrated miss:
-by ``delta ~ N(0, (drift_n r)^2)`` in log N and ``eps ~ N(0, (drift_l r)^2)`` in log loss,
-with r the e-folds of compute beyond the largest fitted budget. The drift rates have a
-posterior from leave-budget-out forecasts of the runs' own isoflop optima
-(`calibrate_drift`), or their priors (``models/budget.toml``) when the runs have too few
-budgets.
+`fit_budget` fits `lrplan.budget.model.budget_model` to final losses (`LossLaw`), or
+`law_from_transfer` takes the transfer model's L*; `isoflop_curves` evaluates a law along a
+budget; `calibrate_drift` fits `lrplan.budget.model.drift_model` to leave-budget-out
+forecasts of the runs' isoflop optima (`Drift`), and `prior_drift` draws the rates' priors.
 
 References
 ----------
-Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", arXiv:2203.15556.
 Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt", arXiv:2404.10102.
 Porian et al. 2024, "Resolving Discrepancies in Compute-Optimal Scaling of Language Models",
 arXiv:2406.19146.
-Li et al. 2025, "Predictable Scale: Part I", arXiv:2503.04715 (Step Law).
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
-from importlib import resources
 
 import jax
 import jax.numpy as jnp
@@ -41,163 +24,19 @@ import pandas as pd
 
 from lrplan import laws
 from lrplan.bayes import Diagnostics, diagnostics
+from lrplan.budget.data import SIX_N, FlopsPerToken, isoflop_vertex
 from lrplan.budget.model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_model
-from lrplan.curve.predict import QUANTILES, summarize
-from lrplan.data import RunSet
-from lrplan.errors import DataError, FitError, PriorError
+from lrplan.errors import FitError, PriorError
 from lrplan.priors import PriorSet, load_priors
+from lrplan.transfer.model import loss_noise
 
-__all__ = ["FlopsPerToken", "parse_flops_per_token", "LossLaw", "Drift", "BudgetResult",
-           "budget_points", "points_from_frame", "budget_groups", "isoflop_vertex", "fit_budget",
-           "law_from_transfer", "calibrate_drift", "prior_drift", "decide_budget", "caveats",
-           "step_law_lr", "step_law_batch", "has_lr_sweep", "plan_budget"]
+__all__ = ["LossLaw", "Drift", "fit_budget", "law_from_transfer", "params_grid", "isoflop_curves",
+           "calibrate_drift", "prior_drift", "clear_cache", "MIN_FOLD_BUDGETS"]
 
-log = logging.getLogger(__name__)
-
-#: Points whose log compute lies within this of each other form one budget.
-BUDGET_TOLERANCE = 0.05
 #: A leave-budget-out fold needs at least this many fitted budgets.
 MIN_FOLD_BUDGETS = 3
 #: Sampler settings of the leave-budget-out fits (the calibration needs medians and sds only).
 FOLD_WARMUP, FOLD_SAMPLES = 300, 300
-
-
-# ---------------------------------------------------------------- FLOPs per token
-
-
-@dataclass(frozen=True)
-class FlopsPerToken:
-    """F(N) = per_param * N + fixed FLOPs per training token."""
-
-    per_param: float = 6.0
-    fixed: float = 0.0
-
-    def __call__(self, params):
-        """FLOPs per token at size ``params``."""
-        return self.per_param * np.asarray(params, float) + self.fixed
-
-    def tokens(self, flops: float, params):
-        """Tokens a budget of ``flops`` buys at size ``params``."""
-        return flops / self(params)
-
-    def __str__(self) -> str:
-        return f"{self.per_param:g}N" + (f"+{self.fixed:g}" if self.fixed else "")
-
-
-_FPT = re.compile(r"^\s*([0-9.eE+-]*)\s*\*?\s*N\s*(?:\+\s*([0-9.eE+-]+))?\s*$")
-
-
-def parse_flops_per_token(text: str) -> FlopsPerToken:
-    """Parse ``6N``, ``7.2N`` or ``6N+2.4e9`` (a size-independent part: head and attention)."""
-    m = _FPT.match(text or "")
-    try:
-        if m is None:
-            raise ValueError
-        per = float(m.group(1)) if m.group(1) else 1.0
-        fixed = float(m.group(2)) if m.group(2) else 0.0
-    except ValueError:
-        raise DataError(f"--flops-per-token {text!r}: give FLOPs per token as a multiple of N plus "
-                        "an optional constant, e.g. 6N or 6N+2.4e9") from None
-    if not (per > 0 and fixed >= 0 and np.isfinite(per) and np.isfinite(fixed)):
-        raise DataError(f"--flops-per-token {text!r}: the multiple of N must be > 0 and the "
-                        "constant >= 0")
-    return FlopsPerToken(per, fixed)
-
-
-# ---------------------------------------------------------------- runs -> points
-
-
-def budget_points(runs: RunSet, *, fpt: FlopsPerToken = FlopsPerToken(),
-                  max_excess: float | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per run that did not diverge: ``run, params, tokens, loss, flops, budget``.
-
-    ``tokens`` is the run's total steps times its batch; ``budget`` numbers the compute levels
-    (`budget_groups`). With ``max_excess``, runs whose loss exceeds the best at their budget by
-    more than that fraction are left out (and said so): far from the optimum an isoflop grid's
-    runs are too short or too small for the law (Porian et al. 2024).
-    """
-    rows, notes, missing = [], [], []
-    diverged = [r.name for r in runs if r.diverged or not r.loss.size]
-    for r in runs:
-        if r.name in diverged:
-            continue
-        if r.params is None or r.tokens_per_step is None:
-            missing.append(r.name)
-            continue
-        rows.append({"run": r.name, "params": float(r.params),
-                     "tokens": float(r.total_steps * r.tokens_per_step), "loss": r.final_loss,
-                     "peak_lr": r.peak_lr, "tokens_per_step": float(r.tokens_per_step)})
-    if missing:
-        raise DataError(f"{runs.source}: column params or tokens_per_step: run {missing[0]} has no "
-                        f"value ({len(missing)} run(s) in all); the budget plan needs each run's size "
-                        "and tokens (params, and tokens per step or a tokens column)")
-    if diverged:
-        notes.append(f"{len(diverged)} diverged run(s) left out of the loss law (e.g. {diverged[0]}): "
-                     "a diverged run says its LR was too high, not what the size could reach")
-    pts = pd.DataFrame(rows, columns=["run", "params", "tokens", "loss", "peak_lr", "tokens_per_step"])
-    pts, more = points_from_frame(pts, fpt=fpt, max_excess=max_excess, source=runs.source)
-    return pts, notes + more
-
-
-def points_from_frame(df: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
-                      max_excess: float | None = None, source: str = "<points>"
-                      ) -> tuple[pd.DataFrame, list[str]]:
-    """Budget points from a frame with ``run, params, tokens, loss`` (finite losses).
-
-    Adds ``flops`` and ``budget``; with ``max_excess`` leaves out (and names) the runs more
-    than that fraction above the best loss of their budget.
-    """
-    notes = []
-    pts = df.reset_index(drop=True).copy()
-    if len(pts) < 4:
-        raise FitError(f"{source}: the budget plan needs at least 4 runs that did not diverge "
-                       f"(got {len(pts)})")
-    pts["flops"] = fpt(pts["params"].to_numpy(float)) * pts["tokens"].to_numpy(float)
-    pts["budget"] = budget_groups(pts["flops"].to_numpy())
-    if max_excess is not None:
-        best = pts.groupby("budget")["loss"].transform("min")
-        far = pts["loss"] > best * (1 + max_excess)
-        if far.any():
-            notes.append(f"{int(far.sum())} run(s) more than {max_excess:.0%} above the best loss at "
-                         f"their budget left out (--max-excess; e.g. {pts.loc[far, 'run'].iloc[0]})")
-            pts = pts[~far].reset_index(drop=True)
-            pts["budget"] = budget_groups(pts["flops"].to_numpy())
-    return pts, notes
-
-
-def budget_groups(flops: np.ndarray) -> np.ndarray:
-    """Index of each point's compute level: sorted log FLOPs split at gaps over the tolerance."""
-    x = np.log(np.asarray(flops, float))
-    order = np.argsort(x)
-    level = np.concatenate([[0], np.cumsum(np.diff(x[order]) > BUDGET_TOLERANCE)])
-    out = np.empty_like(level)
-    out[order] = level
-    return out
-
-
-def isoflop_vertex(params: np.ndarray, loss: np.ndarray) -> tuple[float, float, float, float] | None:
-    """The empirical optimum of one budget: the vertex of a quadratic in log N through its runs.
-
-    Returns ``(log N*, var of log N*, log of the loss there, its var)`` by the delta method on
-    the least-squares quadratic, or None when the budget has fewer than 4 distinct sizes, the
-    quadratic opens downward or its vertex lies outside the sizes run.
-    """
-    x = np.log(np.asarray(params, float))
-    y = np.asarray(loss, float)
-    if np.unique(x).size < 4:
-        return None
-    xc = x.mean()
-    coef, cov = np.polyfit(x - xc, y, 2, cov=True)
-    c2, c1, c0 = coef
-    v = -c1 / (2 * c2)
-    if not (c2 > 0 and (x - xc).min() <= v <= (x - xc).max()):
-        return None
-    # gradients of the vertex and of the vertex's loss with respect to (c2, c1, c0)
-    g_v = np.array([c1 / (2 * c2**2), -1 / (2 * c2), 0.0])
-    y_v = c0 - c1**2 / (4 * c2)
-    g_y = np.array([c1**2 / (4 * c2**2), -c1 / (2 * c2), 1.0])
-    return (float(v + xc), float(g_v @ cov @ g_v), float(np.log(y_v)),
-            float(g_y @ cov @ g_y) / y_v**2)
 
 
 # ---------------------------------------------------------------- the loss law
@@ -232,6 +71,16 @@ class LossLaw:
         v = {k: np.asarray(self.draws[k])[:, None] for k in ("E", "A", "a", "B", "b")}
         return np.asarray(laws.loss_nd(np.log(np.asarray(params, float) / self.n0),
                                        np.log(np.asarray(tokens, float) / self.d0), **v))
+
+    def predictive_loss(self, expected, rng: np.random.Generator) -> np.ndarray:
+        """Predictive draws of new final losses: ``expected`` (draws, ...) plus the model's noise.
+
+        The noise is `lrplan.budget.model.budget_model`'s Student-t (`lrplan.transfer.model.
+        loss_noise`, the transfer model's too) at the fitted scale ``noise``, one per entry.
+        """
+        expected = np.asarray(expected, dtype=np.float64)
+        return expected + loss_noise(rng, self.noise.reshape((-1,) + (1,) * (expected.ndim - 1)),
+                                     expected.shape)
 
     @property
     def max_flops(self) -> float:
@@ -270,6 +119,11 @@ class _Sampler:
         return samples, int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
 
 
+def clear_cache() -> None:
+    """Drop the compiled samplers kept for reuse (a long study's memory stays flat)."""
+    _Sampler._cache.clear()
+
+
 def _isoflop_data(points: pd.DataFrame, seen: np.ndarray) -> tuple[IsoflopData, float, float]:
     n0 = float(np.exp(np.log(points.loc[seen, "params"]).mean()))
     d0 = float(np.exp(np.log(points.loc[seen, "tokens"]).mean()))
@@ -281,7 +135,7 @@ def _isoflop_data(points: pd.DataFrame, seen: np.ndarray) -> tuple[IsoflopData, 
     return data, n0, d0
 
 
-def fit_budget(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
+def fit_budget(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
                priors: PriorSet | None = None, seen: np.ndarray | None = None, seed: int = 0,
                chains: int = 2, num_warmup: int = 1000, num_samples: int = 1000,
                progress: bool = False, notes: tuple[str, ...] = ()) -> LossLaw:
@@ -301,10 +155,10 @@ def fit_budget(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
                    fpt=fpt, notes=tuple(notes))
 
 
-def law_from_transfer(tfit, points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
+def law_from_transfer(tfit, points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
                       notes: tuple[str, ...] = ()) -> LossLaw:
     """The transfer fit's L*(N, D) (its loss at lr*, fully annealed) as a `LossLaw`."""
-    law = tfit._law()
+    law = tfit.law_draws()
     return LossLaw(draws={k: law[k] for k in ("E", "A", "a", "B", "b")}, noise=tfit.noise(),
                    n0=tfit.config.n0, d0=tfit.config.d0, points=points, diagnostics=tfit.diagnostics,
                    source="transfer", fpt=fpt, transfer=tfit, notes=tuple(notes))
@@ -313,7 +167,8 @@ def law_from_transfer(tfit, points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsP
 # ---------------------------------------------------------------- isoflop curves
 
 
-def _grid(flops: float, fpt: FlopsPerToken, params_range, size: int = 401) -> np.ndarray:
+def params_grid(flops: float, fpt: FlopsPerToken, params_range, size: int = 401) -> np.ndarray:
+    """A log grid of sizes at budget ``flops``: ``params_range`` (LO, HI), or 1-1000 tokens per parameter."""
     if params_range is None:
         # 1 to 1000 tokens per parameter (Chinchilla's ~20 in the middle, Hoffmann et al. 2022)
         lo, hi = np.sqrt(flops / (fpt.per_param * 1000)), np.sqrt(flops / fpt.per_param)
@@ -373,7 +228,7 @@ def _law_optimum(law: LossLaw, flops: float, grid: np.ndarray) -> tuple[np.ndarr
     return np.log(grid[i]), np.log(curves[np.arange(curves.shape[0]), i])
 
 
-def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(),
+def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
                     priors: PriorSet | None = None, seed: int = 0, draws: int = 2000) -> Drift:
     """Posterior of the drift rates from leave-budget-out forecasts of the runs' isoflop optima.
 
@@ -408,7 +263,7 @@ def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(
         for b in later:
             c = float(level_flops[b])
             sub = points[points["budget"] == b]
-            grid = _grid(c, fpt, (sub["params"].min() / 4, sub["params"].max() * 4), 201)
+            grid = params_grid(c, fpt, (sub["params"].min() / 4, sub["params"].max() * 4), 201)
             log_n, log_l = _law_optimum(law, c, grid)
             vn, vn_var, vl, vl_var = vertices[b]
             rows.append({"cut": int(cut), "budget": int(b), "flops": c,
@@ -434,253 +289,3 @@ def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = FlopsPerToken(
                  divergences=int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()))
 
 
-# ---------------------------------------------------------------- LR and batch priors
-
-
-def step_law_lr(params, tokens):
-    """Step Law's optimal peak LR, 1.79 N^-0.713 D^0.307 (Li et al. 2025, arXiv:2503.04715)."""
-    return 1.79 * np.asarray(params, float) ** -0.713 * np.asarray(tokens, float) ** 0.307
-
-
-def step_law_batch(tokens):
-    """Step Law's optimal batch in tokens, 0.58 D^0.571 (Li et al. 2025, arXiv:2503.04715)."""
-    return 0.58 * np.asarray(tokens, float) ** 0.571
-
-
-def caveats() -> dict[str, str]:
-    """The literature's caveats on compute-optimal fits (``[caveats]`` of ``models/budget.toml``)."""
-    text = resources.files("lrplan.models").joinpath("budget.toml").read_text()
-    return dict(tomllib.loads(text).get("caveats", {}))
-
-
-# ---------------------------------------------------------------- the decision
-
-
-@dataclass(frozen=True)
-class BudgetResult:
-    """A budget plan; every draw array shares one index s (the law's draws).
-
-    ``curves[s, g]`` is draw s's isoflop curve (with its calibrated miss) on ``grid``;
-    ``params_star[s]`` its minimiser; ``final_loss[s]`` a predictive draw of the loss at the
-    recommended size; ``compare`` maps a named size to its draws of excess loss over it.
-    """
-
-    flops: float
-    law: LossLaw
-    drift: Drift
-    reach: float
-    grid: np.ndarray
-    curves: np.ndarray
-    recommended: float
-    params_star: np.ndarray
-    final_loss: np.ndarray
-    lr_star: np.ndarray
-    lr_source: str
-    batch_star: np.ndarray
-    batch_source: str
-    compare: dict[float, np.ndarray]
-    params_range: tuple[float, float]
-    notes: tuple[str, ...] = ()
-
-    @property
-    def fpt(self) -> FlopsPerToken:
-        """FLOPs per token."""
-        return self.law.fpt
-
-    def tokens(self, params):
-        """Tokens at size ``params`` under this budget."""
-        return self.fpt.tokens(self.flops, params)
-
-    def curve_summary(self, n_points: int = 41) -> dict:
-        """The isoflop curve thinned to ``n_points`` sizes: mean and quantiles per size."""
-        idx = np.unique(np.linspace(0, self.grid.size - 1, n_points).round().astype(int))
-        c = self.curves[:, idx]
-        q = np.quantile(c, QUANTILES, axis=0)
-        return {"params": self.grid[idx].tolist(), "tokens": self.tokens(self.grid[idx]).tolist(),
-                "mean": c.mean(axis=0).tolist(),
-                "quantiles": {str(k): v.tolist() for k, v in zip(QUANTILES, q, strict=True)}}
-
-    def to_json(self) -> dict:
-        """The JSON document of ``lrplan budget --json``."""
-        rec = self.recommended
-        best = float(self.final_loss.mean())
-        law = self.law
-        return {
-            "budget": {"flops": self.flops, "flops_per_token": str(self.fpt),
-                       "params_range": list(self.params_range),
-                       "fitted_max_flops": law.max_flops, "reach": self.reach},
-            "recommended": {"params": rec, "tokens": float(self.tokens(rec)),
-                            "tokens_per_param": float(self.tokens(rec) / rec)},
-            "params_optimum": summarize(self.params_star),
-            "tokens_optimum": summarize(self.tokens(self.params_star)),
-            "final_loss": summarize(self.final_loss),
-            "lr": {"optimum": summarize(self.lr_star), "source": self.lr_source},
-            "batch": {"optimum": summarize(self.batch_star), "source": self.batch_source},
-            "compare": [{"params": n, "tokens": float(self.tokens(n)), "excess_loss": summarize(d),
-                         "excess_relative": float(d.mean() / best)} for n, d in self.compare.items()],
-            "isoflop": self.curve_summary(),
-            "drift": {"source": self.drift.source, "folds": len(self.drift.folds),
-                      "params_rate": summarize(self.drift.rates[:, 0]),
-                      "loss_rate": summarize(self.drift.rates[:, 1])},
-            "model": {"source": law.source, "runs": int(law.points["run"].nunique()),
-                      "budgets": int(law.points["budget"].nunique()),
-                      "law": {k: summarize(law.draws[k]) for k in ("E", "A", "a", "B", "b")},
-                      "n0": law.n0, "d0": law.d0},
-            "diagnostics": law.diagnostics.to_json(),
-            "notes": list(self.notes),
-        }
-
-
-def _lr_and_batch(law: LossLaw, params: float, tokens: float, priors: PriorSet,
-                  rng: np.random.Generator, notes: list[str]):
-    s = law.n_draws
-    tfit = law.transfer
-    batch_term = tfit is not None and "b_opt" in tfit.samples
-    if batch_term:
-        c = tfit.config
-        x_d = np.log(tokens / c.d0)
-        batch = c.b0 * np.exp(tfit.flat("b_opt") + tfit.flat("b_d") * x_d)
-        batch_source = "transfer"
-    else:
-        sd = float(priors["batch_step_law"].args["scale"])
-        batch = step_law_batch(tokens) * np.exp(sd * rng.standard_normal(s))
-        batch_source = "step_law"
-        notes.append("the batch is not identified by these runs (no size was run at two batches): "
-                     f"B* is Step Law's 0.58 D^0.571 with a spread of x{np.exp(sd):.2g} (1 sd)")
-    if tfit is not None:
-        lr = tfit.lr_star(params, tokens, float(np.median(batch)))
-        lr_source = "transfer"
-    else:
-        sd = float(priors["lr_step_law"].args["scale"])
-        lr = step_law_lr(params, tokens) * np.exp(sd * rng.standard_normal(s))
-        lr_source = "step_law"
-        notes.append("the runs have no LR sweep: lr* is Step Law's 1.79 N^-0.713 D^0.307 at the "
-                     f"recommended size, with a spread of x{np.exp(sd):.2g} (1 sd); sweep the LR "
-                     "(lrplan plan) to replace it")
-    return lr, lr_source, batch, batch_source
-
-
-def _check_compare(grid: np.ndarray, compare: tuple[float, ...]) -> None:
-    lo, hi = float(grid[0]), float(grid[-1])
-    bad = [n for n in compare if not lo * (1 - 1e-9) <= n <= hi * (1 + 1e-9)]
-    if bad:
-        raise DataError(f"--compare {bad[0]:g} lies outside the sizes considered ({lo:.3g}-{hi:.3g}); "
-                        "widen --params-range")
-
-
-def decide_budget(law: LossLaw, flops: float, *, drift: Drift, priors: PriorSet | None = None,
-                  params_range: tuple[float, float] | None = None,
-                  compare: tuple[float, ...] = (), seed: int = 0, grid_size: int = 401) -> BudgetResult:
-    """The (N, D) minimising the posterior-mean final loss at ``flops``, and what surrounds it.
-
-    Each law draw's isoflop curve is shifted by its own draw of the calibrated miss (drift
-    rates times the reach beyond the fitted budgets times a standard normal), so the optimum's
-    posterior, the loss there and the cost of each size in ``compare`` carry it.
-    """
-    if not (np.isfinite(flops) and flops > 0):
-        raise DataError(f"--flops {flops}: give a positive budget in FLOPs, e.g. 1e21")
-    priors = priors or load_priors("budget")
-    rng = np.random.default_rng(seed)
-    notes = list(law.notes)
-    grid = _grid(flops, law.fpt, params_range, grid_size)
-    lo, hi = float(grid[0]), float(grid[-1])
-    _check_compare(grid, compare)
-    s = law.n_draws
-    reach = max(0.0, float(np.log(flops / law.max_flops)))
-    pick = rng.integers(0, drift.rates.shape[0], s)
-    shift = drift.rates[pick, 0] * reach * rng.standard_normal(s)
-    scale = drift.rates[pick, 1] * reach * rng.standard_normal(s)
-    curves = isoflop_curves(law, flops, grid, shift, scale)
-    if not np.all(np.isfinite(curves)):
-        raise FitError("the loss law gives a non-finite loss on this isoflop curve; check --flops "
-                       "and --params-range")
-    mean = curves.mean(axis=0)
-    rec = int(np.argmin(mean))
-    star = grid[np.argmin(curves, axis=1)]
-    at_edge = np.mean((star <= grid[0]) | (star >= grid[-1]))
-    if rec in (0, grid.size - 1) or at_edge > 0.05:
-        notes.append(f"the optimum reaches the edge of the sizes considered ({lo:.3g}-{hi:.3g}) in "
-                     f"{at_edge:.0%} of draws: widen --params-range")
-    n_rec = float(grid[rec])
-    final = curves[:, rec] + law.noise * rng.standard_normal(s)
-    cmp = {}
-    for n in compare:
-        cn = isoflop_curves(law, flops, np.array([n]), shift, scale)[:, 0]
-        cmp[float(n)] = cn - curves[:, rec]
-    fitted = law.points
-    if reach > 0:
-        notes.append(f"the budget is {np.exp(reach):.3g}x the largest fitted compute "
-                     f"({law.max_flops:.3g} FLOPs): N*, D* and the loss are extrapolated, and their "
-                     f"intervals carry the {drift.source} drift of the law's optimum ({len(drift.folds)} "
-                     "leave-budget-out forecasts)" if drift.source == "calibrated" else
-                     f"the budget is {np.exp(reach):.3g}x the largest fitted compute "
-                     f"({law.max_flops:.3g} FLOPs): N*, D* and the loss are extrapolated, and the "
-                     "drift of the law's optimum beyond the fitted budgets comes from its prior "
-                     "(too few budgets with an isoflop optimum to calibrate it)")
-    if n_rec > 10 * fitted["params"].max():
-        notes.append(f"the recommended size is {n_rec / fitted['params'].max():.3g}x the largest "
-                     "fitted run: the size term of the law is extrapolated")
-    lr, lr_src, batch, batch_src = _lr_and_batch(law, n_rec, float(law.fpt.tokens(flops, n_rec)),
-                                                 priors, rng, notes)
-    return BudgetResult(flops=float(flops), law=law, drift=drift, reach=reach, grid=grid,
-                        curves=curves, recommended=n_rec, params_star=star, final_loss=final,
-                        lr_star=lr, lr_source=lr_src, batch_star=batch, batch_source=batch_src,
-                        compare=cmp, params_range=(lo, hi), notes=tuple(notes))
-
-
-# ---------------------------------------------------------------- one call
-
-
-def has_lr_sweep(points: pd.DataFrame) -> bool:
-    """Whether some (size, tokens, batch) was run at two or more peak LRs."""
-    if points["peak_lr"].isna().any():
-        return False
-    return bool(points.groupby(["params", "tokens", "tokens_per_step"])["peak_lr"].nunique().max() > 1)
-
-
-def plan_budget(runs: RunSet, flops: float, *, fpt: FlopsPerToken = FlopsPerToken(),
-                params_range: tuple[float, float] | None = None, compare: tuple[float, ...] = (),
-                max_excess: float | None = None, calibrate: bool = True,
-                priors: PriorSet | None = None, transfer_priors: PriorSet | None = None,
-                seed: int = 0, chains: int = 2, num_warmup: int = 1000, num_samples: int = 1000,
-                progress: bool = False) -> BudgetResult:
-    """Fit the loss law to ``runs`` and decide the allocation of ``flops`` (`decide_budget`).
-
-    Runs that sweep the LR (some size and horizon at two LRs) are fitted by the transfer model
-    and its L* is used; otherwise `fit_budget` fits their final losses, and (``calibrate``)
-    `calibrate_drift` calibrates the law's miss beyond the fitted budgets.
-    """
-    priors = priors or load_priors("budget")
-    if params_range is not None and not 0 < params_range[0] < params_range[1]:
-        raise DataError(f"--params-range {params_range[0]:g},{params_range[1]:g}: give LO,HI with "
-                        "0 < LO < HI")
-    if max_excess is not None and not max_excess > 0:
-        raise DataError(f"--max-excess {max_excess:g}: give a positive fraction, e.g. 0.1")
-    _check_compare(_grid(flops, fpt, params_range, 2), compare)  # before any fit
-    pts, notes = budget_points(runs, fpt=fpt, max_excess=max_excess)
-    notes = list(runs.excluded) + notes
-    if has_lr_sweep(pts):
-        from lrplan.transfer.fit import fit_transfer, transfer_points
-
-        tpoints, tnotes = transfer_points(runs)
-        tfit = fit_transfer(tpoints, priors=transfer_priors, seed=seed, chains=chains,
-                            num_warmup=num_warmup, num_samples=num_samples, progress=progress,
-                            notes=tuple(tnotes))
-        law = law_from_transfer(tfit, pts, fpt=fpt, notes=tuple(notes) + tfit.config.notes)
-        drift = prior_drift(priors, seed=seed)
-        if calibrate:
-            law = replace(law, notes=law.notes + (
-                "the runs sweep the LR, so the loss law is the transfer model's L* and its drift "
-                "beyond the fitted budgets comes from the prior (no leave-budget-out refits of the "
-                "transfer model)",))
-    else:
-        law = fit_budget(pts, fpt=fpt, priors=priors, seed=seed, chains=chains,
-                         num_warmup=num_warmup, num_samples=num_samples, progress=progress,
-                         notes=tuple(notes))
-        drift = calibrate_drift(pts, fpt=fpt, priors=priors, seed=seed) if calibrate else \
-            prior_drift(priors, seed=seed)
-    if law.diagnostics.problems():
-        law = replace(law, notes=law.notes + ("the loss law's sampler did not converge: "
-                                              + "; ".join(law.diagnostics.problems()),))
-    return decide_budget(law, flops, drift=drift, priors=priors, params_range=params_range,
-                         compare=compare, seed=seed)

@@ -32,7 +32,7 @@ from lrplan import laws
 from lrplan.bayes import STUDENT_DF, prior_distribution
 from lrplan.priors import PriorSet
 
-__all__ = ["LAW_SITES", "DRIFT_SITES", "IsoflopData", "budget_model", "drift_model"]
+__all__ = ["LAW_SITES", "DRIFT_SITES", "IsoflopData", "budget_model", "drift_model", "drift_sd"]
 
 #: The sampled parameters of `budget_model` (E is derived).
 LAW_SITES = ("l_ref", "A", "a", "B", "b", "sigma")
@@ -69,6 +69,15 @@ def budget_model(data: IsoflopData, *, priors: PriorSet, observe: bool = True) -
                        obs=data.loss if observe else None)
 
 
+def drift_sd(rate, reach, known_var=0.0):
+    """Sd of a forecast's miss ``reach`` e-folds of compute beyond the fit: ``sqrt(v + (rate r)^2)``.
+
+    ``known_var`` is the forecast's own variance (zero for a plan's draws, whose law draws
+    carry it). `drift_model` and `lrplan.budget.decide.decide_budget` both use it.
+    """
+    return jnp.sqrt(known_var + (rate * reach) ** 2)
+
+
 def drift_model(reach: jnp.ndarray, err_n: jnp.ndarray, var_n: jnp.ndarray, err_l: jnp.ndarray,
                 var_l: jnp.ndarray, *, scales: tuple[float, float]) -> None:
     """Leave-budget-out forecast errors of log N* and of the best loss's log, given their reach.
@@ -78,7 +87,7 @@ def drift_model(reach: jnp.ndarray, err_n: jnp.ndarray, var_n: jnp.ndarray, err_
     signed normal whose absolute value is half-normal (smooth through 0 for NUTS).
     """
     z = numpyro.sample("drift", dist.Normal(0.0, jnp.asarray(scales)))
-    sd_n = jnp.sqrt(var_n + (z[0] * reach) ** 2)
-    sd_l = jnp.sqrt(var_l + (z[1] * reach) ** 2)
+    sd_n = drift_sd(z[0], reach, var_n)
+    sd_l = drift_sd(z[1], reach, var_l)
     numpyro.factor("heldout", jnp.sum(dist.Normal(0.0, sd_n).log_prob(err_n))
                    + jnp.sum(dist.Normal(0.0, sd_l).log_prob(err_l)))

@@ -197,7 +197,7 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
 def budget(runs, meta, flops, fpt, params_range, compare, max_excess, calibrate, priors_file, chains,
            num_warmup, num_samples, report_file, seed, as_json):
     """Choose the model size and tokens that minimise the expected loss at a FLOP budget."""
-    from lrplan.budget.fit import parse_flops_per_token, plan_budget
+    from lrplan.budget import parse_flops_per_token, plan_budget
     from lrplan.data import load_runs
     from lrplan.priors import load_priors
     from lrplan.report.budget import render_text, write_budget_report

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrplan.budget.fit import BudgetResult, caveats
+from lrplan.budget.decide import BudgetResult, caveats
 from lrplan.report.document import Body, Figure, Report, Section, save_report
 
 __all__ = ["render_text", "build_budget_report", "write_budget_report", "batch_section"]

@@ -319,7 +319,7 @@ def _transfer_quality(tfit, b: Body, plots, seed: int) -> None:
             at = np.asarray(tfit.expected_loss(n, d, bsz, ref, w), dtype=np.float64)
             y = ok["loss"].to_numpy(dtype=np.float64)
             rel = y / at.mean(axis=0) - 1
-            draws = at + tfit.noise()[:, None] * rng.standard_normal(at.shape)
+            draws = tfit.predictive_loss(at, rng)
             plo, phi = np.quantile(draws, [0.025, 0.975], axis=0)
             fit_cols = [f"{np.mean(np.abs(rel)):.3%}", f"{np.max(np.abs(rel)):.3%}",
                         f"{np.mean((y >= plo) & (y <= phi)):.0%}"]

@@ -100,7 +100,7 @@ def cell_batch_miss(fit) -> float:
         c2, c1, _ = np.polyfit(x, y, 2)
         if not (c2 > 0 and x.min() <= -c1 / (2 * c2) <= x.max()):
             continue
-        law = np.log(c.b0) + fit.flat("b_opt") + fit.flat("b_d") * np.log(d / c.d0)
+        law = np.log(c.b0) + fit.log_batch_opt(d)
         errs.append(-c1 / (2 * c2) - float(np.median(law)))
         var.append(float(law.var()))
     if not errs:
@@ -116,7 +116,7 @@ def plan_batch(fit, params: float, tokens: float, *, unannealed: float = 0.0,
     ``fit`` is a `lrplan.transfer.fit.TransferFit`; ``unannealed`` the target's unannealed fraction
     at its end (`lrplan.transfer.decide.target_unannealed`); ``compare`` batches to price.
     """
-    from lrplan.budget.fit import step_law_batch
+    from lrplan.budget.decide import step_law_batch
 
     notes = []
     fitted = fit.points["tokens_per_step"].to_numpy(float)

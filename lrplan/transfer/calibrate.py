@@ -31,18 +31,12 @@ from scipy import stats
 
 from lrplan.errors import FitError
 from lrplan.evaluate.baselines import cell_optima
-from lrplan.transfer.fit import (
-    TransferConfig,
-    TransferFit,
-    _normalise,
-    slice_labels,
-    swept_cells,
-    transfer_data,
-)
+from lrplan.transfer.fit import TransferConfig, TransferFit
 from lrplan.transfer.model import CELL_SITES, transfer_model
+from lrplan.transfer.points import normalise, slice_labels, swept_cells, transfer_data
 
 __all__ = ["Discrepancy", "calibrate_transfer", "point_fit", "leave_out_folds", "extrapolation",
-           "PRIOR_SCALE", "DRIFT"]
+           "grid_posterior", "miss_sd", "finals_of", "PRIOR_SCALE", "DRIFT"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +73,7 @@ def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effe
     from scipy.optimize import minimize
 
     fixed = dict(fixed or {})
-    n0, d0, b0, lr_ref = _normalise(points)
+    n0, d0, b0, lr_ref = normalise(points)
     data, _ = transfer_data(points, n0, d0, b0, lr_ref, cell_effects)
     model = condition(transfer_model, data=fixed) if fixed else transfer_model
     param_info, potential, post, _ = initialize_model(
@@ -138,12 +132,21 @@ def _cell_table(points: pd.DataFrame) -> pd.DataFrame:
     return cells.assign(unannealed=key.map(w).fillna(0.0).to_numpy())[cells["vertex"]]
 
 
-def _grid_posterior(err: np.ndarray, dist: np.ndarray, scales: tuple[float, float],
-                    rng: np.random.Generator, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+def miss_sd(s, k, distance):
+    """Sd of the law's miss at ``distance`` e-folds beyond the runs: ``sqrt(s^2 + k^2 d^2)``."""
+    return np.sqrt(s**2 + (k * distance) ** 2)
+
+
+def grid_posterior(err: np.ndarray, dist: np.ndarray, scales: tuple[float, float],
+                   rng: np.random.Generator, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` posterior draws of (s, k) on a grid, given misses ``err`` at distances ``dist``.
+
+    The misses are ``Normal(0, s^2 + k^2 d^2)``; s and k have half-normal priors of ``scales``.
+    """
     s = np.linspace(0.0, 4.0 * scales[0], _GRID + 1)[1:]
     k = np.linspace(0.0, 4.0 * scales[1], _GRID + 1)
-    var = s[:, None, None] ** 2 + (k[None, :, None] * dist[None, None, :]) ** 2
-    lp = (stats.norm.logpdf(err[None, None, :], 0.0, np.sqrt(var)).sum(axis=2)
+    sd = miss_sd(s[:, None, None], k[None, :, None], dist[None, None, :])
+    lp = (stats.norm.logpdf(err[None, None, :], 0.0, sd).sum(axis=2)
           + stats.halfnorm.logpdf(s, scale=scales[0])[:, None]
           + stats.halfnorm.logpdf(k, scale=scales[1])[None, :])
     p = np.exp(lp - lp.max()).ravel()
@@ -203,8 +206,8 @@ class Discrepancy:
             return np.zeros(n), np.zeros(n)
         pick = rng.integers(0, self.lr_k.size, size=n)
         floor = 1.0 if self.with_cell_floor else 0.0
-        sd_lr = np.sqrt(floor * self.lr_s[pick] ** 2 + (self.lr_k[pick] * d) ** 2)
-        sd_loss = np.sqrt(floor * self.loss_s[pick] ** 2 + (self.loss_k[pick] * d) ** 2)
+        sd_lr = miss_sd(floor * self.lr_s[pick], self.lr_k[pick], d)
+        sd_loss = miss_sd(floor * self.loss_s[pick], self.loss_k[pick], d)
         z = rng.standard_normal((2, n))
         return sd_lr * z[0], sd_loss * z[1]
 
@@ -294,9 +297,9 @@ def calibrate_transfer(fit: TransferFit, *, seed: int = 0) -> TransferFit:
         disc = Discrepancy(errors, pd.DataFrame(expo), z, z, z, z, not fit.config.cell_effects)
         return replace(fit, discrepancy=disc)
     dist = errors["distance"].to_numpy(np.float64)
-    lr_s, lr_k = _grid_posterior(errors["log_lr_error"].to_numpy(np.float64), dist,
+    lr_s, lr_k = grid_posterior(errors["log_lr_error"].to_numpy(np.float64), dist,
                                  PRIOR_SCALE["lr"], rng)
-    loss_s, loss_k = _grid_posterior(errors["loss_error"].to_numpy(np.float64), dist,
+    loss_s, loss_k = grid_posterior(errors["loss_error"].to_numpy(np.float64), dist,
                                      PRIOR_SCALE["loss"], rng)
     disc = Discrepancy(errors, pd.DataFrame(expo), lr_s, lr_k, loss_s, loss_k,
                        with_cell_floor=not fit.config.cell_effects)

@@ -130,7 +130,7 @@ def _curve(fit, target: Target, schedule: str, lr: float, rng, cell: dict,
     law = fit.expected_loss(target.params, steps * target.tokens_per_step, target.tokens_per_step,
                             lr, w[steps - 1], lr_shift=cell["lr"], loss_shift=cell["loss"],
                             log_kappa_shift=cell["log_kappa"])
-    draws = law + fit.noise()[:, None] * rng.standard_normal((law.shape[0], 1))
+    draws = fit.predictive_loss(law, rng, one_run=True)
     return CurvePrediction(steps=steps, draws=draws, law=law, group=None,
                            notes=("curve from the transfer law: L*(N, D) along the schedule, the LR "
                                   "bowl, and the loss an unannealed LR leaves",))
@@ -204,8 +204,8 @@ def plan(
     at = {float(x): fit.expected_loss(N, D, B, [x], w_end, lr_shift=cell["lr"], loss_shift=cell["loss"],
                                       log_kappa_shift=cell["log_kappa"])[:, 0] for x in compare_lrs}
     compare = {x: v - best for x, v in at.items()}
-    compare_loss = {x: v + fit.noise() * rng.standard_normal(v.shape) for x, v in at.items()}
-    final = best + fit.noise() * rng.standard_normal(best.shape)
+    compare_loss = {x: fit.predictive_loss(v, rng) for x, v in at.items()}
+    final = fit.predictive_loss(best, rng)
     lr_star = grid[np.argmin(loss, axis=1)]
     sources = _lr_sources(np.log(lr_star), cell)
     if schedules and not (fit.config.schedule_known and "k_anneal" in fit.samples):

@@ -26,6 +26,11 @@ by its points, so a long curve counts as one run with a known shape, not as many
 runs. Every run, diverged or not, also enters a divergence term: it diverged with probability
 ``sigmoid((u - div_offset) / div_width)``, so a diverged run says its LR was too high instead of
 being dropped.
+
+A fit's predictions (`lrplan.transfer.fit.TransferFit`) go through this module's pieces, so
+the model is written once: the parameters a variant fixes (`FIXED`), the law in a cell with
+its own effects (`cell_loss`), the divergence odds (`divergence_logit`), a cell's effects
+(`new_cell_effects`) and the likelihood's Student-t noise (`loss_noise`, `loss_noise_logpdf`).
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from lrplan import laws
 from lrplan.bayes import STUDENT_DF, prior_distribution
 from lrplan.priors import PriorSet
 
-__all__ = ["LR_LAWS", "BOWLS", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
-           "transfer_sites", "new_cell_effects"]
+__all__ = ["LR_LAWS", "BOWLS", "FIXED", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
+           "transfer_sites", "law_values", "cell_loss", "divergence_logit", "new_cell_effects",
+           "loss_noise", "loss_noise_logpdf"]
 
 LrLaw = Literal["loglinear", "curved"]
 Bowl = Literal["asymmetric", "symmetric", "linex"]
@@ -54,6 +60,9 @@ _LAW = ("l_ref", "A", "a", "B", "b", "c0", "c_n", "c_d", "c_b", "kappa")
 
 
 _BATCH = ("g_b", "b_opt", "b_d")
+#: Parameters a variant leaves out, at the value the law then takes: lr*'s size law without
+#: curvature, a bowl without asymmetry, no annealing term, no batch term.
+FIXED = {"c_nn": 0.0, "asym": 0.0, "k_anneal": 0.0, "g_b": 0.0, "b_opt": 0.0, "b_d": 0.0}
 #: Spreads of the cell-level effects (sampled only when ``TransferData.n_slices`` is set):
 #: of log lr*, of the loss level and of the bowl's log curvature.
 CELL_SITES = ("cell_lr_sd", "cell_loss_sd", "cell_kappa_sd")
@@ -100,8 +109,10 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     loss_ref = data.loss_ref
     names = _LAW + (_BATCH if data.batch_term else ()) + (("k_anneal",) if data.anneal_term else ())
     v = {n: numpyro.sample(n, prior_distribution(priors[n])) for n in names}
-    v["c_nn"] = numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved" else 0.0
-    v["asym"] = numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric" else 0.0
+    v["c_nn"] = (numpyro.sample("c_nn", prior_distribution(priors["c_nn"])) if lr_law == "curved"
+                 else FIXED["c_nn"])
+    v["asym"] = (numpyro.sample("asym", prior_distribution(priors["asym"])) if bowl == "asymmetric"
+                 else FIXED["asym"])
     if bowl == "linex":
         v["skew"] = numpyro.sample("skew", prior_distribution(priors["skew"]))
     # E, A, B and the bowl trade off when few sizes, horizons or LRs are fitted; the loss at the
@@ -113,8 +124,32 @@ def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> 
     v["E"] = numpyro.deterministic("E", loss_ref + v.pop("l_ref") - v["A"] - v["B"] - at_ref)
     # With one annealing state in the data, k w e^u is one more exponential side of the bowl:
     # k_anneal and the bowl then trade off along a ridge that NUTS crosses slowly.
-    v.setdefault("k_anneal", 0.0)
+    for k in ("k_anneal", *_BATCH):
+        v.setdefault(k, FIXED[k])
     return v
+
+
+def cell_loss(x_n, x_d, x_b, log_lr, unannealed, values: dict, *, lr_shift=0.0, loss_shift=0.0,
+              log_kappa_shift=0.0):
+    """The law's loss in a cell whose own effects move log lr*, the loss level and the bowl.
+
+    ``values`` are the law's parameters (`law_values`; draws broadcast against the inputs);
+    ``lr_shift`` is added to log lr* (``c0``), ``loss_shift`` to the loss and
+    ``log_kappa_shift`` to the bowl's log curvature. The model's cell-level effects and a
+    fit's predictions at a cell (`lrplan.transfer.fit.TransferFit.expected_loss`) both go
+    through here.
+    """
+    shifted = {**values, "c0": values["c0"] + lr_shift, "kappa": values["kappa"] * jnp.exp(log_kappa_shift)}
+    return loss_shift + laws.transfer_loss(x_n, x_d, x_b, log_lr, unannealed, **shifted)
+
+
+def divergence_logit(log_lr, log_lr_opt, offset, width):
+    """Log-odds that a run at peak LR ``log_lr`` diverges: ``(log_lr - log_lr_opt - offset) / width``.
+
+    Used by the model's divergence term and by a fit's divergence probability
+    (`lrplan.transfer.fit.TransferFit.divergence_probability`).
+    """
+    return (log_lr - log_lr_opt - offset) / width
 
 
 def transfer_model(
@@ -139,9 +174,8 @@ def transfer_model(
             run_shift = run_shift + lr_k[data.run_slice[k]]
             level = level + loss_k[data.point_slice[k]]
             log_kappa = log_kappa + kappa_k[data.point_slice[k]]
-        mean = level + laws.transfer_loss(
-            data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed,
-            **{**v, "c0": v["c0"] + point_shift, "kappa": v["kappa"] * jnp.exp(log_kappa)})
+        mean = cell_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, v,
+                         lr_shift=point_shift, loss_shift=level, log_kappa_shift=log_kappa)
     else:
         mean = laws.transfer_loss(data.x_n, data.x_d, data.x_b, data.log_lr, data.unannealed, **v)
     if data.n_curve_runs:
@@ -158,7 +192,8 @@ def transfer_model(
     log_opt = run_shift + laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"],
                                           c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
     with numpyro.plate("runs", len(data.run_log_lr)):
-        numpyro.sample("diverged", dist.Bernoulli(logits=(data.run_log_lr - log_opt - offset) / width),
+        numpyro.sample("diverged", dist.Bernoulli(logits=divergence_logit(data.run_log_lr, log_opt,
+                                                                          offset, width)),
                        obs=data.run_diverged if observe else None)
 
 
@@ -186,3 +221,22 @@ def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
                 if what == "lr":
                     out["lr_new"] = out["lr_new"] + new
     return out
+
+
+def loss_noise(rng: np.random.Generator, scale, shape, df: float = STUDENT_DF) -> np.ndarray:
+    """Draws of the noise of new losses around the law: ``scale`` times a Student-t variate.
+
+    The model's likelihood (``StudentT(STUDENT_DF, mean, sigma)``) and its budget counterpart
+    (`lrplan.budget.model.budget_model`) use the same law; ``scale`` broadcasts against
+    ``shape``. ``df=inf`` gives normal noise (for tests against conjugate results).
+    """
+    z = rng.standard_normal(shape) if np.isinf(df) else rng.standard_t(df, size=shape)
+    return np.asarray(scale, dtype=np.float64) * z
+
+
+def loss_noise_logpdf(residual, scale, df: float = STUDENT_DF) -> np.ndarray:
+    """Log density of `loss_noise` at ``residual`` (observed minus law) with ``scale``."""
+    from scipy import stats
+
+    noise = stats.norm if np.isinf(df) else stats.t(df)
+    return noise.logpdf(residual / scale) - np.log(scale)

@@ -21,12 +21,12 @@ from itertools import product
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lrplan.bayes import STUDENT_DF
 from lrplan.curve.predict import summarize
 from lrplan.errors import FitError
 from lrplan.transfer.decide import PlanResult, Target, target_unannealed
+from lrplan.transfer.model import loss_noise, loss_noise_logpdf
 
 __all__ = ["Candidate", "NextRunResult", "default_candidates", "expected_posterior", "next_run",
            "LR_FACTORS"]
@@ -83,8 +83,10 @@ def expected_posterior(
     mu : (S,) or (S, R) array
         Per draw, the predicted mean of each of R new observations (runs).
     scale : (S,) array
-        Per draw, the scale of the runs' independent Student-t noise (``df`` degrees of
-        freedom, the transfer model's; ``inf``: normal noise).
+        Per draw, the scale of the runs' independent noise (`lrplan.transfer.model.loss_noise`:
+        Student-t with ``df`` degrees of freedom, the transfer model's; ``inf``: normal noise).
+        `next_run` passes the fit's `lrplan.transfer.fit.TransferFit.noise`, the scale of its
+        `lrplan.transfer.fit.TransferFit.predictive_loss`.
     p_div : (S,) or (S, R) array, optional
         Per draw, the probability each new run diverges (an outcome that carries information too).
 
@@ -100,10 +102,9 @@ def expected_posterior(
     mu = np.asarray(mu, dtype=np.float64).reshape(S, -1)
     scale = np.asarray(scale, dtype=np.float64)
     src = rng.integers(0, S, n_outcomes)
-    noise = stats.norm if np.isinf(df) else stats.t(df)
-    y = mu[src] + scale[src, None] * noise.rvs(size=(n_outcomes, mu.shape[1]), random_state=rng)
+    y = mu[src] + loss_noise(rng, scale[src, None], (n_outcomes, mu.shape[1]), df)
     # log likelihood of outcome j's run r under draw s: (J, S, R)
-    ll = noise.logpdf((y[:, None, :] - mu[None]) / scale[None, :, None]) - np.log(scale)[None, :, None]
+    ll = loss_noise_logpdf(y[:, None, :] - mu[None], scale[None, :, None], df)
     if p_div is not None:
         p = np.clip(np.asarray(p_div, dtype=np.float64).reshape(S, -1), 1e-12, 1 - 1e-12)
         diverged = rng.random(y.shape) < p[src]
