@@ -23,7 +23,7 @@ from lrplan.curve.fit import CurveFit, CurveMixture
 from lrplan.curve.predict import CurvePrediction, predict_curve, summarize
 from lrplan.data import Run, RunSet
 from lrplan.errors import FitError, LrplanError
-from lrplan.schedules import lr_schedule, read_lr_file
+from lrplan.schedules import lr_schedule, read_lr_file, steps_for
 from lrplan.transfer.decide import PlanResult, Target
 from lrplan.transfer.nextrun import NextRunResult, next_run
 
@@ -160,7 +160,7 @@ def plan_target(runs, *, params: float, tokens: float, tokens_per_step: float,
     """
     spec, warm_frac = default_schedule(runs)
     schedules = tuple(schedules) or (spec,)
-    steps = max(int(round(tokens / tokens_per_step)), 1)
+    steps = steps_for(tokens, tokens_per_step)
     warmup_steps = int(round(warm_frac * steps)) if warmup_steps is None else warmup_steps
     target = Target(params=params, tokens=tokens, tokens_per_step=tokens_per_step,
                     schedule=schedules[0], steps=steps, warmup_steps=warmup_steps)

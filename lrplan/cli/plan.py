@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import click
 
 from lrplan.cli.options import (
@@ -22,19 +20,6 @@ from lrplan.cli.options import (
 from lrplan.cli.render import print_next, print_plan
 
 __all__ = ["budget", "next_", "plan"]
-
-
-def _target(runset, points, *, params, tokens, tokens_per_step, schedules, warmup_steps):
-    """The plan's target (`lrplan.targets.plan_target`), the runs' batch by default."""
-    from lrplan.targets import plan_target
-
-    if tokens_per_step is None:
-        batches = set(points["tokens_per_step"])
-        if len(batches) > 1:
-            raise click.UsageError("the runs use several batch sizes: give the target's --tokens-per-step")
-        tokens_per_step = batches.pop()
-    return plan_target(runset, params=params, tokens=tokens, tokens_per_step=tokens_per_step,
-                       schedules=schedules, warmup_steps=warmup_steps)
 
 
 @click.command()
@@ -64,43 +49,19 @@ def _target(runset, points, *, params, tokens, tokens_per_step, schedules, warmu
 def plan(runs, meta, params, tokens, tokens_per_step, schedules, warmup_steps, compare_lrs, variants,
          priors_file, batch_mode, chains, num_warmup, num_samples, report_file, seed, as_json):
     """Fit the LR-transfer law to RUNS and recommend the peak LR of a target run."""
+    from lrplan.api import plan as plan_lr
     from lrplan.data import load_runs
     from lrplan.priors import load_priors
-    from lrplan.transfer.calibrate import calibrate_transfer
-    from lrplan.transfer.decide import plan as decide_plan
-    from lrplan.transfer.fit import compare_variants, fit_transfer, transfer_points
 
-    runset = load_runs(runs, meta=meta)
-    points, notes = transfer_points(runset)
-    provisional = tokens_per_step
-    if batch_mode == "auto" and provisional is None:  # decided after the fit
-        provisional = math.exp(sum(map(math.log, points["tokens_per_step"])) / len(points))
-    target, others = _target(runset, points, params=params, tokens=tokens, tokens_per_step=provisional,
-                             schedules=schedules, warmup_steps=warmup_steps)
-    kwargs = dict(priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
-                  num_warmup=num_warmup, num_samples=num_samples,
-                  progress=show_progress(as_json), notes=tuple(runset.excluded) + tuple(notes))
-    if variants == "compare":
-        fit, _ = compare_variants(points, **kwargs)
-    else:
-        fit = fit_transfer(points, **kwargs)
-    fit = calibrate_transfer(fit, seed=seed)
-    batch_plan = None
-    if batch_mode == "auto":
-        from lrplan.transfer.batch import plan_batch
-        from lrplan.transfer.decide import target_unannealed
-
-        batch_plan = plan_batch(fit, params, tokens, unannealed=target_unannealed(fit, target),
-                                compare=() if tokens_per_step is None else (tokens_per_step,), seed=seed)
-        target, others = _target(runset, points, params=params, tokens=tokens,
-                                 tokens_per_step=batch_plan.recommended, schedules=schedules,
-                                 warmup_steps=warmup_steps)
-    result = decide_plan(fit, target, compare_lrs=tuple(compare_lrs), schedules=others, seed=seed)
+    result = plan_lr(load_runs(runs, meta=meta), params=params, tokens=tokens,
+                     tokens_per_step=tokens_per_step, schedules=schedules, warmup_steps=warmup_steps,
+                     compare_lrs=compare_lrs, variants=variants,
+                     priors=load_priors("transfer", priors_file), batch=batch_mode, seed=seed,
+                     chains=chains, num_warmup=num_warmup, num_samples=num_samples,
+                     progress=show_progress(as_json))
+    batch_plan = result.batch
     if as_json:
-        doc = result.to_json()
-        if batch_plan is not None:
-            doc["batch"] = batch_plan.to_json()
-        echo_json(doc)
+        echo_json(result.to_json())
     else:
         print_plan(result)
         if batch_plan is not None:
@@ -150,21 +111,17 @@ def next_(runs, meta, params, tokens, tokens_per_step, schedule, warmup_steps, s
     of the uncertainty of the target's optimal LR (or final loss) it would remove per FLOP,
     from simulated outcomes of its runs.
     """
+    from lrplan.api import next_runs
+    from lrplan.api import plan as plan_lr
     from lrplan.data import load_runs
     from lrplan.priors import load_priors
-    from lrplan.transfer.decide import plan as decide_plan
-    from lrplan.transfer.fit import fit_transfer, transfer_points
-    from lrplan.transfer.nextrun import default_candidates, next_run
 
-    runset = load_runs(runs, meta=meta)
-    points, notes = transfer_points(runset)
-    target, _ = _target(runset, points, params=params, tokens=tokens, tokens_per_step=tokens_per_step,
-                        schedules=(schedule,) if schedule else (), warmup_steps=warmup_steps)
-    fit = fit_transfer(points, priors=load_priors("transfer", priors_file), seed=seed, chains=chains,
-                       num_warmup=num_warmup, num_samples=num_samples, progress=show_progress(as_json),
-                       notes=tuple(runset.excluded) + tuple(notes))
-    candidates = default_candidates(fit, sizes, horizons, target.tokens_per_step, lr_factors)
-    result = next_run(decide_plan(fit, target, seed=seed), candidates, goal=goal, seed=seed)
+    planned = plan_lr(load_runs(runs, meta=meta), params=params, tokens=tokens,
+                      tokens_per_step=tokens_per_step, schedules=(schedule,) if schedule else (),
+                      warmup_steps=warmup_steps, priors=load_priors("transfer", priors_file),
+                      calibrate=False, seed=seed, chains=chains, num_warmup=num_warmup,
+                      num_samples=num_samples, progress=show_progress(as_json))
+    result = next_runs(planned, sizes=sizes, horizons=horizons, lr_factors=lr_factors, goal=goal, seed=seed)
     if as_json:
         doc = result.to_json()
         doc["candidates"] = doc["candidates"][:top]

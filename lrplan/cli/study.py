@@ -137,15 +137,14 @@ def import_(sources, output, fmt, loss_key, lr_key, step_key, tokens_key, run_na
 @seed_option
 def demo(out_dir, seed):
     """Fit the bundled 100M curves and LR sweep: held-out predictions, a 1.2B LR plan, next runs."""
+    from lrplan.api import plan as plan_lr
     from lrplan.curve.fit import fit_curves
     from lrplan.curve.io import save_fit
     from lrplan.curve.predict import predict_curve
     from lrplan.evaluate.metrics import coverage, curve_errors
     from lrplan.examples import multipower_example, sweep_example
     from lrplan.report.build import write_report
-    from lrplan.targets import plan_target, report_results
-    from lrplan.transfer.decide import plan as decide_plan
-    from lrplan.transfer.fit import fit_transfer, transfer_points
+    from lrplan.targets import report_results
     from lrplan.transfer.nextrun import next_run
 
     out = Path(out_dir)
@@ -175,14 +174,10 @@ def demo(out_dir, seed):
     click.echo(f"\nPosterior saved to {out / 'fit.nc'}")
 
     sweep = sweep_example()
-    points, notes = transfer_points(sweep)
     click.echo(f"\nFitting the LR-transfer law to the bundled sweep ({len(sweep)} final-only runs) ...",
                err=True)
-    tfit = fit_transfer(points, seed=seed, progress=show_progress(),
-                        notes=tuple(sweep.excluded) + tuple(notes))
-    target, others = plan_target(sweep, params=1.2e9, tokens=2e10, tokens_per_step=5e5,
-                                 schedules=("cosine:final=0.1",))
-    planned = decide_plan(tfit, target, compare_lrs=(3e-3,), schedules=others, seed=seed)
+    planned = plan_lr(sweep, params=1.2e9, tokens=2e10, tokens_per_step=5e5, schedules=("cosine:final=0.1",),
+                      compare_lrs=(3e-3,), calibrate=False, seed=seed, progress=show_progress())
     click.echo()
     print_plan(planned)
     click.echo()

@@ -40,7 +40,10 @@ from lrplan.curve.prepare import (
 from lrplan.errors import FitError
 from lrplan.priors import PriorSet, load_priors
 
-__all__ = ["CurveFit", "CurveMixture", "FitConfig", "fit_curves"]
+__all__ = ["LAW_SEP", "CurveFit", "CurveMixture", "FitConfig", "fit_curves", "inference_data"]
+
+#: Separates a law's name from its sites in a mixture's posterior (``<law>__<site>``).
+LAW_SEP = "__"
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,11 @@ class CurveFit:
         x = self.samples[name]
         return x.reshape((-1, *x.shape[2:]))
 
+    @property
+    def posterior(self):
+        """The fit as ArviZ ``InferenceData`` (see `inference_data`)."""
+        return inference_data(self)
+
     def to_json(self) -> dict:
         """The fit's part of ``lrplan fit --json``: data, calibrated miss and noise, diagnostics."""
         c = self.config
@@ -112,6 +120,11 @@ class CurveMixture:
     scores: tuple[LawScore, ...]
 
     law = AUTO
+
+    @property
+    def posterior(self):
+        """The fit as ArviZ ``InferenceData`` (see `inference_data`)."""
+        return inference_data(self)
 
     @property
     def main(self) -> CurveFit:
@@ -339,3 +352,23 @@ def fit_curves(
     return CurveMixture(fits=fits, weights=tuple((w / w.sum()).tolist()), scores=scores)
 
 
+def inference_data(fit: CurveFit | CurveMixture):
+    """The fit as ArviZ ``InferenceData``: the draws as the posterior, the fitted points as data.
+
+    A `CurveMixture` keeps each law's draws under ``<law>__<site>`` (`LAW_SEP`). The fitted
+    points are the observed ``loss`` and the constant ``run``, ``step`` and ``group`` of each
+    ``point``.
+    """
+    import arviz as az
+
+    mixture = isinstance(fit, CurveMixture)
+    fits = fit.fits if mixture else (fit,)
+    samples = ({f"{f.law}{LAW_SEP}{k}": v for f in fits for k, v in f.samples.items()}
+               if mixture else fit.samples)
+    obs = {k: (v.astype(str) if v.dtype == object else v) for k, v in fit.observed.items()}
+    return az.from_dict(
+        posterior=samples,
+        observed_data={"loss": obs["loss"]},
+        constant_data={"run": obs["run"], "step": obs["step"], "group": obs["group"]},
+        dims={"loss": ["point"], "run": ["point"], "step": ["point"], "group": ["point"]},
+    )

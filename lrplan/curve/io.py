@@ -16,7 +16,7 @@ import numpy as np
 
 from lrplan import __version__
 from lrplan.bayes import Diagnostics
-from lrplan.curve.fit import CurveFit, CurveMixture, FitConfig
+from lrplan.curve.fit import LAW_SEP, CurveFit, CurveMixture, FitConfig, inference_data
 from lrplan.curve.lawchoice import LawScore
 from lrplan.curve.model import GroupKey
 from lrplan.errors import FitError
@@ -38,10 +38,6 @@ def _config_from_json(text: str) -> FitConfig:
     return FitConfig(**d)
 
 
-#: Separates a law's name from its sites in a mixture's posterior file.
-_LAW_SEP = "__"
-
-
 def _law_attrs(fit: CurveFit) -> dict:
     return {"law": fit.law, "config": _config_to_json(fit.config), "priors": fit.priors.to_toml(),
             "diagnostics": json.dumps(asdict(fit.diagnostics))}
@@ -53,19 +49,9 @@ def save_fit(fit: CurveFit | CurveMixture, path: str | Path) -> None:
     A `CurveMixture` keeps each law's draws under ``<law>__<site>`` and, in the attributes,
     each law's config, priors and diagnostics, the weights and every law's held-out score.
     """
-    import arviz as az
-
     mixture = isinstance(fit, CurveMixture)
     fits = fit.fits if mixture else (fit,)
-    samples = ({f"{f.law}{_LAW_SEP}{k}": v for f in fits for k, v in f.samples.items()}
-               if mixture else fit.samples)
-    obs = {k: (v.astype(str) if v.dtype == object else v) for k, v in fit.observed.items()}
-    idata = az.from_dict(
-        posterior=samples,
-        observed_data={"loss": obs["loss"]},
-        constant_data={"run": obs["run"], "step": obs["step"], "group": obs["group"]},
-        dims={"loss": ["point"], "run": ["point"], "step": ["point"], "group": ["point"]},
-    )
+    idata = inference_data(fit)
     attrs = {"lrplan_version": fit.version, "lrplan_kind": "curve_mixture" if mixture else "curve"}
     if mixture:
         attrs.update(law="auto", laws=json.dumps({f.law: _law_attrs(f) for f in fits}),
@@ -127,7 +113,7 @@ def load_fit(path: str | Path) -> CurveFit | CurveMixture:
         return one(attrs, {k: np.asarray(post[k].values) for k in post.data_vars})
     fits = []
     for law, a in json.loads(attrs["laws"]).items():
-        prefix = f"{law}{_LAW_SEP}"
+        prefix = f"{law}{LAW_SEP}"
         fits.append(one(a, {k[len(prefix):]: np.asarray(post[k].values)
                             for k in post.data_vars if k.startswith(prefix)}))
     weights = json.loads(attrs["weights"])

@@ -69,6 +69,8 @@ class PlanResult:
     notes: tuple[str, ...] = ()
     compare_loss: dict[float, np.ndarray] = field(default_factory=dict)
     lr_sources: dict[str, float] = field(default_factory=dict)
+    #: The target's batch when the plan chose it (`lrplan.transfer.batch.BatchPlan`), else None.
+    batch: object = None
 
     @property
     def expected_loss(self) -> np.ndarray:
@@ -114,6 +116,8 @@ class PlanResult:
             "diagnostics": fit.diagnostics.to_json(),
             "notes": list(self.notes),
         }
+        if self.batch is not None:
+            doc["batch"] = self.batch.to_json()
         if curve is not None:
             q = curve.quantiles()
             doc["curve"] = {"step": curve.steps.tolist(), "mean": curve.mean.tolist(),

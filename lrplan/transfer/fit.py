@@ -47,7 +47,8 @@ from lrplan.transfer.points import (
     transfer_points,
 )
 
-__all__ = ["TransferConfig", "TransferFit", "fit_transfer", "compare_variants", "offset_notes",
+__all__ = ["TransferConfig", "TransferFit", "fit_transfer", "compare_variants", "inference_data",
+           "offset_notes",
            "transfer_points", "points_from_frame", "POINT_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ class TransferFit:
     version: str = __version__
     #: the law's calibrated miss beyond the fitted range (`lrplan.transfer.calibrate.Discrepancy`)
     discrepancy: object | None = None
+
+    @property
+    def posterior(self):
+        """The fit as ArviZ ``InferenceData``: the draws and each run's log likelihood (for LOO)."""
+        return inference_data(self)
 
     def flat(self, name: str) -> np.ndarray:
         """Draws of one site with chains merged."""
@@ -309,7 +315,8 @@ def offset_notes(sigma_run: np.ndarray, priors: PriorSet) -> list[str]:
             "does not describe these curves, and every prediction's interval carries that spread"]
 
 
-def _inference_data(fit: TransferFit):
+def inference_data(fit: TransferFit):
+    """The fit as ArviZ ``InferenceData``: the posterior (no standardised offsets) and log likelihood."""
     import arviz as az
 
     return az.from_dict(posterior={k: v for k, v in fit.samples.items() if not k.startswith("z_")},
@@ -328,6 +335,6 @@ def compare_variants(points: pd.DataFrame, *, variants=None, **kwargs) -> tuple[
     fits = {f"{a}/{b}": fit_transfer(points, lr_law=a, bowl=b, **kwargs) for a, b in variants}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = az.compare({k: _inference_data(f) for k, f in fits.items()}, ic="loo")
+        table = az.compare({k: inference_data(f) for k, f in fits.items()}, ic="loo")
     best = fits[table.index[0]]
     return replace(best, loo=table), table
