@@ -8,6 +8,7 @@ import pandas as pd
 from lrplan import laws
 from lrplan.curve.model import STEP_SCALE
 from lrplan.schedules import lr_schedule, steps_for, unannealed_fraction
+from lrplan.transfer.model import divergence_logit
 
 __all__ = ["simulate_curves", "simulate_sweep", "log_lr_centre", "true_lr_star", "simulate_isoflop",
            "true_params_optimum", "CHINCHILLA_TRUTH"]
@@ -106,7 +107,8 @@ def simulate_sweep(
         for f in lr_factors:
             lr = float(np.exp(centre) * f)
             mean = float(_sweep_mean(truth, refs, n, d, b, lr, w))
-            z = (np.log(f) - truth["div_offset"]) / truth["div_width"]
+            # the transfer model's divergence term, at the log LR relative to the optimum
+            z = divergence_logit(np.log(f), 0.0, truth["div_offset"], truth["div_width"])
             diverged = rng.random() < 1.0 / (1.0 + np.exp(-z))
             loss = np.nan if diverged else mean + truth["sigma"] * rng.standard_normal()
             rows.append({"run": f"c{i}_lr{lr:.3e}", "step": steps, "loss": loss, "params": n,

@@ -31,7 +31,7 @@ CURVE_LEGEND = {
 
 
 def _param_rows(samples: dict[str, np.ndarray]) -> list[list]:
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+    import arviz as az
 
     rows = []
     for name, x in samples.items():
@@ -41,8 +41,8 @@ def _param_rows(samples: dict[str, np.ndarray]) -> list[list]:
         flat = x.reshape(-1)
         lo, hi = np.quantile(flat, [0.025, 0.975])
         varies = x.shape[1] >= 4 and np.ptp(flat) > 0  # R-hat and ESS are undefined otherwise
-        r_hat = float(split_gelman_rubin(x)) if varies and x.shape[0] >= 2 else float("nan")
-        ess = float(effective_sample_size(x)) if varies else float("nan")
+        r_hat = float(az.rhat(x, method="rank")) if varies and x.shape[0] >= 2 else float("nan")
+        ess = float(az.ess(x, method="bulk")) if varies else float("nan")
         rows.append([name, flat.mean(), flat.std(), lo, hi, fixed(r_hat, 3), fixed(ess, 0)])
     return rows
 
