@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from lrplan.budget.fit import step_law_batch  # noqa: E402
+from lrplan.budget import step_law_batch  # noqa: E402
 from lrplan.data import load_runs  # noqa: E402
 from lrplan.transfer.batch import plan_batch  # noqa: E402
 from lrplan.transfer.fit import fit_transfer, transfer_points  # noqa: E402

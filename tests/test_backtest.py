@@ -126,6 +126,7 @@ def test_cli_backtest_olmo_end_to_end(tmp_path):
     assert "| lrplan |" in report.read_text()
 
 
+@pytest.mark.slow  # the CLI's sweep backtest runs the same path by default
 def test_sweep_backtest_scores_lrplan_beside_the_baselines():
     from lrplan.evaluate.backtest import backtest_sweep, sweep_frame, transfer_recommender
     from lrplan.examples import sweep_example

@@ -165,6 +165,7 @@ def test_benchmark_backtest_says_which_parts_need_data():
         script("benchmark_backtest")["main"](["--parts", "sweeps"])
 
 
+@pytest.mark.slow  # ~30 CPU s even with tiny settings: CI's budget
 def test_batch_steplaw_on_a_tiny_sweep(tmp_path, capsys):
     write_steplaw(tmp_path)
     out = tmp_path / "batch.md"
@@ -249,6 +250,7 @@ def test_calibration_ladder_one_replicate(tmp_path, monkeypatch):
     assert "# Calibration of OLMo's size-horizon backtest" in out.read_text()
 
 
+@pytest.mark.slow  # ~30 CPU s even with tiny settings: CI's budget
 def test_sbc_transfer_draws_the_truth_from_the_priors():
     module = script("sbc_transfer")
     priors = module["load_priors"]("transfer")

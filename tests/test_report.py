@@ -24,7 +24,7 @@ from lrplan.report.document import ReportError, render_html, save_report
 from lrplan.report.transfer import sweep_optima
 from lrplan.targets import TargetError, report_results
 from lrplan.transfer.decide import PlanResult, Target
-from lrplan.transfer.fit import TransferConfig
+from lrplan.transfer.fit import TransferConfig, TransferFit
 
 TRUTH = dict(L0=2.8, A=1.0, alpha=0.45, B=0.17, C=2.0, beta=0.5, gamma=0.6)
 SCHEDULES = {"cos": "cosine:final=0.1", "const": "constant"}
@@ -124,6 +124,9 @@ class FakeTransferFit:
 
     def noise(self):
         return np.full(self.samples["c0"].size, 0.01)
+
+    # the model's own predictive noise (Student-t at the fitted scale), not a copy
+    predictive_loss = TransferFit.predictive_loss
 
     def lr_grid(self, params, tokens, tokens_per_step, size=401):
         centre = np.log(np.median(self.lr_star(params, tokens, tokens_per_step)))

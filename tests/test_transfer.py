@@ -154,8 +154,13 @@ def test_plan_json_contract_and_reproducible(sweep_file):
     assert set(share) == {"law", "cell", "extrapolation"} and sum(share.values()) == pytest.approx(1.0)
     assert set(doc["diagnostics"]) == {"status", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences", "misfit"}
     assert doc["target"]["steps"] == 20000
+
+
+@pytest.mark.slow
+def test_plan_json_reproducible(sweep_file):
+    res = _plan(sweep_file, "--compare-lr", "1e-3", "--json")
     again = _plan(sweep_file, "--compare-lr", "1e-3", "--json")
-    assert again.stdout == res.stdout  # byte for byte
+    assert res.exit_code == 0 and again.stdout == res.stdout  # byte for byte
 
 
 def test_plan_without_sizes_fails_cleanly(tmp_path):
