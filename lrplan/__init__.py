@@ -7,7 +7,7 @@ entry point can choose JAX's platform and precision before JAX loads)::
     fit = lrplan.fit_curves(runs)                      # the curve laws, weighed by held-out data
     pred = lrplan.predict_curve(fit, lr, steps, params=1e8)
     result = lrplan.plan(sweep, params=1.2e9, tokens=2e10)   # the LR of a large run
-    ranked = lrplan.next_runs(sweep, params=1.2e9, tokens=2e10)
+    ranked = lrplan.next_runs(result)                    # the small sweeps worth running next
     scores = lrplan.backtest(runs, "size:rolling")
 
 Results are typed objects with ``to_json()``; posteriors are ArviZ ``InferenceData``

@@ -22,7 +22,7 @@ from typing import Literal
 from lrplan.data import RunSet, load_runs
 from lrplan.errors import DataError
 from lrplan.evaluate.backtest import BacktestResult
-from lrplan.priors import PriorSet, load_priors
+from lrplan.priors import PriorSet
 from lrplan.targets import plan_target
 from lrplan.transfer.decide import PlanResult, Target
 from lrplan.transfer.nextrun import NextRunResult
@@ -30,8 +30,8 @@ from lrplan.transfer.nextrun import NextRunResult
 __all__ = ["backtest", "next_runs", "plan"]
 
 
-def _runs(runs: RunSet | str | os.PathLike[str], meta=None) -> RunSet:
-    return runs if isinstance(runs, RunSet) else load_runs(runs, meta=meta)
+def _runs(runs: RunSet | str | os.PathLike[str]) -> RunSet:
+    return runs if isinstance(runs, RunSet) else load_runs(runs)
 
 
 def _target(runs: RunSet, points, *, params, tokens, tokens_per_step, schedules,
@@ -90,7 +90,7 @@ def plan(
         provisional = math.exp(sum(map(math.log, points["tokens_per_step"])) / len(points))
     target, others = _target(runs, points, params=params, tokens=tokens, tokens_per_step=provisional,
                              schedules=schedules, warmup_steps=warmup_steps)
-    kwargs = dict(priors=load_priors("transfer") if priors is None else priors, seed=seed, chains=chains,
+    kwargs = dict(priors=priors, seed=seed, chains=chains,
                   num_warmup=num_warmup, num_samples=num_samples, progress=progress,
                   notes=tuple(runs.excluded) + tuple(notes))
     fit = compare_variants(points, **kwargs)[0] if variants == "compare" else fit_transfer(points, **kwargs)

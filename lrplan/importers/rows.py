@@ -105,6 +105,22 @@ def _warmup_from_lr(steps: np.ndarray, lr: np.ndarray) -> int | None:
     return reach
 
 
+def _nonnegative_series(raw, key: str, number: str, what: str, fix: str, duplicates, notes: list[str]):
+    """A logged series of finite numbers >= 0 (the LR, tokens): its steps and values, repeats resolved.
+
+    The first value that is not a number, not finite or negative fails, naming its file and row.
+    """
+    s = raw.series[key]
+    steps, values, idx = numeric_points(raw, key, s, number)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise import_error(s.file or raw.file, key, raw.name, s.where[idx[j]],
+                           f"{show_value(values[j])} is not {what}", fix)
+    steps, values, _ = _dedupe(raw, key, s, steps, values, idx, duplicates, notes)
+    return steps, values
+
+
 def run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | None,
              loss_unit: LossUnit, duplicates: str, seq_len: float | None,
              notes: list[str]) -> tuple[pd.DataFrame, dict[str, Any], ImportedRun]:
@@ -150,15 +166,8 @@ def run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | Non
                            f"name a logged key with --lr (logged: {key_list(sorted(raw.series))})")
     per: dict[str, Any] = {}
     if lr_key is not None:
-        ls = raw.series[lr_key]
-        lst, lv, lidx = numeric_points(raw, lr_key, ls, "the LR must be a number >= 0")
-        bad = ~np.isfinite(lv) | (lv < 0)
-        if bad.any():
-            j = int(np.flatnonzero(bad)[0])
-            raise import_error(ls.file or raw.file, lr_key, raw.name, ls.where[lidx[j]],
-                               f"{show_value(lv[j])} is not a finite LR >= 0",
-                               "log the LR in effect at the step")
-        lst, lv, lidx = _dedupe(raw, lr_key, ls, lst, lv, lidx, duplicates, notes)
+        lst, lv = _nonnegative_series(raw, lr_key, "the LR must be a number >= 0", "a finite LR >= 0",
+                                      "log the LR in effect at the step", duplicates, notes)
         frame["lr"] = _series_at(st, lst, lv)
         if np.isnan(frame["lr"]).all():
             notes.append(f"run {raw.name}: {lr_key!r} is not logged within the loss's steps; "
@@ -183,15 +192,8 @@ def run_rows(raw: RawRun, *, loss: str | None, lr: str | None, tokens: str | Non
         raise import_error(raw.file, tokens_key, raw.name, None, "not logged in this run",
                            "name a logged key with --tokens")
     if tokens_key is not None:
-        ts = raw.series[tokens_key]
-        tst, tv, tidx = numeric_points(raw, tokens_key, ts, "tokens must be a number >= 0")
-        bad = ~np.isfinite(tv) | (tv < 0)
-        if bad.any():
-            j = int(np.flatnonzero(bad)[0])
-            raise import_error(ts.file or raw.file, tokens_key, raw.name, ts.where[tidx[j]],
-                               f"{show_value(tv[j])} is not a token count >= 0",
-                               "log the cumulative tokens seen")
-        tst, tv, tidx = _dedupe(raw, tokens_key, ts, tst, tv, tidx, duplicates, notes)
+        tst, tv = _nonnegative_series(raw, tokens_key, "tokens must be a number >= 0", "a token count >= 0",
+                                      "log the cumulative tokens seen", duplicates, notes)
         at = _series_at(st, tst, tv)
         if np.isfinite(at).any():
             frame["tokens"] = at
