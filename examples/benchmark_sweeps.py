@@ -10,11 +10,13 @@ loss at each of the cell's swept LRs (``compare[].final_loss``) holds the observ
 practitioners' baselines beside it: the Step Law procedure (OLS of log LR over each cell's runs
 within 0.25% of its best), Bjorck et al.'s vertex power law, and the nearest fitted cell's
 optimum. ``--no-calibrate`` plans without the leave-out calibration of the law's miss (lrplan
-before it). Those two sets have no licence: they stay outside the repository; pass the folder
-that holds them.
+before it); ``--calibrations drift,zero-mean`` scores the same fit with the calibration and
+with its misses taken as zero-mean (no signed drift). Those two sets have no licence: they
+stay outside the repository; pass the folder that holds them.
 
     python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting,misfitting-curves] [--variants]
-        [--no-calibrate] [--cell-effects auto|on|off] [--warmup 1000] [--samples 1000] [--chains 2]
+        [--no-calibrate | --calibrations drift,zero-mean] [--cell-effects auto|on|off]
+        [--warmup 1000] [--samples 1000] [--chains 2]
 """
 
 import argparse
@@ -107,9 +109,17 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
             fit = fit_transfer(points, lr_law=args.lr_law, bowl=args.bowl, seed=args.seed,
                                notes=tuple(notes), cell_effects=cells_opt, **sampler)
         wall = time.perf_counter() - t0
-        if not args.no_calibrate:
-            fit = calibrate_transfer(fit, seed=args.seed)
-        wall_cal = time.perf_counter() - t0 - wall
+    kinds = ["none"] if args.no_calibrate else args.calibrations.split(",")
+    lines = []
+    for kind in kinds:
+        t1 = time.perf_counter()
+        cal = fit if kind == "none" else calibrate_transfer(fit, seed=args.seed, drift=kind == "drift")
+        lines += score(f"{name}, calibration: {kind}", cal, train, test, points, top, wall,
+                       time.perf_counter() - t1, args)
+    return lines
+
+
+def score(name, fit, train, test, points, top, wall, wall_cal, args) -> list[str]:
     d = fit.diagnostics
     ex = {k: np.quantile(fit.flat(k), [0.1, 0.5, 0.9]) for k in ("c_n", "c_d", "c_b")}
     train_sweep = sweep_frame(train.sort_values("step").groupby("run", sort=False).tail(1))
@@ -122,7 +132,7 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
     lines = [f"### {name} ({variant}): fit on N < {top:.3g} ({train['run'].nunique()} runs, "
              f"{n_div} diverged, "
              f"{int((~points['diverged']).sum())} loss points) in {wall:.0f} s"
-             + ("" if args.no_calibrate else f" + {wall_cal:.0f} s of leave-out refits")
+             + ("" if fit.discrepancy is None else f" + {wall_cal:.0f} s of leave-out refits")
              + f"; predict N = {top:.3g}; cell effects {'on' if fit.config.cell_effects else 'off'}",
              "",
              f"R-hat max {d.r_hat_max:.3f}, ESS min {d.ess_bulk_min:.0f}, divergences {d.divergences}; "
@@ -199,6 +209,8 @@ def main(argv=None) -> dict[str, list[str]]:
     ap.add_argument("--bowl", default="linex")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-calibrate", action="store_true", help="plan without the leave-out refits")
+    ap.add_argument("--calibrations", default="drift",
+                    help="comma list: drift (the default calibration), zero-mean (no signed drift)")
     ap.add_argument("--cell-effects", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--warmup", type=int, default=1000, help="NUTS warmup of the transfer fit")
     ap.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain")

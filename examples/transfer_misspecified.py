@@ -15,9 +15,11 @@ optimum (the held-out cell's own, effect included) lies in lrplan's 80% interval
 of the recommendation, and how many of the held-out cell's simulated runs lie in the 95%
 interval of ``compare[].final_loss`` at their LRs, with cell effects alone and with the
 leave-out calibration on top; the nearest fitted cell's optimum as a baseline. ``--today``
-adds lrplan without either (no cell effects, no calibration): one more NUTS fit per replicate.
+adds lrplan without either (no cell effects, no calibration): one more NUTS fit per replicate;
+``--no-drift`` adds the calibration without its signed drift (zero-mean misses).
 
-    python examples/transfer_misspecified.py [--sweeps 50] [--seed 0] [--today] [--out results.csv]
+    python examples/transfer_misspecified.py [--sweeps 50] [--seed 0] [--today] [--no-drift]
+        [--lr-law loglinear|curved] [--out results.csv]
         [--warmup 300 --samples 300 --chains 2]
     python examples/transfer_misspecified.py --summarize results.csv   # the table of a saved run
 """
@@ -116,6 +118,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--sweeps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--today", action="store_true", help="also fit lrplan without cell effects")
+    ap.add_argument("--no-drift", action="store_true",
+                    help="also plan with a calibration of zero-mean misses (no signed drift)")
+    ap.add_argument("--lr-law", default="loglinear", help="the transfer model's lr* law")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--chains", type=int, default=2)
@@ -138,10 +143,14 @@ def main(argv=None) -> pd.DataFrame:
                               "tokens_per_step": BATCH, "lr": train["peak_lr"], "loss": train["loss"],
                               "diverged": train["loss"].isna()})
         nearest = nearest_lr_fit(sweep)
-        kw = dict(seed=i, num_warmup=args.warmup, num_samples=args.samples, chains=args.chains)
+        kw = dict(seed=i, num_warmup=args.warmup, num_samples=args.samples, chains=args.chains,
+                  lr_law=args.lr_law)
         fit = fit_transfer(points, cell_effects=True, **kw)
         got = score(fit, test, held, nearest, "cells")
         got += score(calibrate_transfer(fit, seed=i), test, held, nearest, "cells+calibration")
+        if args.no_drift:
+            got += score(calibrate_transfer(fit, seed=i, drift=False), test, held, nearest,
+                         "cells+zero-mean calibration")
         if args.today:
             got += score(fit_transfer(points, cell_effects=False, **kw), test, held, nearest, "today")
         d = fit.diagnostics

@@ -6,7 +6,13 @@ import pytest
 
 from lrplan.evaluate.simulate import simulate_sweep, true_lr_star
 from lrplan.priors import load_priors
-from lrplan.transfer.calibrate import calibrate_transfer, extrapolation, grid_posterior, point_fit
+from lrplan.transfer.calibrate import (
+    calibrate_transfer,
+    drift_features,
+    extrapolation,
+    grid_posterior,
+    point_fit,
+)
 from lrplan.transfer.decide import Target, plan, target_unannealed
 from lrplan.transfer.fit import fit_transfer, points_from_frame
 from lrplan.transfer.model import SLICE_KINDS, new_cell_effects
@@ -21,11 +27,39 @@ def test_grid_posterior_recovers_how_the_miss_grows_with_distance():
     rng = np.random.default_rng(0)
     d = rng.uniform(0.0, 2.0, 300)
     err = rng.normal(0.0, np.sqrt(0.05**2 + (0.3 * d) ** 2))
-    s, k = grid_posterior(err, d, (0.2, 0.2), np.random.default_rng(1))
-    assert 0.25 < np.median(k) < 0.36 and 0.0 < np.median(s) < 0.1
+    s, k, m = grid_posterior(err, d, (0.2, 0.2, 0.2), np.random.default_rng(1))
+    assert 0.25 < np.median(k) < 0.36 and 0.0 < np.median(s) < 0.1 and m.shape == (4000, 0)
     # no miss beyond the range: k shrinks to the prior's low end
-    s0, k0 = grid_posterior(rng.normal(0.0, 0.05, 300), d, (0.2, 0.2), np.random.default_rng(1))
+    s0, k0, _ = grid_posterior(rng.normal(0.0, 0.05, 300), d, (0.2, 0.2, 0.2), np.random.default_rng(1))
     assert np.quantile(k0, 0.9) < 0.05
+
+
+def test_signed_drift_is_learned_per_direction_and_not_taken_for_spread():
+    """A law that bends misses every cell beyond the largest size the same way (+0.3 per e-fold).
+
+    The drift's posterior recovers it within its interval and k stays small; the zero-mean
+    model reads the same misses as spread (large k) centred on no shift. Against a closed-form
+    check: with s, k fixed the drift's posterior is Bayesian linear regression.
+    """
+    rng = np.random.default_rng(0)
+    up = rng.uniform(0.2, 1.0, 40)   # e-folds beyond the largest size
+    down = -rng.uniform(0.2, 1.0, 40)  # below the smallest: no drift that way
+    inside = np.zeros(40)
+    v = np.concatenate([up, down, inside])
+    x = drift_features(np.column_stack([v, np.zeros((120, 2))]))[:, [0, 3]]
+    err = 0.3 * np.maximum(v, 0.0) + rng.normal(0.0, 0.05, 120)
+    s, k, m = grid_posterior(err, np.abs(v), (0.2, 0.2, 0.2), np.random.default_rng(1), features=x)
+    lo, hi = np.quantile(m[:, 0], [0.025, 0.975])
+    assert lo < 0.3 < hi and hi - lo < 0.15
+    assert abs(np.median(m[:, 1])) < 0.05 and np.quantile(k, 0.9) < 0.08
+    _, k0, _ = grid_posterior(err, np.abs(v), (0.2, 0.2, 0.2), np.random.default_rng(1))
+    assert np.median(k0) > 0.15
+    # the conditional mean of m at the posterior's (s, k) is ridge regression's
+    s_, k_ = np.median(s), np.median(k)
+    w = 1.0 / (s_**2 + (k_ * v) ** 2)
+    a = np.eye(2) / 0.2**2 + (x * w[:, None]).T @ x
+    ridge = np.linalg.solve(a, (x * w[:, None]).T @ err)
+    np.testing.assert_allclose(np.median(m, axis=0), ridge, atol=0.02)
 
 
 def test_new_cell_effects_reuse_known_slices_and_draw_new_ones():

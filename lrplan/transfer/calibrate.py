@@ -5,17 +5,22 @@ were exact. This module measures the law's own miss: it refits the same model (a
 the maximum a posteriori of `lrplan.transfer.model.transfer_model`) with each size left out,
 the longest horizon left out, and each batch left out, and compares each held-out cell's
 empirical optimum (the vertex of a quadratic in log LR, `lrplan.evaluate.baselines.cell_optima`) and
-loss level with what the refit predicts there. The misses grow with the extrapolation distance
-``d`` (Euclidean, in e-folds of N, D and B beyond the refit's runs):
+loss level with what the refit predicts there. With ``v`` the held-out cell's signed
+extrapolation (e-folds of N, D and B beyond the refit's runs) and ``d = |v|``:
 
 .. math::
 
-    e_i \sim \mathrm{Normal}\big(0,\ s^2 + k^2 d_i^2\big)
+    e_i \sim \mathrm{Normal}\big(x(v_i) \cdot m,\ s^2 + k^2 d_i^2\big), \qquad
+    m \sim \mathrm{Normal}(0, \tau^2 I)
 
-for the log lr* miss and (separately) the best-loss miss. ``s`` and ``k`` get a posterior on a
-grid (half-normal priors); a plan's target at distance ``d_t`` then draws an extra shift
-``Normal(0, k^2 d_t^2)`` of its log lr* and loss level (``+ s^2`` when the model has no
-cell-level effects to carry a cell's own miss).
+for the log lr* miss and (separately) the best-loss miss. ``x(v)`` splits each dimension into
+its upward and downward e-folds, so ``m`` is a signed drift per direction: a law that bends
+(lr* curving in log N) misses every cell beyond the largest size the same way, and the refit
+that leaves the largest size out shows by how much. Only directions some refit extrapolated
+in get a drift. ``m`` is integrated out exactly (it is linear-Gaussian given ``s, k``); ``s``
+and ``k`` get a posterior on a grid (half-normal priors). A plan's target at ``v_t`` then
+shifts its log lr* and loss level by ``x(v_t) \cdot m + \mathrm{Normal}(0, k^2 d_t^2)``
+(``+ s^2`` when the model has no cell-level effects to carry a cell's own miss).
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ from lrplan.transfer.model import CELL_SITES, transfer_model
 from lrplan.transfer.points import normalise, slice_labels, swept_cells, transfer_data
 
 __all__ = ["Discrepancy", "calibrate_transfer", "point_fit", "leave_out_folds", "extrapolation",
-           "grid_posterior", "miss_sd", "finals_of", "PRIOR_SCALE", "DRIFT"]
+           "grid_posterior", "miss_sd", "drift_features", "finals_of", "PRIOR_SCALE", "DRIFT"]
 
 log = logging.getLogger(__name__)
 
-#: Half-normal prior scales of (s, k): log lr* (e-folds) and loss (nats). A factor ~1.2 miss in
-#: lr* within the fitted range and per e-fold beyond it, 0.5% of a ~3-nat loss.
-PRIOR_SCALE = {"lr": (0.2, 0.2), "loss": (0.015, 0.015)}
+#: Prior scales of (s, k, tau): half-normal s and k, the drift's Normal tau; log lr* (e-folds)
+#: and loss (nats). A factor ~1.2 miss in lr* within the fitted range and per e-fold beyond it,
+#: 0.5% of a ~3-nat loss.
+PRIOR_SCALE = {"lr": (0.2, 0.2, 0.2), "loss": (0.015, 0.015, 0.015)}
 #: An exponent of lr* that moves by more than this across leave-out refits is flagged.
 DRIFT = 0.1
 _DIMS = (("params", "size", "c_n"), ("tokens", "horizon", "c_d"), ("tokens_per_step", "batch", "c_b"))
@@ -137,22 +143,49 @@ def miss_sd(s, k, distance):
     return np.sqrt(s**2 + (k * distance) ** 2)
 
 
-def grid_posterior(err: np.ndarray, dist: np.ndarray, scales: tuple[float, float],
-                   rng: np.random.Generator, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` posterior draws of (s, k) on a grid, given misses ``err`` at distances ``dist``.
+def drift_features(v: np.ndarray) -> np.ndarray:
+    """Upward and downward e-folds per dimension of signed extrapolations ``v`` (..., 3) -> (..., 6)."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.concatenate([np.maximum(v, 0.0), np.minimum(v, 0.0)], axis=-1)
 
-    The misses are ``Normal(0, s^2 + k^2 d^2)``; s and k have half-normal priors of ``scales``.
+
+def grid_posterior(err: np.ndarray, dist: np.ndarray, scales: tuple[float, ...],
+                   rng: np.random.Generator, n: int = 4000,
+                   features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` posterior draws of (s, k, m) given misses ``err`` at distances ``dist``.
+
+    The misses are ``Normal(features @ m, s^2 + k^2 d^2)``; s and k have half-normal priors
+    of ``scales[:2]`` on a grid, the drift ``m`` (one per column of ``features``, none when it
+    is None) a Normal(0, ``scales[2]``) prior, integrated out exactly on the grid and drawn
+    from its Gaussian conditional.
     """
+    err, dist = np.asarray(err, dtype=np.float64), np.asarray(dist, dtype=np.float64)
+    x = np.zeros((err.size, 0)) if features is None else np.asarray(features, dtype=np.float64)
+    p = x.shape[1]
     s = np.linspace(0.0, 4.0 * scales[0], _GRID + 1)[1:]
     k = np.linspace(0.0, 4.0 * scales[1], _GRID + 1)
-    sd = miss_sd(s[:, None, None], k[None, :, None], dist[None, None, :])
-    lp = (stats.norm.logpdf(err[None, None, :], 0.0, sd).sum(axis=2)
-          + stats.halfnorm.logpdf(s, scale=scales[0])[:, None]
+    var = miss_sd(s[:, None, None], k[None, :, None], dist[None, None, :]).reshape(-1, err.size) ** 2
+    lp = -0.5 * (np.sum(np.log(var) + err**2 / var, axis=1))
+    if p:
+        # Woodbury: e ~ N(0, S + tau^2 X X'); A = I / tau^2 + X' S^-1 X, b = X' S^-1 e
+        tau2 = scales[2] ** 2
+        a = np.eye(p) / tau2 + np.einsum("ip,gi,iq->gpq", x, 1.0 / var, x)
+        b = np.einsum("ip,gi->gp", x, err / var)
+        chol = np.linalg.cholesky(a)
+        y = np.linalg.solve(chol, b[..., None])[..., 0]
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        lp += -0.5 * (p * np.log(tau2) + logdet - np.sum(y**2, axis=1))
+    lp = (lp.reshape(s.size, k.size) + stats.halfnorm.logpdf(s, scale=scales[0])[:, None]
           + stats.halfnorm.logpdf(k, scale=scales[1])[None, :])
-    p = np.exp(lp - lp.max()).ravel()
-    idx = rng.choice(p.size, size=n, p=p / p.sum())
+    w = np.exp(lp - lp.max()).ravel()
+    idx = rng.choice(w.size, size=n, p=w / w.sum())
     i, j = np.unravel_index(idx, lp.shape)
-    return s[i], k[j]
+    m = np.zeros((n, p))
+    if p:
+        # m | s, k ~ N(A^-1 b, A^-1): with A = L L', mean = L'^-1 y and L'^-1 z has cov A^-1
+        lt = np.swapaxes(chol[idx], 1, 2)
+        m = np.linalg.solve(lt, (y[idx] + rng.standard_normal((n, p)))[..., None])[..., 0]
+    return s[i], k[j], m
 
 
 def finals_of(points: pd.DataFrame, cell) -> pd.DataFrame:
@@ -184,9 +217,10 @@ class Discrepancy:
     distance ``distance`` beyond the refit's runs, ``log_lr_error`` (the cell's empirical
     optimum minus the same estimator applied to the refit's losses at the cell's LRs, in log LR)
     and ``loss_error`` (the cell's runs minus the refit's losses once that miss of the optimum
-    is taken out, mean, nats).
-    ``lr_s, lr_k, loss_s, loss_k`` are posterior draws of the scales; ``exponents`` the refits'
-    lr* exponents (one row per fold).
+    is taken out, mean, nats), and ``v_size, v_horizon, v_batch``, its signed extrapolation.
+    ``lr_s, lr_k, loss_s, loss_k`` are posterior draws of the scales and ``lr_m, loss_m``
+    (draws, len(drift)) of the signed drifts along the `drift_features` columns ``drift``;
+    ``exponents`` the refits' lr* exponents (one row per fold).
     """
 
     errors: pd.DataFrame
@@ -196,12 +230,15 @@ class Discrepancy:
     loss_s: np.ndarray
     loss_k: np.ndarray
     with_cell_floor: bool  # add s^2 at the target (the model has no cell-level effects)
+    drift: tuple[int, ...] = ()
+    lr_m: np.ndarray | None = None
+    loss_m: np.ndarray | None = None
 
     def draws(self, fit: TransferFit, params, tokens, tokens_per_step, n: int,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Per draw, the extra shift of the target's log lr* and of its loss level."""
-        d = float(np.linalg.norm(extrapolation(fit.points[fit.points["final"]], params, tokens,
-                                               tokens_per_step)))
+        v = extrapolation(fit.points[fit.points["final"]], params, tokens, tokens_per_step)
+        d = float(np.linalg.norm(v))
         if self.errors.empty:
             return np.zeros(n), np.zeros(n)
         pick = rng.integers(0, self.lr_k.size, size=n)
@@ -209,7 +246,10 @@ class Discrepancy:
         sd_lr = miss_sd(floor * self.lr_s[pick], self.lr_k[pick], d)
         sd_loss = miss_sd(floor * self.loss_s[pick], self.loss_k[pick], d)
         z = rng.standard_normal((2, n))
-        return sd_lr * z[0], sd_loss * z[1]
+        x = drift_features(v)[list(self.drift)]
+        mean_lr = self.lr_m[pick] @ x if self.drift else 0.0
+        mean_loss = self.loss_m[pick] @ x if self.drift else 0.0
+        return mean_lr + sd_lr * z[0], mean_loss + sd_loss * z[1]
 
     def notes(self, fit: TransferFit, params, tokens, tokens_per_step) -> list[str]:
         """Where the target extrapolates along a dimension whose exponent drifts in the refits."""
@@ -233,7 +273,20 @@ class Discrepancy:
             out.append(f"leave-out refits miss held-out cells' lr* by ~{miss:.2f} in log (a factor "
                        f"{np.exp(miss):.2f}) at the target's distance ({d:.2g} e-folds): the "
                        "law's own miss dominates the interval")
+        if self.drift:
+            shift = float(np.median(self.lr_m @ drift_features(beyond)[list(self.drift)]))
+            if abs(shift) > 0.1:
+                out.append(f"refits that extrapolate the way the target does miss held-out cells' lr* "
+                           f"{'upward' if shift > 0 else 'downward'}: the plan moves the law's lr* by "
+                           f"a factor {np.exp(shift):.2f} at the target")
         return out
+
+    def drift_summary(self) -> dict[str, dict[str, float]]:
+        """Posterior median of each signed drift per e-fold, e.g. ``{"size up": {"lr": .., "loss": ..}}``."""
+        names = [f"{what} {way}" for way in ("up", "down") for _, what, _ in _DIMS]
+        return {names[c]: {"lr": float(np.median(self.lr_m[:, j])),
+                           "loss": float(np.median(self.loss_m[:, j]))}
+                for j, c in enumerate(self.drift)}
 
     def to_json(self) -> dict:
         """Summary of the refits and the scales (medians)."""
@@ -241,11 +294,15 @@ class Discrepancy:
                 "cells": int(len(self.errors)),
                 "lr_within": float(np.median(self.lr_s)), "lr_per_efold": float(np.median(self.lr_k)),
                 "loss_within": float(np.median(self.loss_s)),
-                "loss_per_efold": float(np.median(self.loss_k))}
+                "loss_per_efold": float(np.median(self.loss_k)),
+                "drift_per_efold": self.drift_summary()}
 
 
-def calibrate_transfer(fit: TransferFit, *, seed: int = 0) -> TransferFit:
-    """The fit with its `Discrepancy` measured by leave-out point refits (see the module doc)."""
+def calibrate_transfer(fit: TransferFit, *, seed: int = 0, drift: bool = True) -> TransferFit:
+    """The fit with its `Discrepancy` measured by leave-out point refits (see the module doc).
+
+    ``drift=False`` leaves out the signed drift (zero-mean misses only).
+    """
     rng = np.random.default_rng(seed)
     points = fit.points.reset_index(drop=True)
     cells = _cell_table(points)
@@ -284,25 +341,31 @@ def calibrate_transfer(fit: TransferFit, *, seed: int = 0) -> TransferFit:
             # refit's losses at the same distance from its optimum
             moved = one.expected_loss(c.params, c.tokens, c.tokens_per_step,
                                       runs["lr"] * np.exp(-e_lr), w, **kw)[0]
+            v = extrapolation(tfin, c.params, c.tokens, c.tokens_per_step)
             rows.append({"fold": label, "dimension": what, "params": c.params, "tokens": c.tokens,
-                         "tokens_per_step": c.tokens_per_step,
-                         "distance": float(np.linalg.norm(extrapolation(tfin, c.params, c.tokens,
-                                                                        c.tokens_per_step))),
+                         "tokens_per_step": c.tokens_per_step, "distance": float(np.linalg.norm(v)),
+                         **{f"v_{name}": float(x) for (_, name, _), x in zip(_DIMS, v, strict=True)},
                          "log_lr_error": float(e_lr),
                          "loss_error": float(np.mean(runs["loss"].to_numpy() - moved))})
     errors = pd.DataFrame(rows, columns=["fold", "dimension", "params", "tokens", "tokens_per_step",
-                                         "distance", "log_lr_error", "loss_error"])
+                                         "distance", *(f"v_{name}" for _, name, _ in _DIMS),
+                                         "log_lr_error", "loss_error"])
     if errors.empty:
         z = np.zeros(1)
         disc = Discrepancy(errors, pd.DataFrame(expo), z, z, z, z, not fit.config.cell_effects)
         return replace(fit, discrepancy=disc)
     dist = errors["distance"].to_numpy(np.float64)
-    lr_s, lr_k = grid_posterior(errors["log_lr_error"].to_numpy(np.float64), dist,
-                                 PRIOR_SCALE["lr"], rng)
-    loss_s, loss_k = grid_posterior(errors["loss_error"].to_numpy(np.float64), dist,
-                                     PRIOR_SCALE["loss"], rng)
+    x = drift_features(errors[[f"v_{name}" for _, name, _ in _DIMS]].to_numpy(np.float64))
+    # a drift only along directions some refit extrapolated in
+    cols = tuple(int(c) for c in np.flatnonzero(np.any(x != 0.0, axis=0))) if drift else ()
+    x = x[:, list(cols)]
+    lr_s, lr_k, lr_m = grid_posterior(errors["log_lr_error"].to_numpy(np.float64), dist,
+                                      PRIOR_SCALE["lr"], rng, features=x)
+    loss_s, loss_k, loss_m = grid_posterior(errors["loss_error"].to_numpy(np.float64), dist,
+                                            PRIOR_SCALE["loss"], rng, features=x)
     disc = Discrepancy(errors, pd.DataFrame(expo), lr_s, lr_k, loss_s, loss_k,
-                       with_cell_floor=not fit.config.cell_effects)
-    log.info("leave-out refits: %d folds, %d cells; log lr* miss %.3f + %.3f per e-fold",
-             errors["fold"].nunique(), len(errors), np.median(lr_s), np.median(lr_k))
+                       with_cell_floor=not fit.config.cell_effects, drift=cols, lr_m=lr_m, loss_m=loss_m)
+    log.info("leave-out refits: %d folds, %d cells; log lr* miss %.3f + %.3f per e-fold; drift %s",
+             errors["fold"].nunique(), len(errors), np.median(lr_s), np.median(lr_k),
+             disc.drift_summary())
     return replace(fit, discrepancy=disc)

@@ -71,6 +71,9 @@ class PlanResult:
     lr_sources: dict[str, float] = field(default_factory=dict)
     #: The target's batch when the plan chose it (`lrplan.transfer.batch.BatchPlan`), else None.
     batch: object = None
+    #: The standard normal draws of the target's new slices (`lrplan.transfer.model.
+    #: new_cell_effects`' memo): a candidate run in the same new slice shares its effect.
+    new_slices: dict = field(default_factory=dict)
 
     @property
     def expected_loss(self) -> np.ndarray:
@@ -177,7 +180,8 @@ def plan(
     notes = list(fit.config.notes)
     w_end = target_unannealed(fit, target)
     N, D, B = target.params, target.tokens, target.tokens_per_step
-    cell = fit.cell_draws(N, D, B, rng)
+    new_slices: dict = {}
+    cell = fit.cell_draws(N, D, B, rng, new_slices)
     grid = fit.lr_grid(N, D, B, size=grid_size, lr_shift=cell["lr"])
     loss = fit.expected_loss(N, D, B, grid, w_end, lr_shift=cell["lr"], loss_shift=cell["loss"],
                             log_kappa_shift=cell["log_kappa"])
@@ -225,7 +229,8 @@ def plan(
     return PlanResult(target=target, fit=fit, lr_grid=grid, loss_grid=loss, recommended_lr=lr_rec,
                       lr_star=lr_star, band=(float(grid[lo]), float(grid[hi])),
                       final_loss=final, divergence=p_div, compare=compare, curves=curves,
-                      notes=tuple(notes), compare_loss=compare_loss, lr_sources=sources)
+                      notes=tuple(notes), compare_loss=compare_loss, lr_sources=sources,
+                      new_slices=new_slices)
 
 
 def _lr_sources(log_lr_star: np.ndarray, cell: dict) -> dict[str, float]:

@@ -163,7 +163,8 @@ class TransferFit:
                                     lr_shift=per_draw(lr_shift), loss_shift=per_draw(loss_shift),
                                     log_kappa_shift=per_draw(log_kappa_shift)))
 
-    def cell_draws(self, params, tokens, tokens_per_step, rng: np.random.Generator) -> dict:
+    def cell_draws(self, params, tokens, tokens_per_step, rng: np.random.Generator,
+                   memo: dict | None = None) -> dict:
         """Per draw, a new cell's own shift of log lr* and of its loss level at a target.
 
         The sum of two parts: the model's cell-level effect (`lrplan.transfer.model.
@@ -173,7 +174,7 @@ class TransferFit:
         the parts ``lr_cell``, ``lr_extrapolation``, ``loss_cell``, ``loss_extrapolation``.
         """
         n = self.n_draws
-        cell = self.cell_effects(params, tokens, tokens_per_step, rng)
+        cell = self.cell_effects(params, tokens, tokens_per_step, rng, memo)
         lr_x, loss_x = np.zeros(n), np.zeros(n)
         if self.discrepancy is not None:
             lr_x, loss_x = self.discrepancy.draws(self, params, tokens, tokens_per_step, n, rng)
@@ -181,12 +182,13 @@ class TransferFit:
                 "lr_cell": cell["lr"], "lr_extrapolation": lr_x, "loss_cell": cell["loss"],
                 "loss_extrapolation": loss_x}
 
-    def cell_effects(self, params, tokens, tokens_per_step,
-                     rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+    def cell_effects(self, params, tokens, tokens_per_step, rng: np.random.Generator | None,
+                     memo: dict | None = None) -> dict[str, np.ndarray]:
         """Per draw, a cell's crossed effects (`lrplan.transfer.model.new_cell_effects`).
 
         Slices the fit has seen give their posterior effects; others draw new ones (none when
-        ``rng`` is None). Zeros when the fit has no cell effects.
+        ``rng`` is None), kept in ``memo`` for other cells of the same new slice. Zeros when
+        the fit has no cell effects.
         """
         if not self.config.cell_effects:
             zero = np.zeros(self.n_draws)
@@ -196,7 +198,7 @@ class TransferFit:
                  for k, labels in zip(keys, self.config.slices, strict=True)]
         flat = {k: self.flat(k) for k in self.samples if k.startswith(("z_lr_", "z_loss_", "z_kappa_"))}
         flat.update({k: self.flat(k) for k in CELL_SITES})
-        return new_cell_effects(flat, known, rng)
+        return new_cell_effects(flat, known, rng, keys, memo)
 
     def divergence_probability(self, params, tokens, tokens_per_step, lr, lr_shift=0.0) -> np.ndarray:
         """Draws of the probability that a run at each LR diverges, shape (draws, len(lr))."""

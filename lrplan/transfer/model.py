@@ -198,14 +198,17 @@ def transfer_model(
 
 
 def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
-                     rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+                     rng: np.random.Generator | None, keys: tuple[str, ...] | None = None,
+                     memo: dict | None = None) -> dict[str, np.ndarray]:
     """A cell's shifts of log lr*, of its loss level and of its bowl's log curvature, per draw.
 
     ``samples`` are flat draws (``cell_lr_sd`` (draws, 3), ``z_lr_<kind>`` (draws, slices), ...);
     ``known[k]`` is the cell's slice of kind k in the fit, or None for a slice without runs,
     which draws its effect from the model's own prior ``sd_k * Normal(0, 1)`` (zero when
-    ``rng`` is None: the known effects only). Returns ``lr``, ``loss``, ``log_kappa`` and
-    ``lr_new`` (the part of ``lr`` from new slices).
+    ``rng`` is None: the known effects only). With ``memo`` (a dict) and the cell's slice
+    ``keys``, a new slice's standard normal draws are kept under (kind, key, what) and reused:
+    two cells that share a slice no run has seen share its effect. Returns ``lr``, ``loss``,
+    ``log_kappa`` and ``lr_new`` (the part of ``lr`` from new slices).
     """
     n = samples["cell_lr_sd"].shape[0]
     out = {"lr": np.zeros(n), "loss": np.zeros(n), "log_kappa": np.zeros(n), "lr_new": np.zeros(n)}
@@ -216,7 +219,14 @@ def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
             if known[k] is not None:
                 out[what] = out[what] + sd * samples[f"z_{what.split('_')[-1]}_{kind}"][:, known[k]]
             elif rng is not None:
-                new = sd * rng.standard_normal(n)
+                slot = None if memo is None or keys is None else (kind, keys[k], what)
+                if slot is not None and slot in memo:
+                    z = memo[slot]
+                else:
+                    z = rng.standard_normal(n)
+                    if slot is not None:
+                        memo[slot] = z
+                new = sd * z
                 out[what] = out[what] + new
                 if what == "lr":
                     out["lr_new"] = out["lr_new"] + new

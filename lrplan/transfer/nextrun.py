@@ -2,8 +2,13 @@
 
 A candidate is a small sweep: a few peak LRs at one (size, tokens, batch). Scoring it is a
 preposterior analysis on the transfer fit's draws: outcomes of its runs are simulated from the
-posterior predictive (final losses, or divergences), and each outcome reweights the draws by
-its likelihood, so the weighted draws are the posterior after those runs, without a refit.
+posterior predictive (final losses, or divergences) of the candidate's cell, its own cell
+effects included, and each outcome reweights the draws by its likelihood, so the weighted
+draws are the posterior after those runs, without a refit. A candidate that repeats a fitted
+cell therefore mostly measures that cell's known effect again; one that shares a new slice
+with the target (its size and batch, say) measures the target's effect too. The law's
+calibrated miss beyond the runs (`lrplan.transfer.calibrate`) is not reweighted: no candidate
+is scored as shrinking it.
 Averaged over outcomes this gives the expected posterior spread of log lr* and of the expected
 final loss at the target. A candidate's cost is its training compute, ``6 N D`` FLOPs a run.
 
@@ -218,9 +223,15 @@ def next_run(
         steps = max(int(round(c.tokens / c.tokens_per_step)), 2)
         shape = Target(c.params, c.tokens, c.tokens_per_step, target.schedule, steps,
                        int(round(target.warmup_steps / target.steps * steps)))
+        # the candidate cell's own effects, per draw: a fitted slice's posterior effect, or the
+        # target's draw where it shares a new slice with the target, else a new draw
+        eff = fit.cell_effects(c.params, c.tokens, c.tokens_per_step, np.random.default_rng([seed, 1]),
+                               dict(planned.new_slices))
         mu = fit.expected_loss(c.params, c.tokens, c.tokens_per_step, list(c.lrs),
-                               target_unannealed(fit, shape))
-        pd_c = fit.divergence_probability(c.params, c.tokens, c.tokens_per_step, list(c.lrs))
+                               target_unannealed(fit, shape), lr_shift=eff["lr"],
+                               loss_shift=eff["loss"], log_kappa_shift=eff["log_kappa"])
+        pd_c = fit.divergence_probability(c.params, c.tokens, c.tokens_per_step, list(c.lrs),
+                                          lr_shift=eff["lr"])
         res = expected_posterior(quantities, mu, noise, pd_c, n_outcomes=n_outcomes,
                                  rng=np.random.default_rng(seed))
         rough += res["ess"] < MIN_ESS
