@@ -10,19 +10,23 @@ loss at each of the cell's swept LRs (``compare[].final_loss``) holds the observ
 practitioners' baselines beside it: the Step Law procedure (OLS of log LR over each cell's runs
 within 0.25% of its best), Bjorck et al.'s vertex power law, and the nearest fitted cell's
 optimum. ``--no-calibrate`` plans without the leave-out calibration of the law's miss (lrplan
-before it); ``--calibrations drift,zero-mean`` scores the same fit with the calibration and
-with its misses taken as zero-mean (no signed drift). Those two sets have no licence: they
-stay outside the repository; pass the folder that holds them.
+before it); ``--calibrations default,independent,zero-mean,independent-zero-mean`` scores the
+same fit with each variant of the calibration (`lrplan.transfer.calibrate.calibrate_transfer`:
+with or without the signed drift, with each refit's misses sharing its slope or independent).
+Those two sets have no licence: they stay outside the repository; pass the folder that holds
+them.
 
     python examples/benchmark_sweeps.py DATA_DIR [--sets steplaw,misfitting,misfitting-curves] [--variants]
-        [--no-calibrate | --calibrations drift,zero-mean] [--cell-effects auto|on|off]
+        [--no-calibrate | --calibrations default,zero-mean,...] [--cell-effects auto|on|off]
         [--warmup 1000] [--samples 1000] [--chains 2]
 """
 
 import argparse
 import os
+import pickle
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -35,7 +39,7 @@ jax.config.update("jax_enable_x64", True)
 
 from lrplan.data import load_runs  # noqa: E402
 from lrplan.evaluate.baselines import bjorck_fit, cell_optima, nearest_lr_fit, step_law_fit  # noqa: E402
-from lrplan.transfer.calibrate import calibrate_transfer  # noqa: E402
+from lrplan.transfer.calibrate import VARIANTS, discrepancy_of, leave_out_misses  # noqa: E402
 from lrplan.transfer.decide import Target, plan  # noqa: E402
 from lrplan.transfer.fit import compare_variants, fit_transfer, transfer_points  # noqa: E402
 
@@ -101,7 +105,10 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
         points, notes = transfer_points(runs)
         cells_opt = {"auto": None, "on": True, "off": False}[args.cell_effects]
         sampler = dict(num_warmup=args.warmup, num_samples=args.samples, chains=args.chains)
-        if args.variants:
+        cached = args.fit_cache and Path(args.fit_cache, f"{name}.pkl")
+        if cached and cached.exists():
+            fit = pickle.loads(cached.read_bytes())
+        elif args.variants:
             fit, table = compare_variants(points, seed=args.seed, notes=tuple(notes),
                                           cell_effects=cells_opt, **sampler)
             print(table.to_string())
@@ -109,13 +116,18 @@ def run_set(name: str, df: pd.DataFrame, args) -> list[str]:
             fit = fit_transfer(points, lr_law=args.lr_law, bowl=args.bowl, seed=args.seed,
                                notes=tuple(notes), cell_effects=cells_opt, **sampler)
         wall = time.perf_counter() - t0
+        if cached and not cached.exists():
+            cached.write_bytes(pickle.dumps(fit))
     kinds = ["none"] if args.no_calibrate else args.calibrations.split(",")
     lines = []
+    t1 = time.perf_counter()
+    misses = None if args.no_calibrate else leave_out_misses(fit, seed=args.seed)
+    wall_cal = time.perf_counter() - t1
     for kind in kinds:
-        t1 = time.perf_counter()
-        cal = fit if kind == "none" else calibrate_transfer(fit, seed=args.seed, drift=kind == "drift")
+        cal = fit if kind == "none" else replace(
+            fit, discrepancy=discrepancy_of(fit, *misses, seed=args.seed, **VARIANTS[kind]))
         lines += score(f"{name}, calibration: {kind}", cal, train, test, points, top, wall,
-                       time.perf_counter() - t1, args)
+                       wall_cal, args)
     return lines
 
 
@@ -143,7 +155,11 @@ def score(name, fit, train, test, points, top, wall, wall_cal, args) -> list[str
                 f"{np.median(fit.flat('cell_loss_sd')):.4f}")
              + ("" if fit.discrepancy is None else
                 "; leave-out miss: "
-                + ", ".join(f"{k} {v:.3g}" for k, v in fit.discrepancy.to_json().items())),
+                + ", ".join(f"{k} {v:.3g}" for k, v in fit.discrepancy.to_json().items()
+                            if not isinstance(v, dict))
+                + "; drift per e-fold: " + (", ".join(
+                    f"{k} {v['lr']:+.3f} (lr*), {v['loss']:+.4f} (loss)"
+                    for k, v in fit.discrepancy.drift_summary().items()) or "none")),
              "",
              "| N | D | batch | optimum | lrplan rec | 80% lr* | in 80% | excess | "
              "Step Law | excess | pred best loss (95%) | obs best | losses in 95% | law's share |",
@@ -209,8 +225,10 @@ def main(argv=None) -> dict[str, list[str]]:
     ap.add_argument("--bowl", default="linex")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-calibrate", action="store_true", help="plan without the leave-out refits")
-    ap.add_argument("--calibrations", default="drift",
-                    help="comma list: drift (the default calibration), zero-mean (no signed drift)")
+    ap.add_argument("--calibrations", default="default",
+                    help=f"comma list of {', '.join(VARIANTS)} (see calibrate_transfer)")
+    ap.add_argument("--fit-cache", default=None,
+                    help="folder: reuse the transfer fit pickled there by an earlier run")
     ap.add_argument("--cell-effects", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--warmup", type=int, default=1000, help="NUTS warmup of the transfer fit")
     ap.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain")

@@ -16,17 +16,22 @@ of the recommendation, and how many of the held-out cell's simulated runs lie in
 interval of ``compare[].final_loss`` at their LRs, with cell effects alone and with the
 leave-out calibration on top; the nearest fitted cell's optimum as a baseline. ``--today``
 adds lrplan without either (no cell effects, no calibration): one more NUTS fit per replicate;
-``--no-drift`` adds the calibration without its signed drift (zero-mean misses).
+``--calibrations default,zero-mean,...`` scores each variant of the calibration
+(`lrplan.transfer.calibrate.VARIANTS`) on the same fit.
 
-    python examples/transfer_misspecified.py [--sweeps 50] [--seed 0] [--today] [--no-drift]
-        [--lr-law loglinear|curved] [--out results.csv]
+    python examples/transfer_misspecified.py [--sweeps 50] [--seed 0] [--today]
+        [--calibrations default,independent,zero-mean,independent-zero-mean]
+        [--lr-law loglinear|curved] [--fit-cache DIR] [--out results.csv]
         [--warmup 300 --samples 300 --chains 2]
     python examples/transfer_misspecified.py --summarize results.csv   # the table of a saved run
 """
 
 import argparse
 import os
+import pickle
 import time
+from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
@@ -37,7 +42,7 @@ import pandas as pd  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from lrplan.evaluate.baselines import nearest_lr_fit  # noqa: E402
-from lrplan.transfer.calibrate import calibrate_transfer  # noqa: E402
+from lrplan.transfer.calibrate import VARIANTS, discrepancy_of, leave_out_misses  # noqa: E402
 from lrplan.transfer.decide import Target, plan  # noqa: E402
 from lrplan.transfer.fit import fit_transfer, points_from_frame  # noqa: E402
 
@@ -118,8 +123,10 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--sweeps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--today", action="store_true", help="also fit lrplan without cell effects")
-    ap.add_argument("--no-drift", action="store_true",
-                    help="also plan with a calibration of zero-mean misses (no signed drift)")
+    ap.add_argument("--calibrations", default="default",
+                    help=f"comma list of the calibration's variants: {', '.join(VARIANTS)}")
+    ap.add_argument("--fit-cache", default=None,
+                    help="folder: reuse each sweep's transfer fit pickled there by an earlier run")
     ap.add_argument("--lr-law", default="loglinear", help="the transfer model's lr* law")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=300)
@@ -145,12 +152,19 @@ def main(argv=None) -> pd.DataFrame:
         nearest = nearest_lr_fit(sweep)
         kw = dict(seed=i, num_warmup=args.warmup, num_samples=args.samples, chains=args.chains,
                   lr_law=args.lr_law)
-        fit = fit_transfer(points, cell_effects=True, **kw)
+        cached = args.fit_cache and Path(args.fit_cache, f"{args.lr_law}-{args.seed}-{i}.pkl")
+        if cached and cached.exists():
+            fit = pickle.loads(cached.read_bytes())
+        else:
+            fit = fit_transfer(points, cell_effects=True, **kw)
+            if cached:
+                cached.write_bytes(pickle.dumps(fit))
         got = score(fit, test, held, nearest, "cells")
-        got += score(calibrate_transfer(fit, seed=i), test, held, nearest, "cells+calibration")
-        if args.no_drift:
-            got += score(calibrate_transfer(fit, seed=i, drift=False), test, held, nearest,
-                         "cells+zero-mean calibration")
+        misses = leave_out_misses(fit, seed=i)  # the refits, shared by every variant
+        for kind in args.calibrations.split(","):
+            cal = replace(fit, discrepancy=discrepancy_of(fit, *misses, seed=i, **VARIANTS[kind]))
+            got += score(cal, test, held, nearest,
+                         "cells+calibration" + ("" if kind == "default" else f" ({kind})"))
         if args.today:
             got += score(fit_transfer(points, cell_effects=False, **kw), test, held, nearest, "today")
         d = fit.diagnostics

@@ -11,6 +11,7 @@ from lrplan.transfer.calibrate import (
     drift_features,
     extrapolation,
     grid_posterior,
+    miss_loglik,
     point_fit,
 )
 from lrplan.transfer.decide import Target, plan, target_unannealed
@@ -62,6 +63,30 @@ def test_signed_drift_is_learned_per_direction_and_not_taken_for_spread():
     np.testing.assert_allclose(np.median(m, axis=0), ridge, atol=0.02)
 
 
+@pytest.mark.parametrize("with_folds", [False, True])
+def test_miss_loglik_is_the_multivariate_normal_density(with_folds):
+    """Woodbury forms against the dense covariance s^2 I + k^2 V V' + tau^2 X X'."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(5)
+    n = 12
+    err, d = rng.normal(0.0, 0.3, n), rng.uniform(0.0, 1.5, n)
+    folds = rng.integers(0, 4, n) if with_folds else None
+    x = drift_features(np.column_stack([d * rng.choice([-1, 1], n), np.zeros((n, 2))]))[:, [0, 3]]
+    s2, k2, tau = np.array([0.01, 0.04]), np.array([0.09, 0.0]), 0.2
+    lp, _, _ = miss_loglik(err, d, s2, k2, x, folds, tau)
+    for g in range(2):
+        if with_folds:
+            v = np.zeros((n, 4))
+            v[np.arange(n), folds] = d
+            cov = s2[g] * np.eye(n) + k2[g] * v @ v.T
+        else:
+            cov = np.diag(s2[g] + k2[g] * d**2)
+        cov = cov + tau**2 * x @ x.T
+        want = multivariate_normal(np.zeros(n), cov).logpdf(err) + 0.5 * n * np.log(2 * np.pi)
+        assert lp[g] == pytest.approx(want, rel=1e-9)
+
+
 def test_new_cell_effects_reuse_known_slices_and_draw_new_ones():
     rng = np.random.default_rng(0)
     n = 20000
@@ -77,6 +102,13 @@ def test_new_cell_effects_reuse_known_slices_and_draw_new_ones():
     assert np.std(got["loss"]) == pytest.approx(np.sqrt(0.01**2 + 0.02**2 + 0.03**2), rel=0.03)
     known = new_cell_effects(samples, [2, None, None], None)
     assert np.all(known["lr_new"] == 0) and np.allclose(known["lr"], got["lr"] - got["lr_new"])
+    # two cells sharing a new slice (kind 1) share its effect through the memo; the other
+    # new slice (kind 2 differs) is drawn afresh
+    memo = {}
+    a = new_cell_effects(samples, [2, None, None], np.random.default_rng(2), ("k", "n|b", "n|d1"), memo)
+    b = new_cell_effects(samples, [0, None, None], np.random.default_rng(3), ("k", "n|b", "n|d2"), memo)
+    shared = np.corrcoef(a["lr_new"], b["lr_new"])[0, 1]
+    assert shared == pytest.approx(0.2**2 / (0.2**2 + 0.3**2), abs=0.03)
 
 
 def test_extrapolation_is_signed_e_folds_beyond_the_runs():

@@ -40,8 +40,9 @@ from lrplan.transfer.fit import TransferConfig, TransferFit
 from lrplan.transfer.model import CELL_SITES, transfer_model
 from lrplan.transfer.points import normalise, slice_labels, swept_cells, transfer_data
 
-__all__ = ["Discrepancy", "calibrate_transfer", "point_fit", "leave_out_folds", "extrapolation",
-           "grid_posterior", "miss_sd", "drift_features", "finals_of", "PRIOR_SCALE", "DRIFT"]
+__all__ = ["Discrepancy", "calibrate_transfer", "leave_out_misses", "discrepancy_of", "point_fit",
+           "leave_out_folds", "extrapolation", "grid_posterior", "miss_loglik", "miss_sd",
+           "drift_features", "finals_of", "PRIOR_SCALE", "DRIFT", "VARIANTS"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 PRIOR_SCALE = {"lr": (0.2, 0.2, 0.2), "loss": (0.015, 0.015, 0.015)}
 #: An exponent of lr* that moves by more than this across leave-out refits is flagged.
 DRIFT = 0.1
+#: Named variants of `calibrate_transfer`'s switches, for studies that compare them.
+VARIANTS = {"default": {}, "independent": {"shared": False}, "zero-mean": {"drift": False},
+            "independent-zero-mean": {"shared": False, "drift": False}}
 _DIMS = (("params", "size", "c_n"), ("tokens", "horizon", "c_d"), ("tokens_per_step", "batch", "c_b"))
 _GRID = 60
 
@@ -149,32 +153,67 @@ def drift_features(v: np.ndarray) -> np.ndarray:
     return np.concatenate([np.maximum(v, 0.0), np.minimum(v, 0.0)], axis=-1)
 
 
-def grid_posterior(err: np.ndarray, dist: np.ndarray, scales: tuple[float, ...],
-                   rng: np.random.Generator, n: int = 4000,
-                   features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` posterior draws of (s, k, m) given misses ``err`` at distances ``dist``.
+def miss_loglik(err, dist, s2, k2, features=None, folds=None, tau: float = 1.0):
+    """Log density of the misses at each (s^2, k^2) pair, the drift integrated out (see `grid_posterior`).
 
-    The misses are ``Normal(features @ m, s^2 + k^2 d^2)``; s and k have half-normal priors
-    of ``scales[:2]`` on a grid, the drift ``m`` (one per column of ``features``, none when it
-    is None) a Normal(0, ``scales[2]``) prior, integrated out exactly on the grid and drawn
-    from its Gaussian conditional.
+    Returns the log densities (G,) without the constant ``-n/2 log 2 pi``, and, for the drift's
+    conditional ``m | s, k ~ N(A^-1 b, A^-1)``, the Cholesky factors L of A (G, p, p) and
+    ``y = L^-1 b`` (G, p).
     """
     err, dist = np.asarray(err, dtype=np.float64), np.asarray(dist, dtype=np.float64)
+    s2, k2 = np.asarray(s2, dtype=np.float64), np.asarray(k2, dtype=np.float64)
     x = np.zeros((err.size, 0)) if features is None else np.asarray(features, dtype=np.float64)
     p = x.shape[1]
+    if folds is None:
+        var = s2[:, None] + k2[:, None] * dist[None, :] ** 2
+        lp = -0.5 * np.sum(np.log(var) + err**2 / var, axis=1)
+        xcx = np.einsum("ip,gi,iq->gpq", x, 1.0 / var, x)
+        xce = np.einsum("ip,gi->gp", x, err / var)
+    else:
+        # C = s^2 I + k^2 V V' (V[i, f] = d_i for miss i of refit f); Woodbury with
+        # N = I + (k^2 / s^2) V'V: C^-1 = (I - (k^2 / s^2) V N^-1 V') / s^2
+        labels = np.unique(folds, return_inverse=True)[1]
+        v = np.zeros((err.size, labels.max() + 1))
+        v[np.arange(err.size), labels] = dist
+        g, j = s2.size, v.shape[1]
+        r = (k2 / s2)[:, None, None]
+        chol_n = np.linalg.cholesky(np.eye(j) + r * (v.T @ v))
+        ve = np.linalg.solve(chol_n, np.broadcast_to((v.T @ err)[None, :, None], (g, j, 1)))[..., 0]
+        vx = np.linalg.solve(chol_n, np.broadcast_to((v.T @ x)[None], (g, j, p)))
+        logdet = err.size * np.log(s2) + 2.0 * np.log(np.diagonal(chol_n, axis1=1, axis2=2)).sum(axis=1)
+        lp = -0.5 * (logdet + (err @ err - r[:, 0, 0] * np.sum(ve**2, axis=1)) / s2)
+        xcx = ((x.T @ x)[None] - r * np.swapaxes(vx, 1, 2) @ vx) / s2[:, None, None]
+        xce = ((x.T @ err)[None] - r[:, :, 0] * np.einsum("gjp,gj->gp", vx, ve)) / s2[:, None]
+    chol, y = np.zeros((s2.size, p, p)), np.zeros((s2.size, p))
+    if p:
+        # e ~ N(0, C + tau^2 X X'); A = I / tau^2 + X' C^-1 X, b = X' C^-1 e
+        tau2 = tau**2
+        chol = np.linalg.cholesky(np.eye(p) / tau2 + xcx)
+        y = np.linalg.solve(chol, xce[..., None])[..., 0]
+        logdet_a = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        lp = lp - 0.5 * (p * np.log(tau2) + logdet_a - np.sum(y**2, axis=1))
+    return lp, chol, y
+
+
+def grid_posterior(err: np.ndarray, dist: np.ndarray, scales: tuple[float, ...],
+                   rng: np.random.Generator, n: int = 4000, features: np.ndarray | None = None,
+                   folds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` posterior draws of (s, k, m) given misses ``err`` at distances ``dist``.
+
+    Without ``folds`` the misses are independent, ``Normal(features @ m, s^2 + k^2 d^2)``.
+    With ``folds`` (a label per miss: the refit it came from) the misses of one refit share
+    its slope: ``e_i = features_i @ m + u_f d_i + Normal(0, s^2)`` with ``u_f ~ Normal(0, k^2)``
+    per refit ``f``, so a refit whose held-out cells all miss the same way counts once. s and
+    k have half-normal priors of ``scales[:2]`` on a grid; the drift ``m`` (one per column of
+    ``features``, none when it is None) a Normal(0, ``scales[2]``) prior, integrated out
+    exactly on the grid and drawn from its Gaussian conditional.
+    """
     s = np.linspace(0.0, 4.0 * scales[0], _GRID + 1)[1:]
     k = np.linspace(0.0, 4.0 * scales[1], _GRID + 1)
-    var = miss_sd(s[:, None, None], k[None, :, None], dist[None, None, :]).reshape(-1, err.size) ** 2
-    lp = -0.5 * (np.sum(np.log(var) + err**2 / var, axis=1))
-    if p:
-        # Woodbury: e ~ N(0, S + tau^2 X X'); A = I / tau^2 + X' S^-1 X, b = X' S^-1 e
-        tau2 = scales[2] ** 2
-        a = np.eye(p) / tau2 + np.einsum("ip,gi,iq->gpq", x, 1.0 / var, x)
-        b = np.einsum("ip,gi->gp", x, err / var)
-        chol = np.linalg.cholesky(a)
-        y = np.linalg.solve(chol, b[..., None])[..., 0]
-        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        lp += -0.5 * (p * np.log(tau2) + logdet - np.sum(y**2, axis=1))
+    # grid point (i, j) flattened
+    lp, chol, y = miss_loglik(err, dist, np.repeat(s**2, k.size), np.tile(k**2, s.size),
+                              features, folds, scales[2])
+    p = y.shape[1]
     lp = (lp.reshape(s.size, k.size) + stats.halfnorm.logpdf(s, scale=scales[0])[:, None]
           + stats.halfnorm.logpdf(k, scale=scales[1])[None, :])
     w = np.exp(lp - lp.max()).ravel()
@@ -298,12 +337,22 @@ class Discrepancy:
                 "drift_per_efold": self.drift_summary()}
 
 
-def calibrate_transfer(fit: TransferFit, *, seed: int = 0, drift: bool = True) -> TransferFit:
+def calibrate_transfer(fit: TransferFit, *, seed: int = 0, drift: bool = True,
+                       shared: bool = True) -> TransferFit:
     """The fit with its `Discrepancy` measured by leave-out point refits (see the module doc).
 
-    ``drift=False`` leaves out the signed drift (zero-mean misses only).
+    ``drift=False`` leaves out the signed drift (zero-mean misses only); ``shared=False``
+    takes the held-out cells' misses as independent rather than sharing their refit's slope.
     """
-    rng = np.random.default_rng(seed)
+    disc = discrepancy_of(fit, *leave_out_misses(fit, seed=seed), seed=seed, drift=drift, shared=shared)
+    return replace(fit, discrepancy=disc)
+
+
+def leave_out_misses(fit: TransferFit, *, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leave-out refits' misses of their held-out cells, and the refits' lr* exponents.
+
+    The tables `Discrepancy` keeps as ``errors`` and ``exponents``.
+    """
     points = fit.points.reset_index(drop=True)
     cells = _cell_table(points)
     fixed = ({k: np.median(fit.flat(k), axis=0) for k in CELL_SITES}
@@ -350,22 +399,29 @@ def calibrate_transfer(fit: TransferFit, *, seed: int = 0, drift: bool = True) -
     errors = pd.DataFrame(rows, columns=["fold", "dimension", "params", "tokens", "tokens_per_step",
                                          "distance", *(f"v_{name}" for _, name, _ in _DIMS),
                                          "log_lr_error", "loss_error"])
+    return errors, pd.DataFrame(expo)
+
+
+def discrepancy_of(fit: TransferFit, errors: pd.DataFrame, exponents: pd.DataFrame, *, seed: int = 0,
+                   drift: bool = True, shared: bool = True) -> Discrepancy:
+    """The posterior of the law's miss from `leave_out_misses`' tables (see `calibrate_transfer`)."""
+    rng = np.random.default_rng(seed)
     if errors.empty:
         z = np.zeros(1)
-        disc = Discrepancy(errors, pd.DataFrame(expo), z, z, z, z, not fit.config.cell_effects)
-        return replace(fit, discrepancy=disc)
+        return Discrepancy(errors, exponents, z, z, z, z, not fit.config.cell_effects)
     dist = errors["distance"].to_numpy(np.float64)
     x = drift_features(errors[[f"v_{name}" for _, name, _ in _DIMS]].to_numpy(np.float64))
     # a drift only along directions some refit extrapolated in
     cols = tuple(int(c) for c in np.flatnonzero(np.any(x != 0.0, axis=0))) if drift else ()
     x = x[:, list(cols)]
+    folds = errors["fold"].to_numpy() if shared else None
     lr_s, lr_k, lr_m = grid_posterior(errors["log_lr_error"].to_numpy(np.float64), dist,
-                                      PRIOR_SCALE["lr"], rng, features=x)
+                                      PRIOR_SCALE["lr"], rng, features=x, folds=folds)
     loss_s, loss_k, loss_m = grid_posterior(errors["loss_error"].to_numpy(np.float64), dist,
-                                            PRIOR_SCALE["loss"], rng, features=x)
-    disc = Discrepancy(errors, pd.DataFrame(expo), lr_s, lr_k, loss_s, loss_k,
+                                            PRIOR_SCALE["loss"], rng, features=x, folds=folds)
+    disc = Discrepancy(errors, exponents, lr_s, lr_k, loss_s, loss_k,
                        with_cell_floor=not fit.config.cell_effects, drift=cols, lr_m=lr_m, loss_m=loss_m)
     log.info("leave-out refits: %d folds, %d cells; log lr* miss %.3f + %.3f per e-fold; drift %s",
              errors["fold"].nunique(), len(errors), np.median(lr_s), np.median(lr_k),
              disc.drift_summary())
-    return replace(fit, discrepancy=disc)
+    return disc
