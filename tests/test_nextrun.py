@@ -57,11 +57,9 @@ def sweep_fit(tmp_path_factory):
     path = tmp_path_factory.mktemp("next") / "sweep.csv"
     df.to_csv(path, index=False)
     points, notes = transfer_points(load_runs(path))
-    # the sweep is drawn from the law itself (no cell-level miss): the preposterior ranking is
-    # checked on the law alone; with cell effects on, a repeat of a fitted cell sheds 30% of the
-    # variance of log lr* (next does not yet score candidates through the cell effects)
-    return path, fit_transfer(points, seed=0, num_warmup=300, num_samples=400, notes=tuple(notes),
-                              cell_effects=False)
+    # the sweep is dense (3 cells x 8 LRs): the fit has cell effects, and next scores each
+    # candidate through its own cell's effects
+    return path, fit_transfer(points, seed=0, num_warmup=300, num_samples=400, notes=tuple(notes))
 
 
 def test_a_new_horizon_teaches_most_about_a_longer_target(sweep_fit):

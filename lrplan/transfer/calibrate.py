@@ -6,21 +6,26 @@ the maximum a posteriori of `lrplan.transfer.model.transfer_model`) with each si
 the longest horizon left out, and each batch left out, and compares each held-out cell's
 empirical optimum (the vertex of a quadratic in log LR, `lrplan.evaluate.baselines.cell_optima`) and
 loss level with what the refit predicts there. With ``v`` the held-out cell's signed
-extrapolation (e-folds of N, D and B beyond the refit's runs) and ``d = |v|``:
+extrapolation (e-folds of N, D and B beyond the refit's runs) and ``d = |v|``, the miss of
+cell i held out by refit f is
 
 .. math::
 
-    e_i \sim \mathrm{Normal}\big(x(v_i) \cdot m,\ s^2 + k^2 d_i^2\big), \qquad
+    e_i = x(v_i) \cdot m + u_f\, d_i + \varepsilon_i, \qquad
+    u_f \sim \mathrm{Normal}(0, k^2), \quad \varepsilon_i \sim \mathrm{Normal}(0, s^2), \quad
     m \sim \mathrm{Normal}(0, \tau^2 I)
 
-for the log lr* miss and (separately) the best-loss miss. ``x(v)`` splits each dimension into
-its upward and downward e-folds, so ``m`` is a signed drift per direction: a law that bends
-(lr* curving in log N) misses every cell beyond the largest size the same way, and the refit
-that leaves the largest size out shows by how much. Only directions some refit extrapolated
-in get a drift. ``m`` is integrated out exactly (it is linear-Gaussian given ``s, k``); ``s``
-and ``k`` get a posterior on a grid (half-normal priors). A plan's target at ``v_t`` then
-shifts its log lr* and loss level by ``x(v_t) \cdot m + \mathrm{Normal}(0, k^2 d_t^2)``
-(``+ s^2`` when the model has no cell-level effects to carry a cell's own miss).
+for the log lr* miss and (separately) the best-loss miss. ``u_f`` is the refit's own slope:
+one refit's law is wrong once for all the cells it holds out, so a refit whose cells all miss
+the same way counts as one miss, not as many. ``x(v)`` splits each dimension into its upward
+and downward e-folds, so ``m`` is a signed drift per direction: a law that bends (lr* curving
+in log N) misses cells beyond the largest size the same way, and the refit that leaves the
+largest size out shows by how much. Only directions some refit extrapolated in get a drift.
+``m`` and the slopes are integrated out exactly (linear-Gaussian given ``s, k``; Woodbury on
+the grid, `miss_loglik`); ``s`` and ``k`` get a posterior on a grid (half-normal priors). A
+plan's target at ``v_t`` then shifts its log lr* and loss level by
+``x(v_t) \cdot m + \mathrm{Normal}(0, k^2 d_t^2)`` (``+ s^2`` when the model has no
+cell-level effects to carry a cell's own miss).
 """
 
 from __future__ import annotations
