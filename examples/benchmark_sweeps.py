@@ -156,8 +156,8 @@ def score(name, fit, train, test, points, top, wall, wall_cal, args) -> list[str
              + ("" if fit.discrepancy is None else
                 "; leave-out miss: "
                 + ", ".join(f"{k} {v:.3g}" for k, v in fit.discrepancy.to_json().items()
-                            if not isinstance(v, dict))
-                + "; drift per e-fold: " + (", ".join(
+                            if isinstance(v, float | int))
+                + "; drift per unit: " + (", ".join(
                     f"{k} {v['lr']:+.3f} (lr*), {v['loss']:+.4f} (loss)"
                     for k, v in fit.discrepancy.drift_summary().items()) or "none")),
              "",

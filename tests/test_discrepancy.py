@@ -13,6 +13,7 @@ from lrplan.transfer.calibrate import (
     grid_posterior,
     miss_loglik,
     point_fit,
+    reach,
 )
 from lrplan.transfer.decide import Target, plan, target_unannealed
 from lrplan.transfer.fit import fit_transfer, points_from_frame
@@ -109,6 +110,20 @@ def test_new_cell_effects_reuse_known_slices_and_draw_new_ones():
     b = new_cell_effects(samples, [0, None, None], np.random.default_rng(3), ("k", "n|b", "n|d2"), memo)
     shared = np.corrcoef(a["lr_new"], b["lr_new"])[0, 1]
     assert shared == pytest.approx(0.2**2 / (0.2**2 + 0.3**2), abs=0.03)
+
+
+def test_reach_is_the_remainder_of_a_line_through_a_curved_truth():
+    """A line through a quadratic's values at the ends of a range misses it c v (|v| + span) beyond."""
+    c, a, b = 0.07, -1.0, 1.3
+    f = lambda x: 0.2 - 0.5 * x + c * x**2  # noqa: E731
+    line = lambda x: f(a) + (f(b) - f(a)) / (b - a) * (x - a)  # noqa: E731
+    for v in (0.4, 1.5, -0.8):
+        x = b + v if v > 0 else a + v
+        # the same side of the line both ways; reach's sign gives the direction
+        assert f(x) - line(x) == pytest.approx(c * abs(reach(v, b - a)), rel=1e-12)
+    assert reach(-0.8, 2.3) == pytest.approx(-0.8 * 3.1)
+    # a refit on two close sizes reaches further per e-fold than the full fit
+    assert reach(0.93, 0.21) / 0.93 < reach(0.74, 1.14) / 0.74
 
 
 def test_extrapolation_is_signed_e_folds_beyond_the_runs():

@@ -5,26 +5,29 @@ were exact. This module measures the law's own miss: it refits the same model (a
 the maximum a posteriori of `lrplan.transfer.model.transfer_model`) with each size left out,
 the longest horizon left out, and each batch left out, and compares each held-out cell's
 empirical optimum (the vertex of a quadratic in log LR, `lrplan.evaluate.baselines.cell_optima`) and
-loss level with what the refit predicts there. With ``v`` the held-out cell's signed
-extrapolation (e-folds of N, D and B beyond the refit's runs) and ``d = |v|``, the miss of
-cell i held out by refit f is
+loss level with what the refit predicts there. Extrapolation is measured as Taylor `reach`:
+per dimension ``v (|v| + span)``, with ``v`` the signed e-folds of N, D and B beyond the
+refit's runs and ``span`` the width of their range, so that a miss measured by a refit on a
+narrow range transfers to the full fit's wider one (a curved truth's miss grows as the
+reach, not as ``v``). With ``r`` that vector and ``d = |r|``, the miss of cell i held out by
+refit f is
 
 .. math::
 
-    e_i = x(v_i) \cdot m + u_f\, d_i + \varepsilon_i, \qquad
+    e_i = x(r_i) \cdot m + u_f\, d_i + \varepsilon_i, \qquad
     u_f \sim \mathrm{Normal}(0, k^2), \quad \varepsilon_i \sim \mathrm{Normal}(0, s^2), \quad
     m \sim \mathrm{Normal}(0, \tau^2 I)
 
 for the log lr* miss and (separately) the best-loss miss. ``u_f`` is the refit's own slope:
 one refit's law is wrong once for all the cells it holds out, so a refit whose cells all miss
-the same way counts as one miss, not as many. ``x(v)`` splits each dimension into its upward
-and downward e-folds, so ``m`` is a signed drift per direction: a law that bends (lr* curving
+the same way counts as one miss, not as many. ``x(r)`` splits each dimension into its upward
+and downward reach, so ``m`` is a signed drift per direction: a law that bends (lr* curving
 in log N) misses cells beyond the largest size the same way, and the refit that leaves the
 largest size out shows by how much. Only directions some refit extrapolated in get a drift.
 ``m`` and the slopes are integrated out exactly (linear-Gaussian given ``s, k``; Woodbury on
 the grid, `miss_loglik`); ``s`` and ``k`` get a posterior on a grid (half-normal priors). A
-plan's target at ``v_t`` then shifts its log lr* and loss level by
-``x(v_t) \cdot m + \mathrm{Normal}(0, k^2 d_t^2)`` (``+ s^2`` when the model has no
+plan's target at ``r_t`` then shifts its log lr* and loss level by
+``x(r_t) \cdot m + \mathrm{Normal}(0, k^2 d_t^2)`` (``+ s^2`` when the model has no
 cell-level effects to carry a cell's own miss).
 """
 
@@ -47,19 +50,21 @@ from lrplan.transfer.points import normalise, slice_labels, swept_cells, transfe
 
 __all__ = ["Discrepancy", "calibrate_transfer", "leave_out_misses", "discrepancy_of", "point_fit",
            "leave_out_folds", "extrapolation", "grid_posterior", "miss_loglik", "miss_sd",
-           "drift_features", "finals_of", "PRIOR_SCALE", "DRIFT", "VARIANTS"]
+           "drift_features", "finals_of", "reach", "spans", "PRIOR_SCALE", "DRIFT", "VARIANTS"]
 
 log = logging.getLogger(__name__)
 
 #: Prior scales of (s, k, tau): half-normal s and k, the drift's Normal tau; log lr* (e-folds)
-#: and loss (nats). A factor ~1.2 miss in lr* within the fitted range and per e-fold beyond it,
+#: and loss (nats), k and tau per unit of `reach`. A factor ~1.2 miss in lr* within the fitted
+#: range and per unit of reach beyond it (an e-fold beyond a range an e-fold wide is 2 units),
 #: 0.5% of a ~3-nat loss.
 PRIOR_SCALE = {"lr": (0.2, 0.2, 0.2), "loss": (0.015, 0.015, 0.015)}
 #: An exponent of lr* that moves by more than this across leave-out refits is flagged.
 DRIFT = 0.1
 #: Named variants of `calibrate_transfer`'s switches, for studies that compare them.
-VARIANTS = {"default": {}, "independent": {"shared": False}, "zero-mean": {"drift": False},
-            "independent-zero-mean": {"shared": False, "drift": False}}
+VARIANTS = {"default": {}, "e-folds": {"taylor": False}, "independent": {"shared": False},
+            "zero-mean": {"drift": False},
+            "e-folds-independent-zero-mean": {"taylor": False, "shared": False, "drift": False}}
 _DIMS = (("params", "size", "c_n"), ("tokens", "horizon", "c_d"), ("tokens_per_step", "batch", "c_b"))
 _GRID = 60
 
@@ -72,6 +77,24 @@ def extrapolation(finals: pd.DataFrame, params, tokens, tokens_per_step) -> np.n
         x = np.log(v)
         out.append(x - hi if x > hi else (x - lo if x < lo else 0.0))
     return np.array(out, dtype=np.float64)
+
+
+def spans(finals: pd.DataFrame) -> np.ndarray:
+    """The width of ``finals``' range in log N, log D, log B (e-folds)."""
+    return np.array([np.log(finals[col].max() / finals[col].min()) for col, _, _ in _DIMS])
+
+
+def reach(v: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Signed Taylor reach ``v (|v| + span)`` of extrapolations ``v`` beyond ranges ``span`` wide.
+
+    A smooth law fitted over a range of width ``span`` and extrapolated ``v`` beyond its end
+    misses a truth of curvature ``c`` (second derivative / 2) by ``c |v| (|v| + span)``: the
+    remainder of linear interpolation, ``f''/2 (x - a)(x - b)``. Misses measured at one reach
+    transfer to another whatever the ranges' widths, where raw e-folds do not (a refit on two
+    close sizes extrapolates far more wildly per e-fold than the full fit).
+    """
+    v = np.asarray(v, dtype=np.float64)
+    return v * (np.abs(v) + np.asarray(span, dtype=np.float64))
 
 
 def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effects: bool,
@@ -148,7 +171,7 @@ def _cell_table(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def miss_sd(s, k, distance):
-    """Sd of the law's miss at ``distance`` e-folds beyond the runs: ``sqrt(s^2 + k^2 d^2)``."""
+    """Sd of the law's miss at ``distance`` beyond the runs: ``sqrt(s^2 + k^2 d^2)``."""
     return np.sqrt(s**2 + (k * distance) ** 2)
 
 
@@ -277,11 +300,18 @@ class Discrepancy:
     drift: tuple[int, ...] = ()
     lr_m: np.ndarray | None = None
     loss_m: np.ndarray | None = None
+    taylor: bool = True  # distances are Taylor `reach`, else raw e-folds
+
+    def beyond(self, fit: TransferFit, params, tokens, tokens_per_step) -> np.ndarray:
+        """The target's signed extrapolation in the units the misses were measured in."""
+        finals = fit.points[fit.points["final"]]
+        v = extrapolation(finals, params, tokens, tokens_per_step)
+        return reach(v, spans(finals)) if self.taylor else v
 
     def draws(self, fit: TransferFit, params, tokens, tokens_per_step, n: int,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Per draw, the extra shift of the target's log lr* and of its loss level."""
-        v = extrapolation(fit.points[fit.points["final"]], params, tokens, tokens_per_step)
+        v = self.beyond(fit, params, tokens, tokens_per_step)
         d = float(np.linalg.norm(v))
         if self.errors.empty:
             return np.zeros(n), np.zeros(n)
@@ -311,14 +341,14 @@ class Discrepancy:
                 out.append(f"lr*'s {what} exponent moves from {lo:.3f} to {hi:.3f} as {what}s are left "
                            f"out, and the target lies {abs(x):.2g} e-folds beyond the fitted {what}s: "
                            "the law may be breaking there; trust its lr* less than its interval")
-        d = float(np.linalg.norm(beyond))
-        miss = float(np.median(self.lr_k)) * d
+        far = self.beyond(fit, params, tokens, tokens_per_step)
+        miss = float(np.median(self.lr_k)) * float(np.linalg.norm(far))
         if miss > 0.25:
             out.append(f"leave-out refits miss held-out cells' lr* by ~{miss:.2f} in log (a factor "
-                       f"{np.exp(miss):.2f}) at the target's distance ({d:.2g} e-folds): the "
-                       "law's own miss dominates the interval")
+                       f"{np.exp(miss):.2f}) at the target's distance ({np.linalg.norm(beyond):.2g} "
+                       "e-folds beyond the runs): the law's own miss dominates the interval")
         if self.drift:
-            shift = float(np.median(self.lr_m @ drift_features(beyond)[list(self.drift)]))
+            shift = float(np.median(self.lr_m @ drift_features(far)[list(self.drift)]))
             if abs(shift) > 0.1:
                 out.append(f"refits that extrapolate the way the target does miss held-out cells' lr* "
                            f"{'upward' if shift > 0 else 'downward'}: the plan moves the law's lr* by "
@@ -326,7 +356,7 @@ class Discrepancy:
         return out
 
     def drift_summary(self) -> dict[str, dict[str, float]]:
-        """Posterior median of each signed drift per e-fold, e.g. ``{"size up": {"lr": .., "loss": ..}}``."""
+        """Posterior median of each signed drift per unit: ``{"size up": {"lr": .., "loss": ..}}``."""
         names = [f"{what} {way}" for way in ("up", "down") for _, what, _ in _DIMS]
         return {names[c]: {"lr": float(np.median(self.lr_m[:, j])),
                            "loss": float(np.median(self.loss_m[:, j]))}
@@ -336,20 +366,23 @@ class Discrepancy:
         """Summary of the refits and the scales (medians)."""
         return {"folds": int(self.errors["fold"].nunique()) if not self.errors.empty else 0,
                 "cells": int(len(self.errors)),
-                "lr_within": float(np.median(self.lr_s)), "lr_per_efold": float(np.median(self.lr_k)),
+                "distance": "reach" if self.taylor else "e-folds",
+                "lr_within": float(np.median(self.lr_s)), "lr_per_unit": float(np.median(self.lr_k)),
                 "loss_within": float(np.median(self.loss_s)),
-                "loss_per_efold": float(np.median(self.loss_k)),
-                "drift_per_efold": self.drift_summary()}
+                "loss_per_unit": float(np.median(self.loss_k)),
+                "drift_per_unit": self.drift_summary()}
 
 
-def calibrate_transfer(fit: TransferFit, *, seed: int = 0, drift: bool = True,
-                       shared: bool = True) -> TransferFit:
+def calibrate_transfer(fit: TransferFit, *, seed: int = 0, drift: bool = True, shared: bool = True,
+                       taylor: bool = True) -> TransferFit:
     """The fit with its `Discrepancy` measured by leave-out point refits (see the module doc).
 
     ``drift=False`` leaves out the signed drift (zero-mean misses only); ``shared=False``
-    takes the held-out cells' misses as independent rather than sharing their refit's slope.
+    takes the held-out cells' misses as independent rather than sharing their refit's slope;
+    ``taylor=False`` measures extrapolation in raw e-folds rather than Taylor `reach`.
     """
-    disc = discrepancy_of(fit, *leave_out_misses(fit, seed=seed), seed=seed, drift=drift, shared=shared)
+    disc = discrepancy_of(fit, *leave_out_misses(fit, seed=seed), seed=seed, drift=drift, shared=shared,
+                          taylor=taylor)
     return replace(fit, discrepancy=disc)
 
 
@@ -399,23 +432,32 @@ def leave_out_misses(fit: TransferFit, *, seed: int = 0) -> tuple[pd.DataFrame, 
             rows.append({"fold": label, "dimension": what, "params": c.params, "tokens": c.tokens,
                          "tokens_per_step": c.tokens_per_step, "distance": float(np.linalg.norm(v)),
                          **{f"v_{name}": float(x) for (_, name, _), x in zip(_DIMS, v, strict=True)},
+                         **{f"span_{name}": float(x)
+                            for (_, name, _), x in zip(_DIMS, spans(tfin), strict=True)},
                          "log_lr_error": float(e_lr),
                          "loss_error": float(np.mean(runs["loss"].to_numpy() - moved))})
     errors = pd.DataFrame(rows, columns=["fold", "dimension", "params", "tokens", "tokens_per_step",
                                          "distance", *(f"v_{name}" for _, name, _ in _DIMS),
+                                         *(f"span_{name}" for _, name, _ in _DIMS),
                                          "log_lr_error", "loss_error"])
     return errors, pd.DataFrame(expo)
 
 
 def discrepancy_of(fit: TransferFit, errors: pd.DataFrame, exponents: pd.DataFrame, *, seed: int = 0,
-                   drift: bool = True, shared: bool = True) -> Discrepancy:
-    """The posterior of the law's miss from `leave_out_misses`' tables (see `calibrate_transfer`)."""
+                   drift: bool = True, shared: bool = True, taylor: bool = True) -> Discrepancy:
+    """The posterior of the law's miss from `leave_out_misses`' tables (see `calibrate_transfer`).
+
+    ``taylor=False`` measures extrapolation in raw e-folds rather than Taylor `reach`.
+    """
     rng = np.random.default_rng(seed)
     if errors.empty:
         z = np.zeros(1)
-        return Discrepancy(errors, exponents, z, z, z, z, not fit.config.cell_effects)
-    dist = errors["distance"].to_numpy(np.float64)
-    x = drift_features(errors[[f"v_{name}" for _, name, _ in _DIMS]].to_numpy(np.float64))
+        return Discrepancy(errors, exponents, z, z, z, z, not fit.config.cell_effects, taylor=taylor)
+    v = errors[[f"v_{name}" for _, name, _ in _DIMS]].to_numpy(np.float64)
+    if taylor:
+        v = reach(v, errors[[f"span_{name}" for _, name, _ in _DIMS]].to_numpy(np.float64))
+    dist = np.linalg.norm(v, axis=1)
+    x = drift_features(v)
     # a drift only along directions some refit extrapolated in
     cols = tuple(int(c) for c in np.flatnonzero(np.any(x != 0.0, axis=0))) if drift else ()
     x = x[:, list(cols)]
@@ -425,8 +467,9 @@ def discrepancy_of(fit: TransferFit, errors: pd.DataFrame, exponents: pd.DataFra
     loss_s, loss_k, loss_m = grid_posterior(errors["loss_error"].to_numpy(np.float64), dist,
                                             PRIOR_SCALE["loss"], rng, features=x, folds=folds)
     disc = Discrepancy(errors, exponents, lr_s, lr_k, loss_s, loss_k,
-                       with_cell_floor=not fit.config.cell_effects, drift=cols, lr_m=lr_m, loss_m=loss_m)
-    log.info("leave-out refits: %d folds, %d cells; log lr* miss %.3f + %.3f per e-fold; drift %s",
+                       with_cell_floor=not fit.config.cell_effects, drift=cols, lr_m=lr_m, loss_m=loss_m,
+                       taylor=taylor)
+    log.info("leave-out refits: %d folds, %d cells; log lr* miss %.3f + %.3f per unit; drift %s",
              errors["fold"].nunique(), len(errors), np.median(lr_s), np.median(lr_k),
              disc.drift_summary())
     return disc
