@@ -118,9 +118,16 @@ class FakeTransferFit:
         s = {k: v.reshape(-1) for k, v in self.samples.items()}
         return np.exp(s["c0"] + s["c_n"] * np.log(params / 1e8) + s["c_d"] * np.log(tokens / 1e10))
 
-    def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed):
-        u = np.log(np.atleast_1d(lr))[None, :] - np.log(self.lr_star(params, tokens, tokens_per_step))[:, None]
-        return 3.0 + 0.05 * u**2
+    def expected_loss(self, params, tokens, tokens_per_step, lr, unannealed, *, lr_shift=0.0,
+                      loss_shift=0.0, log_kappa_shift=0.0):
+        centre = np.log(self.lr_star(params, tokens, tokens_per_step)) + lr_shift
+        u = np.log(np.atleast_1d(lr))[None, :] - np.asarray(centre)[:, None]
+        return 3.0 + np.asarray(loss_shift)[..., None] + 0.05 * np.exp(log_kappa_shift)[..., None] * u**2
+
+    def cell_effects(self, params, tokens, tokens_per_step, rng, memo=None):
+        """No cell-level effects: the law alone."""
+        zero = np.zeros(self.samples["c0"].size)
+        return {"lr": zero, "loss": zero, "log_kappa": zero, "lr_new": zero}
 
     def noise(self):
         return np.full(self.samples["c0"].size, 0.01)
@@ -132,7 +139,7 @@ class FakeTransferFit:
         centre = np.log(np.median(self.lr_star(params, tokens, tokens_per_step)))
         return np.exp(np.linspace(centre - 2.0, centre + 1.5, size))
 
-    def divergence_probability(self, params, tokens, tokens_per_step, lr):
+    def divergence_probability(self, params, tokens, tokens_per_step, lr, lr_shift=0.0):
         return np.zeros((self.samples["c0"].size, np.size(lr)))
 
 
