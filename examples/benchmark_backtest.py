@@ -20,8 +20,8 @@ model provides lrplan's recommendation.
 Writes a Markdown table of every method side by side to ``examples/backtest_results.md``.
 
     python examples/benchmark_backtest.py --data-dir DATA_DIR [--parts multipower,olmo,olmo-wsd,sweeps]
-        [--sizes 25M,100M,400M] [--wsd-sizes 190M,370M,760M] [--chains 2] [--warmup 300]
-        [--samples 500] [--boot 100] [--sweep-warmup 1000] [--sweep-samples 1000] [--out FILE]
+        [--olmo-splits first,rolling] [--sizes 25M,100M,400M] [--wsd-sizes 190M,370M,760M] [--chains 2]
+        [--warmup 300] [--samples 500] [--boot 100] [--sweep-warmup 1000] [--sweep-samples 1000] [--out FILE]
 
 ``--data-dir`` is needed by the olmo-wsd and sweeps parts only.
 """
@@ -83,24 +83,28 @@ def multipower(args, out):
 
 def olmo(args, out, flush=lambda: None):
     runs = load_runs(example_path("olmo-ladder", "runs.csv"), meta=example_path("olmo-ladder", "meta.csv"))
-    t0 = time.perf_counter()
-    res = backtest_curves(runs, "size:1.5e9;horizon:ratio=50", law=args.olmo_law, seed=args.seed,
-                          chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
-                          n_boot=args.boot)
-    print(f"olmo: {time.perf_counter() - t0:.0f} s", flush=True)
-    pr = res.per_run.copy()
-    pr["what"] = olmo_extrapolates(pr)
-    grouped_rows(res, pr, "what", lambda what: f"fit <=1B, <=2xC; predict {what}", out)
-    flush()
-    # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
-    t0 = time.perf_counter()
-    res = backtest_curves(runs, "size:rolling", law=args.olmo_law, seed=args.seed, chains=args.chains,
-                          num_warmup=args.warmup, num_samples=args.samples, n_boot=args.boot)
-    print(f"olmo rolling: {time.perf_counter() - t0:.0f} s", flush=True)
-    summary_rows(res, "olmo-ladder", "rolling: fit <= each size, predict all larger ones", out)
-    # and per cutoff: the runs of one fold share its fit's errors, so a fold is one draw of them
-    grouped_rows(res, res.per_run, "fold", lambda fold: f"rolling, one fold: fit {fold}, predict larger", out,
-                 timed=False)
+    splits = args.olmo_splits.split(",")
+    if "first" in splits:
+        t0 = time.perf_counter()
+        res = backtest_curves(runs, "size:1.5e9;horizon:ratio=50", law=args.olmo_law, seed=args.seed,
+                              chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
+                              n_boot=args.boot)
+        print(f"olmo: {time.perf_counter() - t0:.0f} s", flush=True)
+        pr = res.per_run.copy()
+        pr["what"] = olmo_extrapolates(pr)
+        grouped_rows(res, pr, "what", lambda what: f"fit <=1B, <=2xC; predict {what}", out)
+        flush()
+    if "rolling" in splits:
+        # every size in turn as the cutoff: 30 held-out runs, enough for coverage to mean something
+        t0 = time.perf_counter()
+        res = backtest_curves(runs, "size:rolling", law=args.olmo_law, seed=args.seed, chains=args.chains,
+                              num_warmup=args.warmup, num_samples=args.samples, n_boot=args.boot,
+                              jobs=args.jobs)
+        print(f"olmo rolling: {time.perf_counter() - t0:.0f} s", flush=True)
+        summary_rows(res, "olmo-ladder", "rolling: fit <= each size, predict all larger ones", out)
+        # and per cutoff: the runs of one fold share its fit's errors, so a fold is one draw of them
+        grouped_rows(res, res.per_run, "fold", lambda fold: f"rolling, one fold: fit {fold}, predict larger",
+                     out, timed=False)
 
 
 def olmo_extrapolates(per_run: pd.DataFrame) -> np.ndarray:
@@ -214,6 +218,10 @@ def main(argv=None) -> str:
     ap.add_argument("--sweep-warmup", type=int, default=1000, help="NUTS warmup of the sweeps' transfer fits")
     ap.add_argument("--sweep-samples", type=int, default=1000, help="NUTS draws of the sweeps' transfer fits")
     ap.add_argument("--olmo-law", default="annealing")
+    ap.add_argument("--olmo-splits", default="first,rolling",
+                    help="olmo part: 'first' (fit <=1B, <=2xC; predict 3B and 5-10xC), 'rolling' (each size "
+                    "in turn as the cutoff), or both")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the rolling split's folds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "backtest_results.md"))
     args = ap.parse_args(argv)
@@ -228,7 +236,8 @@ def main(argv=None) -> str:
         text = ["# Backtest results" + ("" if final else " (partial)"), "",
                 f"Produced by `python examples/benchmark_backtest.py --parts {args.parts} --chains "
                 f"{args.chains} --warmup {args.warmup} --samples {args.samples} --boot {args.boot} "
-                f"--olmo-law {args.olmo_law}` in {time.perf_counter() - t0:.0f} s on a shared 2-core CPU. "
+                f"--olmo-law {args.olmo_law} --olmo-splits {args.olmo_splits}` in "
+                f"{time.perf_counter() - t0:.0f} s on a shared 2-core CPU. "
                 "fit_s: wall seconds to fit (lrplan: NUTS with its held-out calibration; huber: 8-start "
                 "point fit plus the block bootstrap), per split.", ""]
         if curves:

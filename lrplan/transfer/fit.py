@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, replace
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lrplan import __version__, laws
-from lrplan.bayes import Diagnostics, diagnostics
+from lrplan.bayes import Diagnostics, diagnostics, nuts
 from lrplan.errors import FitError
 from lrplan.priors import PriorSet, load_priors
 from lrplan.transfer.model import (
@@ -28,7 +29,9 @@ from lrplan.transfer.model import (
     CELL_SITES,
     FIXED,
     LR_LAWS,
+    arrays_model,
     cell_loss,
+    data_arrays,
     divergence_logit,
     loss_noise,
     new_cell_effects,
@@ -268,7 +271,7 @@ def fit_transfer(
     ``cell_effects`` (default: `lrplan.transfer.points.dense_cells`, enough cells swept over enough LRs)
     gives each cell its own lr* and loss level around the law's.
     """
-    from numpyro.infer import MCMC, NUTS, init_to_median
+    from numpyro.infer import NUTS, init_to_median
 
     if lr_law not in LR_LAWS or bowl not in BOWLS:
         raise FitError(f"unknown variant {lr_law}/{bowl}: lr laws {LR_LAWS}, bowls {BOWLS}")
@@ -279,15 +282,18 @@ def fit_transfer(
     notes = list(notes) + identifiability_notes(points)
     log.info("fitting transfer model (%s lr*, %s bowl) to %d runs, %d loss points", lr_law, bowl,
              len(data.run_log_lr), len(data.loss))
-    kernel = NUTS(transfer_model, init_strategy=init_to_median(num_samples=31), target_accept_prob=0.9,
-                  dense_mass=True)
-    method = "parallel" if jax.local_device_count() >= chains else "sequential"
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
-                chain_method=method, progress_bar=progress)
-    mcmc.run(jax.random.PRNGKey(seed), data=data, priors=priors, lr_law=lr_law, bowl=bowl,
-             extra_fields=("diverging",))
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    arrays, static = data_arrays(data)
+    model = partial(arrays_model, static=static, priors=priors, lr_law=lr_law, bowl=bowl)
+    if progress:  # one compiled run: no per-step bar
+        log.info("sampling the transfer model: %d chain(s) x (%d warmup + %d draws)", chains,
+                 num_warmup, num_samples)
+    samples, diverging = nuts(
+        ("transfer", lr_law, bowl, priors.to_toml(), static),
+        lambda: NUTS(model, init_strategy=init_to_median(num_samples=31), target_accept_prob=0.9,
+                     dense_mass=True),
+        jax.random.PRNGKey(seed), (arrays,), num_chains=chains, num_warmup=num_warmup,
+        num_samples=num_samples)
+    divergences = int(diverging.sum())
     sites = [*transfer_sites(lr_law, bowl, data.batch_term, data.anneal_term, cell_effects),
              *(["sigma_run"] if data.n_curve_runs else [])]
     diag = diagnostics(samples, divergences, sites)

@@ -35,7 +35,7 @@ its own effects (`cell_loss`), the divergence odds (`divergence_logit`), a cell'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import jax.numpy as jnp
@@ -48,6 +48,7 @@ from lrplan.bayes import STUDENT_DF, prior_distribution
 from lrplan.priors import PriorSet
 
 __all__ = ["LR_LAWS", "BOWLS", "FIXED", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
+           "STATIC_FIELDS", "data_arrays", "arrays_model",
            "transfer_sites", "law_values", "cell_loss", "divergence_logit", "new_cell_effects",
            "loss_noise", "loss_noise_logpdf"]
 
@@ -195,6 +196,29 @@ def transfer_model(
         numpyro.sample("diverged", dist.Bernoulli(logits=divergence_logit(data.run_log_lr, log_opt,
                                                                           offset, width)),
                        obs=data.run_diverged if observe else None)
+
+
+#: `TransferData` fields that shape the model (Python values); the others are arrays.
+STATIC_FIELDS = ("n_curve_runs", "batch_term", "anneal_term", "n_slices")
+
+
+def data_arrays(data: TransferData) -> tuple[dict[str, jnp.ndarray], tuple]:
+    """``(arrays, static)``: the data's arrays by field and its `STATIC_FIELDS` values.
+
+    Compiled programs take the arrays as arguments and key on ``static`` (and the shapes), so
+    one program serves every data set of the same layout (`arrays_model`).
+    """
+    arrays = {f.name: jnp.asarray(getattr(data, f.name)) for f in fields(data)
+              if f.name not in STATIC_FIELDS and getattr(data, f.name) is not None}
+    return arrays, tuple(getattr(data, n) for n in STATIC_FIELDS)
+
+
+def arrays_model(arrays: dict, fixed: dict | None = None, *, static: tuple, priors: PriorSet,
+                 lr_law: str = "loglinear", bowl: str = "linex") -> None:
+    """`transfer_model` of data given as `data_arrays`; ``fixed`` conditions sites on values."""
+    data = TransferData(**arrays, **dict(zip(STATIC_FIELDS, static, strict=True)))
+    model = numpyro.handlers.condition(transfer_model, data=fixed) if fixed else transfer_model
+    model(data, priors=priors, lr_law=lr_law, bowl=bowl)
 
 
 def new_cell_effects(samples: dict[str, np.ndarray], known: list[int | None],
