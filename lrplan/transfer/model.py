@@ -35,6 +35,7 @@ its own effects (`cell_loss`), the divergence odds (`divergence_logit`), a cell'
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -44,7 +45,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from lrplan import laws
-from lrplan.bayes import STUDENT_DF, prior_distribution
+from lrplan.bayes import STUDENT_DF, bucket, prior_distribution
 from lrplan.priors import PriorSet
 
 __all__ = ["LR_LAWS", "BOWLS", "FIXED", "CELL_SITES", "SLICE_KINDS", "TransferData", "transfer_model",
@@ -103,6 +104,8 @@ class TransferData:
     point_slice: np.ndarray | None = None  # (3, points): each point's slice of each kind
     run_slice: np.ndarray | None = None  # (3, runs)
     n_slices: tuple[int, ...] = ()  # slices per kind; () = no cell-level effects
+    point_seen: np.ndarray | None = None  # padding (`data_arrays`): False for padded points
+    run_seen: np.ndarray | None = None  # and runs; None = every entry is data
 
 
 def law_values(priors: PriorSet, lr_law: str, bowl: str, data: TransferData) -> dict[str, jnp.ndarray]:
@@ -185,14 +188,14 @@ def transfer_model(
             z = numpyro.sample("z_run", dist.Normal(0.0, 1.0))
         mean = mean + jnp.concatenate([sigma_run * z, jnp.zeros(1)])[data.curve_slot]
     sigma = numpyro.sample("sigma", prior_distribution(priors["sigma"]))
-    with numpyro.plate("points", len(data.loss)):
+    with numpyro.plate("points", len(data.loss)), _only(data.point_seen):
         numpyro.sample("loss", dist.StudentT(STUDENT_DF, mean, sigma),
                        obs=data.loss if observe else None)
     offset = numpyro.sample("div_offset", prior_distribution(priors["div_offset"]))
     width = numpyro.sample("div_width", prior_distribution(priors["div_width"]))
     log_opt = run_shift + laws.log_lr_opt(data.run_x_n, data.run_x_d, data.run_x_b, c0=v["c0"],
                                           c_n=v["c_n"], c_d=v["c_d"], c_b=v["c_b"], c_nn=v["c_nn"])
-    with numpyro.plate("runs", len(data.run_log_lr)):
+    with numpyro.plate("runs", len(data.run_log_lr)), _only(data.run_seen):
         numpyro.sample("diverged", dist.Bernoulli(logits=divergence_logit(data.run_log_lr, log_opt,
                                                                           offset, width)),
                        obs=data.run_diverged if observe else None)
@@ -202,14 +205,38 @@ def transfer_model(
 STATIC_FIELDS = ("n_curve_runs", "batch_term", "anneal_term", "n_slices")
 
 
-def data_arrays(data: TransferData) -> tuple[dict[str, jnp.ndarray], tuple]:
-    """``(arrays, static)``: the data's arrays by field and its `STATIC_FIELDS` values.
+def _only(seen):
+    """Mask a plate's likelihood to its data entries (``None``: all of them)."""
+    return nullcontext() if seen is None else numpyro.handlers.mask(mask=seen)
 
-    Compiled programs take the arrays as arguments and key on ``static`` (and the shapes), so
-    one program serves every data set of the same layout (`arrays_model`).
+
+_POINT_FIELDS = ("x_n", "x_d", "x_b", "log_lr", "unannealed", "loss", "curve_slot", "point_slice")
+_RUN_FIELDS = ("run_x_n", "run_x_d", "run_x_b", "run_log_lr", "run_diverged", "run_slice")
+
+
+def data_arrays(data: TransferData) -> tuple[dict[str, jnp.ndarray], tuple]:
+    """``(arrays, static)``: the data's arrays by field, padded, and its `STATIC_FIELDS` values.
+
+    Points and runs are padded to their shape bucket (`lrplan.bayes.bucket`) with masked
+    entries (``point_seen``, ``run_seen``). Compiled programs take the arrays as arguments and
+    key on ``static`` and the shapes, so one program serves every data set of the same layout
+    and bucket (`arrays_model`): the leave-out refits of a sweep, or sweeps of similar size.
     """
-    arrays = {f.name: jnp.asarray(getattr(data, f.name)) for f in fields(data)
-              if f.name not in STATIC_FIELDS and getattr(data, f.name) is not None}
+    n_points, n_runs = len(data.loss), len(data.run_log_lr)
+    fill = {"loss": float(data.loss_ref), "curve_slot": data.n_curve_runs}
+    arrays = {}
+    for f in fields(data):
+        value = getattr(data, f.name)
+        if f.name in STATIC_FIELDS or value is None:
+            continue
+        value = np.asarray(value)
+        n = n_points if f.name in _POINT_FIELDS else n_runs if f.name in _RUN_FIELDS else None
+        if n is not None:
+            width = [(0, 0)] * (value.ndim - 1) + [(0, bucket(n) - n)]
+            value = np.pad(value, width, constant_values=fill.get(f.name, 0))
+        arrays[f.name] = jnp.asarray(value)
+    arrays["point_seen"] = jnp.arange(bucket(n_points)) < n_points
+    arrays["run_seen"] = jnp.arange(bucket(n_runs)) < n_runs
     return arrays, tuple(getattr(data, n) for n in STATIC_FIELDS)
 
 
