@@ -170,8 +170,8 @@ def test_budget_runs_without_sizes_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured 26/27 (0.96): a 6-budget grid gives 3 leave-budget-out "
-                          "forecasts, and the growth rate's prior keeps it from zero "
+@pytest.mark.xfail(reason="measured 48/50 (0.96; the posterior alone 36/50): a 6-budget grid gives "
+                          "3 leave-budget-out cuts, and the drift's prior keeps it from zero "
                           "(examples/budget_simulation.md)", strict=False)
 def test_budget_simulation_coverage_of_the_true_optimum():
     module = runpy.run_path(str(EXAMPLES / "budget_simulation.py"))
