@@ -88,6 +88,36 @@ def test_recovers_the_lr_law(fitted):
     assert lo <= true <= hi
 
 
+@pytest.mark.parametrize("cell_effects", [False, True])
+def test_padded_data_have_the_models_density(sweep_file, cell_effects):
+    """The compiled fits see the data padded to a shape bucket: the masked padding adds nothing."""
+    import jax
+    from numpyro import handlers
+    from numpyro.infer.util import log_density
+
+    from lrplan.priors import load_priors
+    from lrplan.transfer.model import arrays_model, data_arrays, transfer_model
+    from lrplan.transfer.points import normalise, transfer_data
+
+    points, _ = transfer_points(load_runs(sweep_file))
+    data, _ = transfer_data(points, *normalise(points), cell_effects)
+    priors = load_priors("transfer")
+    kw = dict(priors=priors, lr_law="loglinear", bowl="linex")
+    arrays, static = data_arrays(data)
+    assert arrays["loss"].shape[0] > len(data.loss) and int(arrays["point_seen"].sum()) == len(data.loss)
+    trace = handlers.trace(handlers.seed(transfer_model, jax.random.PRNGKey(3))).get_trace(data, **kw)
+    params = {k: site["value"] for k, site in trace.items()
+              if site["type"] == "sample" and not site["is_observed"]}
+    exact, _ = log_density(transfer_model, (data,), kw, params)
+    padded, _ = log_density(arrays_model, (arrays,), dict(static=static, **kw), params)
+    assert np.isfinite(float(exact)) and float(padded) == pytest.approx(float(exact), rel=1e-10)
+    # and the density does depend on the data: drop one point and it changes
+    fewer = transfer_data(points.iloc[1:], *normalise(points), cell_effects)[0]
+    arrays2, static2 = data_arrays(fewer)
+    other, _ = log_density(arrays_model, (arrays2,), dict(static=static2, **kw), params)
+    assert float(other) != pytest.approx(float(exact), rel=1e-10)
+
+
 def test_divergence_term_learns_where_runs_blow_up(fitted):
     centre = np.exp(np.median(fitted.log_lr_center(5e7, 1e9, 5e5)))
     p = fitted.divergence_probability(5e7, 1e9, 5e5, [centre, centre * np.exp(3.0)]).mean(axis=0)
