@@ -153,11 +153,19 @@ class CurveFold:
         return rows, notes, timings
 
 
-def _worker_setup() -> None:
-    """JAX as lrplan runs it (64-bit), in whichever process a fold lands."""
+def _worker_setup(cache_dir: str | None = None, min_compile_s: float | None = None) -> None:
+    """JAX as lrplan runs it in whichever process a fold lands: 64-bit, and a compile cache.
+
+    `map_folds` passes its workers the parent's persistent compilation cache: without it every
+    worker compiles every program again.
+    """
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        if min_compile_s is not None:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
 
 
 def _call(task):
@@ -179,8 +187,12 @@ def map_folds(tasks: Sequence[Callable], *, jobs: int = 1, executor=None) -> lis
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    import jax
+
+    cache = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+                             mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_setup, initargs=cache) as pool:
         return list(pool.map(_call, tasks))
 
 
