@@ -31,8 +31,8 @@ import numpyro.distributions as dist
 from lrplan.errors import FitError
 from lrplan.priors import Prior
 
-__all__ = ["STUDENT_DF", "Diagnostics", "bucket", "cache_size", "cached", "diagnostics", "nuts",
-           "prior_distribution"]
+__all__ = ["STUDENT_DF", "Diagnostics", "bucket", "cache_size", "cached", "diagnostics", "map_functions",
+           "nuts", "prior_distribution"]
 
 _CACHE: dict[Hashable, object] = {}
 _LOCK = threading.Lock()
@@ -151,6 +151,45 @@ def nuts(key: Hashable, make_kernel: Callable[[], object], rng_key, args: tuple,
         samples = jax.tree.map(lambda *x: jnp.stack(x), *[o[0] for o in outs])
         diverging = jnp.stack([o[1] for o in outs])
     return {k: np.asarray(v) for k, v in samples.items()}, np.asarray(diverging)
+
+
+def map_functions(key: Hashable, model: Callable, example_args: tuple, *, init_samples: int = 15) -> dict:
+    """Compiled functions for a model's maximum a posteriori point, built once per ``key``.
+
+    ``model(*args)`` takes arrays (pytrees; ``None`` for an absent argument) and nothing else,
+    so fits of data laid out alike share the functions; ``example_args`` fixes the latent
+    layout (the unconstrained sites' shapes), which ``key`` must therefore determine.
+
+    ``init(rng_key, *args)``: the prior-median start (unconstrained, flat) and whether its
+    density is finite; ``value_and_grad(x, *args)``: the potential energy and its gradient;
+    ``constrain(x, *args)``: every site's constrained value, deterministic ones included.
+    """
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer import init_to_median
+    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+
+    def start(rng_key, *args):
+        info, *_ = initialize_model(rng_key, model, model_args=args, dynamic_args=False,
+                                    init_strategy=init_to_median(num_samples=init_samples))
+        return info.z, jnp.isfinite(info.potential_energy)
+
+    def build():
+        proto = jax.eval_shape(start, jax.random.PRNGKey(0), *example_args)[0]
+        unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), proto))[1]
+
+        def init(rng_key, *args):
+            z, ok = start(rng_key, *args)
+            return ravel_pytree(z)[0], ok
+
+        return dict(
+            init=jax.jit(init),
+            value_and_grad=jax.jit(jax.value_and_grad(
+                lambda x, *args: potential_energy(model, args, {}, unravel(x)))),
+            constrain=jax.jit(lambda x, *args: constrain_fn(model, args, {}, unravel(x),
+                                                            return_deterministic=True)),
+        )
+
+    return cached(key, build)
 
 
 # ---------------------------------------------------------------- priors, likelihood, diagnostics

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrplan.bayes import cached
+from lrplan.bayes import cached, map_functions
 from lrplan.curve.model import CurveData, curve_model, law_mean, law_parameters
 from lrplan.curve.prepare import pad_to_bucket
 from lrplan.errors import FitError
@@ -44,41 +44,16 @@ def compile_key(data: CurveData, priors: PriorSet, *rest) -> tuple:
 
 
 def _point_functions(data: CurveData, priors: PriorSet):
-    """The point fit's compiled functions for data like ``data`` (padded), built once.
+    """The point fit's compiled functions (`lrplan.bayes.map_functions`), built once.
 
-    ``init(key, data)``: the prior-median start (unconstrained, flat) and whether it is
-    valid; ``value_and_grad(x, seen, data)``: the potential energy and its gradient;
-    ``constrain(x, data)``: every site's constrained value, deterministic ones included.
+    For data like ``data`` (padded); the model takes ``(data, seen)``, ``seen=None`` fitting
+    every point.
     """
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
-    def kwargs(data, seen=None):
-        return dict(data=data, priors=priors, obs=data.log_loss, seen=seen)
+    def model(data, seen=None):
+        curve_model(data=data, priors=priors, obs=data.log_loss, seen=seen)
 
-    def start(key, data):
-        info, *_ = initialize_model(key, curve_model, model_kwargs=kwargs(data),
-                                    init_strategy=init_to_median(num_samples=15),
-                                    dynamic_args=False)
-        return info.z, jnp.isfinite(info.potential_energy)
-
-    def build():
-        proto = jax.eval_shape(start, jax.random.PRNGKey(0), data)[0]
-        unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), proto))[1]
-        def init(key, data):
-            z, ok = start(key, data)
-            return ravel_pytree(z)[0], ok
-
-        return dict(
-            init=jax.jit(init),
-            value_and_grad=jax.jit(jax.value_and_grad(lambda x, seen, data: potential_energy(
-                curve_model, (), kwargs(data, seen), unravel(x)))),
-            constrain=jax.jit(lambda x, data: constrain_fn(
-                curve_model, (), kwargs(data), unravel(x), return_deterministic=True)),
-        )
-
-    return cached(("point", *compile_key(data, priors)), build)
+    return map_functions(("point", *compile_key(data, priors)), model, (data, None))
 
 
 class PointFit:
@@ -98,7 +73,7 @@ class PointFit:
         self.data, self.seed = data, seed
         self._padded = jax.tree.map(jnp.asarray, pad_to_bucket(data))
         self._fns = _point_functions(self._padded, priors)
-        x0, ok = self._fns["init"](jax.random.PRNGKey(seed), self._padded)
+        x0, ok = self._fns["init"](jax.random.PRNGKey(seed), self._padded, None)
         if not bool(ok):
             raise FitError("the point fit found no start with a finite posterior density; "
                            "check the priors")
@@ -121,7 +96,7 @@ class PointFit:
             points.append(self._x_full)
         best = None
         for start in points:
-            res = lbfgs(self._fns["value_and_grad"], start, mask, self._padded,
+            res = lbfgs(self._fns["value_and_grad"], start, self._padded, mask,
                         options=dict(maxiter=3000))
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
@@ -129,7 +104,7 @@ class PointFit:
             raise FitError("the point fit found no finite posterior density; check the priors")
         if full:
             self._x_full = best.x
-        constrained = self._fns["constrain"](jnp.asarray(best.x), self._padded)
+        constrained = self._fns["constrain"](jnp.asarray(best.x), self._padded, None)
         return {k: np.asarray(v) for k, v in constrained.items()}, float(best.fun)
 
 

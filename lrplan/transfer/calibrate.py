@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lrplan.bayes import cached
+from lrplan.bayes import map_functions
 from lrplan.curve.pointfit import lbfgs
 from lrplan.errors import FitError
 from lrplan.evaluate.baselines import cell_optima
@@ -101,42 +101,6 @@ def reach(v: np.ndarray, span: np.ndarray) -> np.ndarray:
     return v * (np.abs(v) + np.asarray(span, dtype=np.float64))
 
 
-def _point_functions(arrays: dict, fixed: dict | None, static: tuple, priors, lr_law: str, bowl: str):
-    """The point fit's compiled functions for data laid out like ``arrays``, built once.
-
-    ``init(key, arrays, fixed)``: the prior-median start (unconstrained, flat);
-    ``value_and_grad(x, arrays, fixed)``: the potential energy and its gradient;
-    ``constrain(x, arrays, fixed)``: every site's constrained value, deterministic ones included.
-    The data (`lrplan.transfer.model.data_arrays`) and the conditioned values are arguments, and
-    the latent layout depends on the static fields and the conditioned sites only, so the
-    leave-out refits of a sweep share the functions (a new shape retraces them).
-    """
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
-
-    model = partial(arrays_model, static=static, priors=priors, lr_law=lr_law, bowl=bowl)
-
-    def start(key, arrays, fixed):
-        info, *_ = initialize_model(key, model, model_args=(arrays, fixed),
-                                    init_strategy=init_to_median(num_samples=15), dynamic_args=False)
-        return info.z
-
-    def build():
-        proto = jax.eval_shape(start, jax.random.PRNGKey(0), arrays, fixed)
-        unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), proto))[1]
-        return dict(
-            init=jax.jit(lambda key, arrays, fixed: ravel_pytree(start(key, arrays, fixed))[0]),
-            value_and_grad=jax.jit(jax.value_and_grad(lambda x, arrays, fixed: potential_energy(
-                model, (arrays, fixed), {}, unravel(x)))),
-            constrain=jax.jit(lambda x, arrays, fixed: constrain_fn(
-                model, (arrays, fixed), {}, unravel(x), return_deterministic=True)),
-        )
-
-    key = ("transfer point", static, tuple(sorted(fixed or {})), priors.to_toml(), lr_law, bowl)
-    return cached(key, build)
-
-
 def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effects: bool,
               fixed: dict[str, np.ndarray] | None = None, seed: int = 0) -> TransferFit:
     """The model's maximum a posteriori (in its unconstrained space) as a one-draw fit.
@@ -149,8 +113,15 @@ def point_fit(points: pd.DataFrame, *, lr_law: str, bowl: str, priors, cell_effe
     data, _ = transfer_data(points, n0, d0, b0, lr_ref, cell_effects)
     arrays, static = data_arrays(data)
     fixed_arg = fixed or None
-    fns = _point_functions(arrays, fixed_arg, static, priors, lr_law, bowl)
-    z0 = fns["init"](jax.random.PRNGKey(seed), arrays, fixed_arg)
+    # the latent layout depends on the static fields and the conditioned sites only, so the
+    # leave-out refits of a sweep share the compiled functions
+    model = partial(arrays_model, static=static, priors=priors, lr_law=lr_law, bowl=bowl)
+    fns = map_functions(("transfer point", static, tuple(sorted(fixed)), priors.to_toml(), lr_law, bowl),
+                        model, (arrays, fixed_arg))
+    z0, ok = fns["init"](jax.random.PRNGKey(seed), arrays, fixed_arg)
+    if not bool(ok):
+        raise FitError("the transfer point fit found no start with a finite posterior density; "
+                       "check the priors")
     res = lbfgs(fns["value_and_grad"], np.asarray(z0, dtype=np.float64), arrays, fixed_arg)
     values = fns["constrain"](jnp.asarray(res.x), arrays, fixed_arg)
     samples = {k: np.asarray(v)[None, None] for k, v in values.items()}
