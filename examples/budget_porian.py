@@ -59,12 +59,20 @@ def interval(draws, level=LEVEL):
     return np.quantile(draws, [a, 1 - a])
 
 
-def lrplan_predict(train: pd.DataFrame, flops: float, seed: int, **sampler):
+def lrplan_predict(train: pd.DataFrame, flops: float, seed: int, drifts=("calibrated",), **sampler):
+    """Per drift variant: draws of log N* and of the best loss, and the drift; one fit for all.
+
+    "calibrated" is lrplan's default; "slab" the same forecasts with the rates' spike at zero
+    left out (a half-normal rate alone).
+    """
     law = bu.fit_budget(train, seed=seed, **sampler)
-    drift = bu.calibrate_drift(train, seed=seed)
-    res = bu.decide_budget(law, flops, drift=drift, seed=seed)
-    best = res.curves.min(axis=1)
-    return np.log(res.params_star), best, law, drift
+    folds = bu.drift_forecasts(train, seed=seed)
+    out = {}
+    for kind in drifts:
+        drift = bu.drift_posterior(folds, seed=seed, p_none=0.0 if kind == "slab" else None)
+        res = bu.decide_budget(law, flops, drift=drift, seed=seed)
+        out[kind] = (np.log(res.params_star), res.curves.min(axis=1), drift)
+    return law, out
 
 
 def chinchilla_predict(train: pd.DataFrame, flops: float, seed: int, n_boot: int):
@@ -87,7 +95,8 @@ def only(name: str):
     return lambda key: name in "/".join(map(str, key))
 
 
-def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: int, **sampler) -> dict:
+def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: int,
+                drifts=("calibrated",), **sampler) -> dict:
     """One setting's row; ``sampler``: `fit_budget`'s chains, num_warmup, num_samples."""
     pts, _ = bu.points_from_frame(
         pd.DataFrame({"run": [f"p{i}" for i in range(len(df))], "params": df["N"].to_numpy(),
@@ -102,40 +111,52 @@ def one_setting(key, df: pd.DataFrame, *, max_excess: float, seed: int, n_boot: 
     train = kept[kept["flops"] <= top / 8 * 1.01].reset_index(drop=True)
     train = bu.points_from_frame(train[["run", "params", "tokens", "loss"]])[0]
     t0 = time.time()
-    log_n, best, law, drift = lrplan_predict(train, top, seed, **sampler)
+    law, variants = lrplan_predict(train, top, seed, drifts, **sampler)
     t1 = time.time()
     (c_n, c_l), boot = chinchilla_predict(train, top, seed, n_boot)
     t2 = time.time()
-    lo_n, hi_n = interval(log_n)
-    lo_l, hi_l = interval(best)
     blo_n, bhi_n = interval(boot[:, 0])
     blo_l, bhi_l = interval(boot[:, 1])
     source = key[0].removeprefix("summary_df").strip("_") or "base"
-    return {
+    row = {
         "setting": "/".join(map(str, key[1:])) + f" ({source})",
         "train_budgets": int(train["budget"].nunique()), "train_runs": len(train),
-        "true_N": float(np.exp(true_n)), "true_loss": true_l,
-        "lrplan_N": float(np.exp(np.median(log_n))), "lrplan_logerr_N": float(np.median(log_n) - true_n),
-        "lrplan_in80_N": bool(lo_n <= true_n <= hi_n), "lrplan_width80_N": float(np.exp(hi_n - lo_n)),
-        "lrplan_loss": float(np.median(best)), "lrplan_relerr_loss": float(np.median(best) / true_l - 1),
-        "lrplan_in80_loss": bool(lo_l <= true_l <= hi_l),
-        "lrplan_width80_loss": float((hi_l - lo_l) / true_l),
+        "true_N": float(np.exp(true_n)), "true_loss": true_l}
+    for kind, (log_n, best, drift) in variants.items():
+        m = PREFIX[kind]
+        lo_n, hi_n = interval(log_n)
+        lo_l, hi_l = interval(best)
+        row |= {
+            f"{m}_N": float(np.exp(np.median(log_n))), f"{m}_logerr_N": float(np.median(log_n) - true_n),
+            f"{m}_in80_N": bool(lo_n <= true_n <= hi_n), f"{m}_width80_N": float(np.exp(hi_n - lo_n)),
+            f"{m}_loss": float(np.median(best)), f"{m}_relerr_loss": float(np.median(best) / true_l - 1),
+            f"{m}_in80_loss": bool(lo_l <= true_l <= hi_l),
+            f"{m}_width80_loss": float((hi_l - lo_l) / true_l),
+            f"{m}_drift_n_mean": float(np.mean(drift.rates[:, 0])),
+            f"{m}_none_n": drift.none_prob[0], "folds": len(drift.folds)}
+    return row | {
         "chin_N": float(np.exp(c_n)), "chin_logerr_N": float(c_n - true_n),
         "chin_in80_N": bool(blo_n <= true_n <= bhi_n), "chin_width80_N": float(np.exp(bhi_n - blo_n)),
         "chin_loss": float(c_l), "chin_relerr_loss": float(c_l / true_l - 1),
         "chin_in80_loss": bool(blo_l <= true_l <= bhi_l),
         "chin_width80_loss": float((bhi_l - blo_l) / true_l),
-        "drift_n_median": float(np.median(drift.rates[:, 0])),
-        "drift_l_median": float(np.median(drift.rates[:, 1])), "folds": len(drift.folds),
         "r_hat": law.diagnostics.r_hat_max, "divergences": law.diagnostics.divergences,
         "lrplan_s": t1 - t0, "chin_s": t2 - t1,
     }
 
 
+#: Column prefix and table name of each method.
+PREFIX = {"calibrated": "lrplan", "slab": "lrplan_slab"}
+NAMES = {"lrplan": "lrplan (posterior + calibrated drift)",
+         "lrplan_slab": "lrplan, drift without its spike at zero (before)",
+         "chin": "Chinchilla approach 3 (Huber + bootstrap)"}
+
+
 def summary(res: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for m, name in (("lrplan", "lrplan (posterior + calibrated drift)"),
-                    ("chin", "Chinchilla approach 3 (Huber + bootstrap)")):
+    for m, name in NAMES.items():
+        if f"{m}_N" not in res:
+            continue
         rows.append({
             "method": name, "settings": len(res),
             "mean abs log err N*": res[f"{m}_logerr_N"].abs().mean(),
@@ -159,6 +180,8 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--warmup", type=int, default=1000, help="NUTS warmup of the loss law's fit")
     ap.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain")
     ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--drifts", default="calibrated",
+                    help="comma list of lrplan's drift variants, scored on the same fits: calibrated, slab")
     ap.add_argument("--settings", type=int, default=None, help="only the first K settings")
     ap.add_argument("--only", default=None, help="only settings whose name contains this")
     ap.add_argument("--skip", type=int, default=0, help="skip the first K settings (split a run)")
@@ -173,6 +196,7 @@ def main(argv=None) -> pd.DataFrame:
         for log in args.merge_logs:
             rows += [ast.literal_eval(line.replace(": nan", ": None"))
                      for line in Path(log).read_text().splitlines() if line.startswith("{'setting'")]
+        rows = list({r["setting"]: r for r in rows}.values())  # a setting rerun: its last row
     else:
         if args.data_dir is None:
             ap.error("--data-dir is required (or --merge-logs)")
@@ -182,7 +206,8 @@ def main(argv=None) -> pd.DataFrame:
             groups = [g for g in groups if only(args.only)(g[0])]
         for key, df in groups:
             r = one_setting(key, df, max_excess=args.max_excess, seed=args.seed, n_boot=args.boot,
-                            chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
+                            drifts=tuple(args.drifts.split(",")), chains=args.chains,
+                            num_warmup=args.warmup, num_samples=args.samples)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
             rows.append(r)
     res = pd.DataFrame([r for r in rows if "skipped" not in r])
@@ -190,9 +215,10 @@ def main(argv=None) -> pd.DataFrame:
     pd.set_option("display.width", 250)
     print(summ.to_string(index=False))
     if args.write:
-        cols = ["setting", "true_N", "lrplan_N", "lrplan_in80_N", "lrplan_width80_N", "chin_N",
-                "chin_in80_N", "chin_width80_N", "true_loss", "lrplan_loss", "lrplan_in80_loss",
-                "chin_loss", "chin_in80_loss", "folds", "drift_n_median", "drift_l_median", "r_hat"]
+        ms = [m for m in NAMES if f"{m}_N" in res]
+        cols = ["setting", "true_N", *[f"{m}_{c}" for m in ms for c in ("N", "in80_N", "width80_N")],
+                "true_loss", *[f"{m}_{c}" for m in ms for c in ("loss", "in80_loss")], "folds",
+                *[f"{m}_{c}" for m in ms if m != "chin" for c in ("drift_n_mean", "none_n")], "r_hat"]
         text = ["# lrplan budget vs Chinchilla's approach 3 on Porian et al.'s isoflop grids", "",
                 "Written by `python examples/budget_porian.py --data-dir DATA_DIR --write`: fit the "
                 "budgets up to 1/8 of the largest, predict the largest budget's optimum (the vertex "

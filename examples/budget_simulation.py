@@ -35,7 +35,7 @@ from lrplan.evaluate.simulate import CHINCHILLA_TRUTH, simulate_isoflop, true_pa
 LEVELS = (0.5, 0.8, 0.95)
 
 
-DRIFTS = ("calibrated", "none", "prior")
+DRIFTS = ("calibrated", "slab", "none", "prior")
 
 
 def replicate(seed: int, *, budgets: int = 6, noise: float = 0.01, chains: int = 1,
@@ -44,7 +44,8 @@ def replicate(seed: int, *, budgets: int = 6, noise: float = 0.01, chains: int =
     """One replicate: simulate, fit, plan 8x beyond; whether the true N* is in each interval.
 
     Each of ``drifts`` plans from the same fit: "calibrated" (leave-budget-out drift, lrplan's
-    default), "none" (the law's posterior alone), "prior" (the drift rates' priors).
+    default), "slab" (the same forecasts, the rates without their spike at zero), "none" (the
+    law's posterior alone), "prior" (the drift rates' priors).
     """
     flops = 1e17 * 2.0 ** np.arange(budgets)
     df = simulate_isoflop(CHINCHILLA_TRUTH, flops, noise=noise, seed=seed)
@@ -53,10 +54,14 @@ def replicate(seed: int, *, budgets: int = 6, noise: float = 0.01, chains: int =
     priors = bu.load_priors("budget")
     target = 8 * flops[-1]
     true_n = float(true_params_optimum(CHINCHILLA_TRUTH, target))
+    calibrated = {"calibrated", "slab"} & set(drifts)
+    folds = bu.drift_forecasts(pts, priors=priors, seed=seed) if calibrated else None
     rows = []
     for kind in drifts:
         if kind == "calibrated":
-            drift = bu.calibrate_drift(pts, seed=seed)
+            drift = bu.drift_posterior(folds, priors=priors, seed=seed)
+        elif kind == "slab":
+            drift = bu.drift_posterior(folds, priors=priors, seed=seed, p_none=0.0)
         elif kind == "prior":
             drift = bu.prior_drift(priors, seed=seed)
         else:
@@ -65,7 +70,8 @@ def replicate(seed: int, *, budgets: int = 6, noise: float = 0.01, chains: int =
         log_star = np.log(res.params_star)
         out = {"seed": seed, "drift": kind, "true_N": true_n, "recommended": res.recommended,
                "log_err": float(np.log(res.recommended / true_n)),
-               "drift_n": float(np.median(drift.rates[:, 0])), "folds": len(drift.folds)}
+               "drift_n": float(np.mean(drift.rates[:, 0])), "none_n": drift.none_prob[0],
+               "folds": len(drift.folds)}
         for level in LEVELS:
             a = (1 - level) / 2
             lo, hi = np.quantile(log_star, [a, 1 - a])
@@ -111,8 +117,10 @@ def main(argv=None) -> list[dict]:
     for kind in drifts:
         mine = [r for r in rows if r["drift"] == kind]
         rate = np.median([r["drift_n"] for r in mine])
+        p0 = np.median([r["none_n"] for r in mine])
         lines.append(f"drift {kind} ({np.median([r['folds'] for r in mine]):.0f} leave-budget-out "
-                     f"forecasts, median drift rate {rate:.4f} per e-fold):")
+                     f"forecasts; medians over replicates: mean drift rate {rate:.4f} per e-fold, "
+                     f"P(no drift) {p0:.2f}):")
         for level in LEVELS:
             k = sum(r[f"in{int(level * 100)}"] for r in mine)
             lo, hi = binomial_interval(k, n)

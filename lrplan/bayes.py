@@ -216,6 +216,8 @@ def prior_distribution(prior: Prior) -> dist.Distribution:
             return dist.Exponential(a["rate"])
         case "uniform":
             return dist.Uniform(a["low"], a["high"])
+        case "bernoulli":
+            return dist.Bernoulli(probs=a["probs"])
     raise FitError(f"unsupported prior distribution {prior.dist!r}")
 
 

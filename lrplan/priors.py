@@ -26,6 +26,7 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "gamma": ("concentration", "rate"),
     "exponential": ("rate",),
     "uniform": ("low", "high"),
+    "bernoulli": ("probs",),
 }
 
 
@@ -96,6 +97,8 @@ def _parse(doc: dict, source: str) -> tuple[str | None, dict[str, Prior]]:
         for a in ("scale", "rate", "concentration"):
             if a in args and not args[a] > 0:
                 raise PriorError(f"{where}: {a} must be > 0, got {args[a]}")
+        if "probs" in args and not 0 <= args["probs"] <= 1:
+            raise PriorError(f"{where}: probs must lie in [0, 1], got {args['probs']}")
         out[name] = Prior(dist, args, str(entry.get("why", "")))
     return doc.get("law"), out
 

@@ -108,6 +108,41 @@ def test_a_drift_prior_that_is_not_halfnormal_is_refused():
         bu.prior_drift(bad)
 
 
+def _folds(rate, seed, n=12, sd=0.03):
+    """Leave-budget-out forecast errors drawn with a known drift rate and known variance."""
+    rng = np.random.default_rng(seed)
+    reach = np.tile(np.linspace(0.7, 2.8, n // 2), 2)
+    var = np.full(n, sd**2)
+    err = rng.normal(0.0, np.sqrt(var + (rate * reach) ** 2))
+    return pd.DataFrame({"cut": 0, "budget": 0, "flops": 1.0, "reach": reach, "err_n": err,
+                         "var_n": var, "err_l": err / 10, "var_l": var / 100})
+
+
+def test_the_drift_posterior_settles_at_zero_without_drift_and_recovers_a_real_one():
+    # no drift: the spike takes most of the mass in most replicates, and it narrows the plan's
+    # drift against the half-normal rate alone
+    quiet = [bu.drift_posterior(_folds(0.0, s), seed=s, draws=500) for s in range(6)]
+    p_none = np.array([d.none_prob[0] for d in quiet])
+    assert np.median(p_none) > 0.6, p_none
+    slab = bu.drift_posterior(_folds(0.0, 0), seed=0, draws=500, p_none=0.0)
+    assert slab.none_prob == (0.0, 0.0) and np.all(slab.rates[:, 0] > 0)
+    assert np.quantile(quiet[0].rates[:, 0], 0.8) < np.quantile(slab.rates[:, 0], 0.8)
+    # a drift of 0.1 per e-fold (3x the forecasts' own sd at 1 e-fold): the spike loses, and the
+    # rate's 90% interval holds the truth in >= 7 of 10 replicates (binomial: 1.3% to fail)
+    loud = [bu.drift_posterior(_folds(0.1, s), seed=s, draws=500) for s in range(10, 20)]
+    assert max(d.none_prob[0] for d in loud) < 0.05
+    inside = [np.quantile(d.rates[:, 0], 0.05) < 0.1 < np.quantile(d.rates[:, 0], 0.95) for d in loud]
+    assert sum(inside) >= 7, inside
+
+
+def test_the_drift_prior_has_its_spike_at_zero():
+    priors = bu.load_priors("budget")
+    d = bu.prior_drift(priors, draws=4000, seed=0)
+    p0 = priors["drift_none"].args["probs"]
+    assert d.none_prob == (p0, p0)
+    assert abs(np.mean(d.rates == 0) - p0) < 0.03  # binomial sd at 4000 x 2 draws: ~0.006
+
+
 @pytest.fixture(scope="module")
 def runs_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("budget")

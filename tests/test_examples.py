@@ -219,13 +219,18 @@ def test_budget_porian_on_a_tiny_grid(tmp_path):
     write_porian(tmp_path)
     out = tmp_path / "porian.md"
     res = script("budget_porian")["main"](
-        ["--data-dir", str(tmp_path), "--settings", "1", *NUTS, "--boot", "3", "--write", "--out", str(out)])
+        ["--data-dir", str(tmp_path), "--settings", "1", *NUTS, "--boot", "3", "--write", "--out", str(out),
+         "--drifts", "calibrated,slab"])
     assert len(res) == 1 and res["train_budgets"].iloc[0] == 3
     row = res.iloc[0]
     assert row["true_N"] > 0 and np.isfinite(row["lrplan_logerr_N"]) and np.isfinite(row["chin_logerr_N"])
     assert abs(row["lrplan_relerr_loss"]) < 0.1 and row["lrplan_width80_N"] >= 1
+    # one fit, two drifts: the same median law, the spike only narrows
+    assert 0 < row["lrplan_none_n"] < 1 and row["lrplan_slab_none_n"] == 0
+    assert row["lrplan_width80_N"] <= row["lrplan_slab_width80_N"] * 1.05
     text = out.read_text()
     assert "lrplan (posterior + calibrated drift)" in text and "Chinchilla approach 3" in text
+    assert "without its spike" in text
 
 
 def test_budget_simulation_one_replicate(tmp_path):
@@ -238,6 +243,7 @@ def test_budget_simulation_one_replicate(tmp_path):
         assert r["in50"] <= r["in80"] <= r["in95"]  # nested intervals
         assert 1 <= r["width50"] <= r["width80"] <= r["width95"] and abs(r["log_err"]) < 1
     assert rows[0]["folds"] >= 1 and rows[0]["drift_n"] > 0 and rows[1]["drift_n"] == 0
+    assert 0 < rows[0]["none_n"] < 1 and rows[1]["none_n"] == 0
     text = out.read_text()
     assert "drift none" in text and "80% interval of N*: covers the truth in" in text
 

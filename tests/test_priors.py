@@ -29,6 +29,7 @@ def test_override_by_name(tmp_path):
         ('[params.alpha]\ndist = "cauchy"\n', "unknown dist 'cauchy'"),
         ('[params.alpha]\ndist = "normal"\nloc = 0\n', "missing scale"),
         ('[params.alpha]\ndist = "normal"\nloc = 0\nscale = -1\n', "scale must be > 0"),
+        ('[params.alpha]\ndist = "bernoulli"\nprobs = 1.5\n', "probs must lie in"),
         ('law = "annealing"\n', "priors are for law 'annealing'"),
         ("[params.alpha\n", "not valid TOML"),
     ],

@@ -11,10 +11,10 @@ A Chinchilla-form law fitted to small budgets is misspecified when extrapolated 
 2024: warmup, head FLOPs and decay move the optimum; Besiroglu et al. 2024: the fitted
 exponents are fragile). So each predictive draw's curve is also shifted by a calibrated miss:
 by ``delta ~ N(0, (drift_n r)^2)`` in log N and ``eps ~ N(0, (drift_l r)^2)`` in log loss,
-with r the e-folds of compute beyond the largest fitted budget. The drift rates have a
-posterior from leave-budget-out forecasts of the runs' own isoflop optima
-(`calibrate_drift`), or their priors (``models/budget.toml``) when the runs have too few
-budgets.
+with r the e-folds of compute beyond the largest fitted budget. Each rate is zero (no drift)
+with some probability and half-normal otherwise; both have a posterior from leave-budget-out
+forecasts of the runs' own isoflop optima (`calibrate_drift`), or their priors
+(``models/budget.toml``) when the runs have too few budgets.
 
 References
 ----------
@@ -140,7 +140,9 @@ class BudgetResult:
             "isoflop": self.curve_summary(),
             "drift": {"source": self.drift.source, "folds": len(self.drift.folds),
                       "params_rate": summarize(self.drift.rates[:, 0]),
-                      "loss_rate": summarize(self.drift.rates[:, 1])},
+                      "loss_rate": summarize(self.drift.rates[:, 1]),
+                      "none_probability": {"params": self.drift.none_prob[0],
+                                           "loss": self.drift.none_prob[1]}},
             "model": {"source": law.source, "runs": int(law.points["run"].nunique()),
                       "budgets": int(law.points["budget"].nunique()),
                       "law": {k: summarize(law.draws[k]) for k in ("E", "A", "a", "B", "b")},

@@ -2,8 +2,9 @@
 
 `fit_budget` fits `lrplan.budget.model.budget_model` to final losses (`LossLaw`), or
 `law_from_transfer` takes the transfer model's L*; `isoflop_curves` evaluates a law along a
-budget; `calibrate_drift` fits `lrplan.budget.model.drift_model` to leave-budget-out
-forecasts of the runs' isoflop optima (`Drift`), and `prior_drift` draws the rates' priors.
+budget; `calibrate_drift` fits `lrplan.budget.model.drift_model` (`drift_posterior`) to
+leave-budget-out forecasts of the runs' isoflop optima (`drift_forecasts`), and `prior_drift`
+draws the rates' priors.
 
 References
 ----------
@@ -25,13 +26,14 @@ import pandas as pd
 from lrplan import laws
 from lrplan.bayes import Diagnostics, diagnostics
 from lrplan.budget.data import SIX_N, FlopsPerToken, isoflop_vertex
-from lrplan.budget.model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_model
+from lrplan.budget.model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_logliks, drift_model
 from lrplan.errors import FitError, PriorError
 from lrplan.priors import PriorSet, load_priors
 from lrplan.transfer.model import loss_noise
 
 __all__ = ["LossLaw", "Drift", "fit_budget", "law_from_transfer", "params_grid", "isoflop_curves",
-           "calibrate_drift", "prior_drift", "clear_cache", "MIN_FOLD_BUDGETS"]
+           "calibrate_drift", "drift_forecasts", "drift_posterior", "prior_drift", "clear_cache",
+           "MIN_FOLD_BUDGETS", "FOLD_COLUMNS"]
 
 #: A leave-budget-out fold needs at least this many fitted budgets.
 MIN_FOLD_BUDGETS = 3
@@ -197,12 +199,17 @@ def isoflop_curves(law: LossLaw, flops: float, grid: np.ndarray, shift: np.ndarr
 
 @dataclass(frozen=True)
 class Drift:
-    """Draws (draws, 2) of the drift rates (log N*, log loss per e-fold of compute) and folds."""
+    """Draws (draws, 2) of the drift rates (log N*, log loss per e-fold of compute) and folds.
+
+    ``none_prob`` is each direction's probability of no drift at all: posterior (calibrated)
+    or prior.
+    """
 
     rates: np.ndarray
-    source: str  # "calibrated" or "prior"
+    source: str  # "calibrated", "prior" or "none"
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)
     divergences: int = 0
+    none_prob: tuple[float, float] = (0.0, 0.0)
 
 
 def _drift_scales(priors: PriorSet) -> tuple[float, float]:
@@ -215,11 +222,20 @@ def _drift_scales(priors: PriorSet) -> tuple[float, float]:
     return tuple(out)
 
 
+def _none_prob(priors: PriorSet) -> float:
+    p = priors["drift_none"]
+    if p.dist != "bernoulli":
+        raise PriorError(f"prior of drift_none is {p.dist}; it takes a bernoulli prior (probs)")
+    return float(p.args["probs"])
+
+
 def prior_drift(priors: PriorSet, *, draws: int = 2000, seed: int = 0) -> Drift:
-    """Drift rates drawn from their half-normal priors."""
+    """Drift rates drawn from their priors: zero with probability ``drift_none``, else half-normal."""
     rng = np.random.default_rng(seed)
     scales = np.array(_drift_scales(priors))
-    return Drift(rates=np.abs(rng.standard_normal((draws, 2))) * scales, source="prior")
+    p0 = _none_prob(priors)
+    rates = np.abs(rng.standard_normal((draws, 2))) * scales * (rng.random((draws, 2)) >= p0)
+    return Drift(rates=rates, source="prior", none_prob=(p0, p0))
 
 
 def _law_optimum(law: LossLaw, flops: float, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -228,19 +244,18 @@ def _law_optimum(law: LossLaw, flops: float, grid: np.ndarray) -> tuple[np.ndarr
     return np.log(grid[i]), np.log(curves[np.arange(curves.shape[0]), i])
 
 
-def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
-                    priors: PriorSet | None = None, seed: int = 0, draws: int = 2000) -> Drift:
-    """Posterior of the drift rates from leave-budget-out forecasts of the runs' isoflop optima.
+FOLD_COLUMNS = ["cut", "budget", "flops", "reach", "err_n", "var_n", "err_l", "var_l"]
+
+
+def drift_forecasts(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
+                    priors: PriorSet | None = None, seed: int = 0) -> pd.DataFrame:
+    """Leave-budget-out forecasts of the runs' isoflop optima: one row per (cut, later budget).
 
     For each cut after the 3rd budget, the law is fitted to the budgets up to the cut and
     forecasts the optimum (log N* and log of the best loss) of every later budget that has an
-    empirical one (`isoflop_vertex`); the errors, their reach (e-folds of compute beyond the
-    cut) and the forecasts' and vertices' own variances enter `drift_model`. Forecasts from
-    one cut share its fit, and a budget is forecast from several cuts: the errors are not
-    independent, which the model ignores. With no usable fold the priors are returned.
+    empirical one (`isoflop_vertex`). A row holds the errors, their reach (e-folds of compute
+    beyond the cut) and the forecasts' and vertices' own variances (`FOLD_COLUMNS`).
     """
-    from numpyro.infer import MCMC, NUTS
-
     priors = priors or load_priors("budget")
     levels = np.sort(points["budget"].unique())
     level_flops = points.groupby("budget")["flops"].median()
@@ -270,22 +285,56 @@ def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
                          "reach": float(np.log(c / law.max_flops)),
                          "err_n": vn - float(np.median(log_n)), "var_n": float(log_n.var()) + vn_var,
                          "err_l": vl - float(np.median(log_l)), "var_l": float(log_l.var()) + vl_var})
-    folds = pd.DataFrame(rows, columns=["cut", "budget", "flops", "reach", "err_n", "var_n",
-                                        "err_l", "var_l"])
+    return pd.DataFrame(rows, columns=FOLD_COLUMNS)
+
+
+def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed: int = 0,
+                    draws: int = 2000, p_none: float | None = None) -> Drift:
+    """Posterior of the drift rates given leave-budget-out forecasts (`drift_forecasts`).
+
+    `lrplan.budget.model.drift_model` is sampled with the no-drift spike summed out; each
+    draw's spike is then drawn from its conditional probability given the draw's rates (a
+    rate of zero where it falls), and ``none_prob`` is that probability's posterior mean.
+    Forecasts from one cut share its fit, and a budget is forecast from several cuts: the
+    errors are not independent, which the model ignores. With no fold the priors are returned.
+    ``p_none`` overrides the prior's ``drift_none`` (0: the half-normal rates alone).
+    """
+    from numpyro.infer import MCMC, NUTS
+
+    priors = priors or load_priors("budget")
     if folds.empty:
         return prior_drift(priors, draws=draws, seed=seed)
     scales = _drift_scales(priors)
-    key = ("drift", len(folds), scales, draws)
+    p0 = _none_prob(priors) if p_none is None else float(p_none)
+    key = ("drift", len(folds), scales, p0, draws)
     mcmc = _Sampler._cache.get(key)
     if mcmc is None:
-        mcmc = MCMC(NUTS(partial(drift_model, scales=scales)), num_warmup=500, num_samples=2 * draws,
-                    thinning=2, progress_bar=False, jit_model_args=True)
+        mcmc = MCMC(NUTS(partial(drift_model, scales=scales, p_none=p0)), num_warmup=500,
+                    num_samples=2 * draws, thinning=2, progress_bar=False, jit_model_args=True)
         _Sampler._cache[key] = mcmc
-    arr = {c: jnp.asarray(folds[c].to_numpy(float)) for c in ("reach", "err_n", "var_n", "err_l", "var_l")}
-    mcmc.run(jax.random.PRNGKey(seed), arr["reach"], arr["err_n"], arr["var_n"], arr["err_l"],
-             arr["var_l"], extra_fields=("diverging",))
-    rates = np.abs(np.asarray(mcmc.get_samples()["drift"], dtype=np.float64))
+    arr = tuple(jnp.asarray(folds[c].to_numpy(float)) for c in ("reach", "err_n", "var_n", "err_l", "var_l"))
+    mcmc.run(jax.random.PRNGKey(seed), *arr, extra_fields=("diverging",))
+    z = mcmc.get_samples()["drift"]
+    rates = np.abs(np.asarray(z, dtype=np.float64))
+    none_prob = np.zeros(2)
+    if p0 > 0:
+        slab, none = jax.vmap(lambda zi: drift_logliks(zi, *arr))(z)
+        # P(no drift | rates, forecasts) per draw and direction
+        p = np.asarray(jax.nn.sigmoid(np.log(p0) - np.log1p(-p0) + none - slab)) if p0 < 1 else \
+            np.ones(rates.shape)
+        none_prob = p.mean(axis=0)
+        rates = rates * (np.random.default_rng(seed).random(rates.shape) >= p)
     return Drift(rates=rates, source="calibrated", folds=folds,
-                 divergences=int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()))
+                 divergences=int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()),
+                 none_prob=tuple(float(x) for x in none_prob))
 
 
+def calibrate_drift(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
+                    priors: PriorSet | None = None, seed: int = 0, draws: int = 2000) -> Drift:
+    """Posterior of the drift rates from leave-budget-out forecasts of the runs' isoflop optima.
+
+    `drift_forecasts` then `drift_posterior`; with no usable fold the priors are returned.
+    """
+    priors = priors or load_priors("budget")
+    return drift_posterior(drift_forecasts(points, fpt=fpt, priors=priors, seed=seed),
+                           priors=priors, seed=seed, draws=draws)

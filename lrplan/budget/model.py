@@ -15,8 +15,8 @@ not fitted here: there the transfer model's L* (its loss at lr*) is used instead
 larger budget, from leave-budget-out forecasts. A forecast at :math:`r` e-folds of compute
 beyond the fitted budgets misses log N* by :math:`e \sim N(0, v + (\tau_N r)^2)`, with
 :math:`v` the forecast's own posterior variance plus the empirical optimum's, and the best
-loss (relative) likewise with :math:`\tau_L`. The rates' priors are half-normal
-(``models/budget.toml``).
+loss (relative) likewise with :math:`\tau_L`. Each rate is zero with prior probability
+:math:`\pi_0` and half-normal otherwise (``models/budget.toml``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from lrplan import laws
 from lrplan.bayes import STUDENT_DF, prior_distribution
 from lrplan.priors import PriorSet
 
-__all__ = ["LAW_SITES", "DRIFT_SITES", "IsoflopData", "budget_model", "drift_model", "drift_sd"]
+__all__ = ["LAW_SITES", "DRIFT_SITES", "IsoflopData", "budget_model", "drift_model", "drift_logliks",
+           "drift_sd"]
 
 #: The sampled parameters of `budget_model` (E is derived).
 LAW_SITES = ("l_ref", "A", "a", "B", "b", "sigma")
@@ -78,16 +79,33 @@ def drift_sd(rate, reach, known_var=0.0):
     return jnp.sqrt(known_var + (rate * reach) ** 2)
 
 
+def drift_logliks(z, reach, err_n, var_n, err_l, var_l):
+    """Log-likelihoods of the forecast errors, (log N*, log loss): under rates ``z``, and under none.
+
+    Each is an array (2,); with no drift the errors' sd is the forecasts' own alone.
+    """
+    sds = (drift_sd(z[0], reach, var_n), drift_sd(z[1], reach, var_l))
+    errs = (err_n, err_l)
+    slab = jnp.stack([jnp.sum(dist.Normal(0.0, sd).log_prob(e)) for sd, e in zip(sds, errs, strict=True)])
+    none = jnp.stack([jnp.sum(dist.Normal(0.0, jnp.sqrt(v)).log_prob(e))
+                      for v, e in zip((var_n, var_l), errs, strict=True)])
+    return slab, none
+
+
 def drift_model(reach: jnp.ndarray, err_n: jnp.ndarray, var_n: jnp.ndarray, err_l: jnp.ndarray,
-                var_l: jnp.ndarray, *, scales: tuple[float, float]) -> None:
+                var_l: jnp.ndarray, *, scales: tuple[float, float], p_none: float = 0.0) -> None:
     """Leave-budget-out forecast errors of log N* and of the best loss's log, given their reach.
 
     ``reach`` is each forecast's e-folds of compute beyond its fit's largest budget; ``var_*``
     the known variances (forecast posterior plus empirical optimum). A rate is sampled as a
-    signed normal whose absolute value is half-normal (smooth through 0 for NUTS).
+    signed normal whose absolute value is half-normal (smooth through 0 for NUTS). With prior
+    probability ``p_none`` a direction has no drift at all (a spike at zero, summed out here;
+    `lrplan.budget.fit.drift_posterior` draws it back): forecasts that agree with the law
+    within their own noise can then settle the drift at zero rather than at the smallest
+    rate they cannot rule out.
     """
     z = numpyro.sample("drift", dist.Normal(0.0, jnp.asarray(scales)))
-    sd_n = drift_sd(z[0], reach, var_n)
-    sd_l = drift_sd(z[1], reach, var_l)
-    numpyro.factor("heldout", jnp.sum(dist.Normal(0.0, sd_n).log_prob(err_n))
-                   + jnp.sum(dist.Normal(0.0, sd_l).log_prob(err_l)))
+    slab, none = drift_logliks(z, reach, err_n, var_n, err_l, var_l)
+    if p_none > 0:
+        slab = jnp.logaddexp(jnp.log1p(-p_none) + slab, jnp.log(p_none) + none)
+    numpyro.factor("heldout", jnp.sum(slab))

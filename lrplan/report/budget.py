@@ -34,6 +34,13 @@ def _source(src: str) -> str:
     return {"transfer": "transfer law", "step_law": "Step Law prior"}.get(src, src)
 
 
+def _drift_phrase(drift: dict, which: str) -> str:
+    """``no drift with probability p, else up to q90`` of one drift rate (JSON ``drift``)."""
+    rate = drift[f"{which}_rate"]["quantiles"]
+    p = drift["none_probability"][which]
+    return f"no drift with probability {p:.2f}, rate 90th percentile {rate['0.9']:.3g}"
+
+
 def _curve_rows(result: BudgetResult, rows: int = 15) -> list[tuple[float, float, float, float, float]]:
     """(N, D, median, 10%, 90%) at ``rows`` sizes from N*/8 to 8 N* (within the grid)."""
     g = result.grid
@@ -86,8 +93,8 @@ def render_text(result: BudgetResult, width: int = 36) -> str:
     m = doc["model"]
     lines += ["", f"Loss law: {m['source']} fit of {m['runs']} runs at {m['budgets']} budgets; "
                   f"drift of the optimum beyond them: {doc['drift']['source']} "
-                  f"({doc['drift']['folds']} leave-budget-out forecasts), "
-                  f"{doc['drift']['params_rate']['quantiles']['0.5']:.3g} in log N* per e-fold of compute"]
+                  f"({doc['drift']['folds']} leave-budget-out forecasts): "
+                  f"{_drift_phrase(doc['drift'], 'params')} in log N* per e-fold of compute"]
     d = doc["diagnostics"]
     r_hat = "-" if d["r_hat_max"] is None else f"{d['r_hat_max']:.3f}"
     lines.append(f"  R-hat max {r_hat}, ESS min {d['ess_bulk_min'] or 0:.0f}, "
@@ -168,8 +175,8 @@ def build_budget_report(result: BudgetResult) -> Report:
     m.p(f"Each draw's curve is shifted by a miss growing with the e-folds of compute beyond the "
         f"largest fitted budget (here {doc['budget']['reach']:.2f}); its rates are "
         f"{dr['source']} ({dr['folds']} leave-budget-out forecasts): "
-        f"{dr['params_rate']['quantiles']['0.5']:.3g} in log N* and "
-        f"{dr['loss_rate']['quantiles']['0.5']:.3g} in log loss per e-fold (medians).")
+        f"{_drift_phrase(dr, 'params')} in log N* and {_drift_phrase(dr, 'loss')} in log loss "
+        "per e-fold.")
     folds = result.drift.folds
     if len(folds):
         m.table(["fitted up to", "forecast", "reach (e-folds)", "error log N*", "error log loss"],
