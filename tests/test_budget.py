@@ -231,3 +231,20 @@ def test_a_plans_final_loss_has_the_budget_models_student_t_noise():
     rates = np.array([0.0, 0.05, 0.2])
     np.testing.assert_array_equal(np.asarray(drift_sd(rates, 2.5)), rates * 2.5)
     assert float(drift_sd(0.1, 2.0, 0.03**2)) == pytest.approx(np.hypot(0.03, 0.2))
+
+
+def test_padded_isoflop_data_have_the_models_density():
+    from numpyro.infer.util import log_density
+
+    from lrplan.budget.fit import _isoflop_data
+    from lrplan.budget.model import IsoflopData, budget_model
+
+    pts = _points()
+    seen = (pts["budget"] < pts["budget"].max()).to_numpy()
+    data, _, _ = _isoflop_data(pts, seen)
+    assert data.loss.shape[0] > len(pts)  # padded to its bucket
+    bare = IsoflopData(*(np.asarray(x)[: len(pts)] if np.ndim(x) else x for x in data))
+    priors = bu.load_priors("budget")
+    params = {"l_ref": 0.1, "A": 0.4, "a": 0.3, "B": 0.5, "b": 0.3, "sigma": 0.01}
+    dens = [float(log_density(budget_model, (d,), {"priors": priors}, params)[0]) for d in (data, bare)]
+    assert dens[0] == pytest.approx(dens[1], rel=1e-12)

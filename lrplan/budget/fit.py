@@ -24,9 +24,16 @@ import numpy as np
 import pandas as pd
 
 from lrplan import laws
-from lrplan.bayes import Diagnostics, diagnostics
+from lrplan.bayes import Diagnostics, bucket, diagnostics
 from lrplan.budget.data import SIX_N, FlopsPerToken, isoflop_vertex
-from lrplan.budget.model import DRIFT_SITES, LAW_SITES, IsoflopData, budget_model, drift_logliks, drift_model
+from lrplan.budget.model import (
+    DRIFT_SITES,
+    LAW_SITES,
+    IsoflopData,
+    budget_model,
+    drift_logliks,
+    drift_model,
+)
 from lrplan.errors import FitError, PriorError
 from lrplan.priors import PriorSet, load_priors
 from lrplan.transfer.model import loss_noise
@@ -127,13 +134,23 @@ def clear_cache() -> None:
 
 
 def _isoflop_data(points: pd.DataFrame, seen: np.ndarray) -> tuple[IsoflopData, float, float]:
+    """The points in normalised units, padded with unseen entries to a shape bucket.
+
+    Grids of similar size (`lrplan.bayes.bucket`) then share one compiled sampler.
+    """
     n0 = float(np.exp(np.log(points.loc[seen, "params"]).mean()))
     d0 = float(np.exp(np.log(points.loc[seen, "tokens"]).mean()))
+    loss_ref = float(np.median(points.loc[seen, "loss"]))
+    pad = bucket(len(points)) - len(points)
+
+    def padded(x, fill):
+        return jnp.asarray(np.concatenate([np.asarray(x), np.full(pad, fill, np.asarray(x).dtype)]))
+
     data = IsoflopData(
-        x_n=jnp.asarray(np.log(points["params"].to_numpy(float) / n0)),
-        x_d=jnp.asarray(np.log(points["tokens"].to_numpy(float) / d0)),
-        loss=jnp.asarray(points["loss"].to_numpy(float)), seen=jnp.asarray(seen),
-        loss_ref=jnp.asarray(float(np.median(points.loc[seen, "loss"]))))
+        x_n=padded(np.log(points["params"].to_numpy(float) / n0), 0.0),
+        x_d=padded(np.log(points["tokens"].to_numpy(float) / d0), 0.0),
+        loss=padded(points["loss"].to_numpy(float), loss_ref), seen=padded(seen, False),
+        loss_ref=jnp.asarray(loss_ref))
     return data, n0, d0
 
 
@@ -306,13 +323,16 @@ def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed
         return prior_drift(priors, draws=draws, seed=seed)
     scales = _drift_scales(priors)
     p0 = _none_prob(priors) if p_none is None else float(p_none)
-    key = ("drift", len(folds), scales, p0, draws)
+    size = bucket(len(folds))  # padded: fold counts of one bucket share the compiled sampler
+    key = ("drift", size, scales, p0, draws)
     mcmc = _Sampler._cache.get(key)
     if mcmc is None:
         mcmc = MCMC(NUTS(partial(drift_model, scales=scales, p_none=p0)), num_warmup=500,
                     num_samples=2 * draws, thinning=2, progress_bar=False, jit_model_args=True)
         _Sampler._cache[key] = mcmc
-    arr = tuple(jnp.asarray(folds[c].to_numpy(float)) for c in ("reach", "err_n", "var_n", "err_l", "var_l"))
+    fill = {"reach": 0.0, "err_n": 0.0, "var_n": 1.0, "err_l": 0.0, "var_l": 1.0}
+    arr = tuple(jnp.asarray(np.concatenate([folds[c].to_numpy(float), np.full(size - len(folds), v)]))
+                for c, v in fill.items()) + (jnp.arange(size) < len(folds),)
     mcmc.run(jax.random.PRNGKey(seed), *arr, extra_fields=("diverging",))
     z = mcmc.get_samples()["drift"]
     rates = np.abs(np.asarray(z, dtype=np.float64))

@@ -79,25 +79,29 @@ def drift_sd(rate, reach, known_var=0.0):
     return jnp.sqrt(known_var + (rate * reach) ** 2)
 
 
-def drift_logliks(z, reach, err_n, var_n, err_l, var_l):
+def drift_logliks(z, reach, err_n, var_n, err_l, var_l, seen):
     """Log-likelihoods of the forecast errors, (log N*, log loss): under rates ``z``, and under none.
 
-    Each is an array (2,); with no drift the errors' sd is the forecasts' own alone.
+    Each is an array (2,); with no drift the errors' sd is the forecasts' own alone. Only the
+    ``seen`` entries count (the rest pad the arrays to a shape bucket).
     """
     sds = (drift_sd(z[0], reach, var_n), drift_sd(z[1], reach, var_l))
     errs = (err_n, err_l)
-    slab = jnp.stack([jnp.sum(dist.Normal(0.0, sd).log_prob(e)) for sd, e in zip(sds, errs, strict=True)])
-    none = jnp.stack([jnp.sum(dist.Normal(0.0, jnp.sqrt(v)).log_prob(e))
+    slab = jnp.stack([jnp.sum(seen * dist.Normal(0.0, sd).log_prob(e))
+                      for sd, e in zip(sds, errs, strict=True)])
+    none = jnp.stack([jnp.sum(seen * dist.Normal(0.0, jnp.sqrt(v)).log_prob(e))
                       for v, e in zip((var_n, var_l), errs, strict=True)])
     return slab, none
 
 
 def drift_model(reach: jnp.ndarray, err_n: jnp.ndarray, var_n: jnp.ndarray, err_l: jnp.ndarray,
-                var_l: jnp.ndarray, *, scales: tuple[float, float], p_none: float = 0.0) -> None:
+                var_l: jnp.ndarray, seen: jnp.ndarray, *, scales: tuple[float, float],
+                p_none: float = 0.0) -> None:
     """Leave-budget-out forecast errors of log N* and of the best loss's log, given their reach.
 
     ``reach`` is each forecast's e-folds of compute beyond its fit's largest budget; ``var_*``
-    the known variances (forecast posterior plus empirical optimum). A rate is sampled as a
+    the known variances (forecast posterior plus empirical optimum); ``seen`` flags the real
+    forecasts among the padding. A rate is sampled as a
     signed normal whose absolute value is half-normal (smooth through 0 for NUTS). With prior
     probability ``p_none`` a direction has no drift at all (a spike at zero, summed out here;
     `lrplan.budget.fit.drift_posterior` draws it back): forecasts that agree with the law
@@ -105,7 +109,7 @@ def drift_model(reach: jnp.ndarray, err_n: jnp.ndarray, var_n: jnp.ndarray, err_
     rate they cannot rule out.
     """
     z = numpyro.sample("drift", dist.Normal(0.0, jnp.asarray(scales)))
-    slab, none = drift_logliks(z, reach, err_n, var_n, err_l, var_l)
+    slab, none = drift_logliks(z, reach, err_n, var_n, err_l, var_l, seen)
     if p_none > 0:
         slab = jnp.logaddexp(jnp.log1p(-p_none) + slab, jnp.log(p_none) + none)
     numpyro.factor("heldout", jnp.sum(slab))
