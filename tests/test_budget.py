@@ -169,6 +169,8 @@ def test_budget_cli_json_contract(runs_file, tmp_path):
     iso = doc["isoflop"]
     assert len(iso["params"]) == len(iso["mean"]) == len(iso["quantiles"]["0.5"])
     assert doc["drift"]["source"] == "prior"
+    p0 = bu.load_priors("budget")["drift_none"].args["probs"]
+    assert doc["drift"]["none_probability"] == {"params": p0, "loss": p0}
     assert any("not identified" in n for n in doc["notes"])
     assert (tmp_path / "b.md").exists() and (tmp_path / "b_files" / "isoflop.png").exists()
 

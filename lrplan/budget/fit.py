@@ -246,11 +246,15 @@ def _none_prob(priors: PriorSet) -> float:
     return float(p.args["probs"])
 
 
-def prior_drift(priors: PriorSet, *, draws: int = 2000, seed: int = 0) -> Drift:
-    """Drift rates drawn from their priors: zero with probability ``drift_none``, else half-normal."""
+def prior_drift(priors: PriorSet, *, draws: int = 2000, seed: int = 0,
+                p_none: float | None = None) -> Drift:
+    """Drift rates drawn from their priors: zero with probability ``drift_none``, else half-normal.
+
+    ``p_none`` overrides the prior's ``drift_none``.
+    """
     rng = np.random.default_rng(seed)
     scales = np.array(_drift_scales(priors))
-    p0 = _none_prob(priors)
+    p0 = _none_prob(priors) if p_none is None else float(p_none)
     rates = np.abs(rng.standard_normal((draws, 2))) * scales * (rng.random((draws, 2)) >= p0)
     return Drift(rates=rates, source="prior", none_prob=(p0, p0))
 
@@ -314,13 +318,14 @@ def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed
     rate of zero where it falls), and ``none_prob`` is that probability's posterior mean.
     Forecasts from one cut share its fit, and a budget is forecast from several cuts: the
     errors are not independent, which the model ignores. With no fold the priors are returned.
-    ``p_none`` overrides the prior's ``drift_none`` (0: the half-normal rates alone).
+    ``p_none`` overrides the prior's ``drift_none`` (0: the half-normal rates alone), here
+    and in the priors returned without folds.
     """
     from numpyro.infer import MCMC, NUTS
 
     priors = priors or load_priors("budget")
     if folds.empty:
-        return prior_drift(priors, draws=draws, seed=seed)
+        return prior_drift(priors, draws=draws, seed=seed, p_none=p_none)
     scales = _drift_scales(priors)
     p0 = _none_prob(priors) if p_none is None else float(p_none)
     size = bucket(len(folds))  # padded: fold counts of one bucket share the compiled sampler

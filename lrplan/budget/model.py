@@ -101,9 +101,9 @@ def drift_model(reach: jnp.ndarray, err_n: jnp.ndarray, var_n: jnp.ndarray, err_
 
     ``reach`` is each forecast's e-folds of compute beyond its fit's largest budget; ``var_*``
     the known variances (forecast posterior plus empirical optimum); ``seen`` flags the real
-    forecasts among the padding. A rate is sampled as a
-    signed normal whose absolute value is half-normal (smooth through 0 for NUTS). With prior
-    probability ``p_none`` a direction has no drift at all (a spike at zero, summed out here;
+    forecasts among the padding. A rate is sampled as a signed normal whose absolute value is
+    half-normal (smooth through 0 for NUTS). With prior probability ``p_none`` a direction has
+    no drift at all (a spike at zero, summed out here;
     `lrplan.budget.fit.drift_posterior` draws it back): forecasts that agree with the law
     within their own noise can then settle the drift at zero rather than at the smallest
     rate they cannot rule out.

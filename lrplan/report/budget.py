@@ -35,7 +35,7 @@ def _source(src: str) -> str:
 
 
 def _drift_phrase(drift: dict, which: str) -> str:
-    """``no drift with probability p, else up to q90`` of one drift rate (JSON ``drift``)."""
+    """One drift rate (JSON ``drift``) in words: its probability of zero and its 90th percentile."""
     rate = drift[f"{which}_rate"]["quantiles"]
     p = drift["none_probability"][which]
     return f"no drift with probability {p:.2f}, rate 90th percentile {rate['0.9']:.3g}"
