@@ -100,12 +100,6 @@ def main(argv=None) -> list[dict]:
     rows = []
     t0 = time.time()
     for seed in range(args.replicates):
-        if seed and seed % 5 == 0:
-            # each fit keeps compiled code and memory maps: a 27-replicate run (~135 fits) in one
-            # process ran out of memory in LLVM; clearing JAX's caches keeps it flat (the budget
-            # fit keeps at most a few compiled samplers of its own)
-            jax.clear_caches()
-            bu.clear_cache()
         for r in replicate(seed, budgets=args.budgets, noise=args.noise, chains=args.chains,
                            num_warmup=args.warmup, num_samples=args.samples, drifts=drifts):
             rows.append(r)

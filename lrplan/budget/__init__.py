@@ -27,7 +27,6 @@ from lrplan.budget.fit import (
     Drift,
     LossLaw,
     calibrate_drift,
-    clear_cache,
     drift_forecasts,
     drift_posterior,
     fit_budget,
@@ -41,5 +40,5 @@ from lrplan.priors import load_priors
 __all__ = ["SIX_N", "FlopsPerToken", "budget_groups", "budget_points", "has_lr_sweep", "isoflop_vertex",
            "parse_flops_per_token", "points_from_frame", "BudgetResult", "caveats", "decide_budget",
            "plan_budget", "step_law_batch", "step_law_lr", "Drift", "LossLaw", "calibrate_drift",
-           "clear_cache", "drift_forecasts", "drift_posterior", "fit_budget", "isoflop_curves",
+           "drift_forecasts", "drift_posterior", "fit_budget", "isoflop_curves",
            "law_from_transfer", "params_grid", "prior_drift", "load_priors"]

@@ -15,6 +15,7 @@ arXiv:2406.19146.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lrplan import laws
-from lrplan.bayes import Diagnostics, bucket, diagnostics
+from lrplan.bayes import Diagnostics, bucket, diagnostics, nuts
 from lrplan.budget.data import SIX_N, FlopsPerToken, isoflop_vertex
 from lrplan.budget.model import (
     DRIFT_SITES,
@@ -38,8 +39,10 @@ from lrplan.errors import FitError, PriorError
 from lrplan.priors import PriorSet, load_priors
 from lrplan.transfer.model import loss_noise
 
+log = logging.getLogger(__name__)
+
 __all__ = ["LossLaw", "Drift", "fit_budget", "law_from_transfer", "params_grid", "isoflop_curves",
-           "calibrate_drift", "drift_forecasts", "drift_posterior", "prior_drift", "clear_cache",
+           "calibrate_drift", "drift_forecasts", "drift_posterior", "prior_drift",
            "MIN_FOLD_BUDGETS", "FOLD_COLUMNS"]
 
 #: A leave-budget-out fold needs at least this many fitted budgets.
@@ -102,35 +105,25 @@ def _flat(samples: dict[str, np.ndarray], name: str) -> np.ndarray:
     return x.reshape((-1, *x.shape[2:]))
 
 
-class _Sampler:
-    """One compiled NUTS sampler of `budget_model` per data shape and settings, reused by folds."""
+def _sample_law(data: IsoflopData, priors: PriorSet, *, seed, chains, num_warmup, num_samples,
+                progress=False):
+    """NUTS draws of `budget_model` by `lrplan.bayes.nuts`.
 
-    _cache: dict = {}
+    One compiled program per priors, settings and shape bucket serves the main fit, its
+    leave-budget-out folds and other grids.
+    """
+    from numpyro.infer import NUTS, init_to_median
 
-    @classmethod
-    def run(cls, data: IsoflopData, priors: PriorSet, *, seed, chains, num_warmup, num_samples,
-            progress=False):
-        from numpyro.infer import MCMC, NUTS, init_to_median
-
-        method = "parallel" if jax.local_device_count() >= chains else "sequential"
-        key = (data.loss.shape, priors.to_toml(), chains, num_warmup, num_samples, method, progress)
-        mcmc = cls._cache.get(key)
-        if mcmc is None:
-            kernel = NUTS(partial(budget_model, priors=priors), init_strategy=init_to_median(num_samples=31),
-                          target_accept_prob=0.9, dense_mass=True)
-            mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=chains,
-                        chain_method=method, progress_bar=progress, jit_model_args=True)
-            if len(cls._cache) >= 4:  # a few (main fit, folds): a long study's memory stays flat
-                cls._cache.pop(next(iter(cls._cache)))
-            cls._cache[key] = mcmc
-        mcmc.run(jax.random.PRNGKey(seed), data, extra_fields=("diverging",))
-        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        return samples, int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-
-
-def clear_cache() -> None:
-    """Drop the compiled samplers kept for reuse (a long study's memory stays flat)."""
-    _Sampler._cache.clear()
+    if progress:  # one compiled run: no per-step bar
+        log.info("sampling the loss law: %d chain(s) x (%d warmup + %d draws)", chains,
+                 num_warmup, num_samples)
+    samples, diverging = nuts(
+        ("budget", priors.to_toml()),
+        lambda: NUTS(partial(budget_model, priors=priors), init_strategy=init_to_median(num_samples=31),
+                     target_accept_prob=0.9, dense_mass=True),
+        jax.random.PRNGKey(seed), (data,), num_chains=chains, num_warmup=num_warmup,
+        num_samples=num_samples)
+    return samples, int(diverging.sum())
 
 
 def _isoflop_data(points: pd.DataFrame, seen: np.ndarray) -> tuple[IsoflopData, float, float]:
@@ -164,9 +157,9 @@ def fit_budget(points: pd.DataFrame, *, fpt: FlopsPerToken = SIX_N,
     if seen.sum() < 4:
         raise FitError(f"the loss law needs at least 4 fitted runs (got {int(seen.sum())})")
     data, n0, d0 = _isoflop_data(points, seen)
-    samples, divergences = _Sampler.run(data, priors, seed=seed, chains=chains,
-                                        num_warmup=num_warmup, num_samples=num_samples,
-                                        progress=progress)
+    samples, divergences = _sample_law(data, priors, seed=seed, chains=chains,
+                                       num_warmup=num_warmup, num_samples=num_samples,
+                                       progress=progress)
     diag = diagnostics(samples, divergences, list(LAW_SITES))
     draws = {k: _flat(samples, k) for k in ("E", "A", "a", "B", "b")}
     return LossLaw(draws=draws, noise=_flat(samples, "sigma"), n0=n0, d0=d0,
@@ -321,7 +314,7 @@ def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed
     ``p_none`` overrides the prior's ``drift_none`` (0: the half-normal rates alone), here
     and in the priors returned without folds.
     """
-    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer import NUTS
 
     priors = priors or load_priors("budget")
     if folds.empty:
@@ -329,17 +322,14 @@ def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed
     scales = _drift_scales(priors)
     p0 = _none_prob(priors) if p_none is None else float(p_none)
     size = bucket(len(folds))  # padded: fold counts of one bucket share the compiled sampler
-    key = ("drift", size, scales, p0, draws)
-    mcmc = _Sampler._cache.get(key)
-    if mcmc is None:
-        mcmc = MCMC(NUTS(partial(drift_model, scales=scales, p_none=p0)), num_warmup=500,
-                    num_samples=2 * draws, thinning=2, progress_bar=False, jit_model_args=True)
-        _Sampler._cache[key] = mcmc
     fill = {"reach": 0.0, "err_n": 0.0, "var_n": 1.0, "err_l": 0.0, "var_l": 1.0}
     arr = tuple(jnp.asarray(np.concatenate([folds[c].to_numpy(float), np.full(size - len(folds), v)]))
                 for c, v in fill.items()) + (jnp.arange(size) < len(folds),)
-    mcmc.run(jax.random.PRNGKey(seed), *arr, extra_fields=("diverging",))
-    z = mcmc.get_samples()["drift"]
+    samples, diverging = nuts(("budget-drift", scales, p0),
+                              lambda: NUTS(partial(drift_model, scales=scales, p_none=p0)),
+                              jax.random.PRNGKey(seed), arr, num_warmup=500, num_samples=draws,
+                              thinning=2)
+    z = jnp.asarray(samples["drift"][0])
     rates = np.abs(np.asarray(z, dtype=np.float64))
     none_prob = np.zeros(2)
     if p0 > 0:
@@ -350,7 +340,7 @@ def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed
         none_prob = p.mean(axis=0)
         rates = rates * (np.random.default_rng(seed).random(rates.shape) >= p)
     return Drift(rates=rates, source="calibrated", folds=folds,
-                 divergences=int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()),
+                 divergences=int(diverging.sum()),
                  none_prob=tuple(float(x) for x in none_prob))
 
 
