@@ -20,10 +20,10 @@ Prints one table (and writes ``examples/budget_porian.md`` with ``--write``): lo
 in each 80% interval, and the 80% interval's width (ratio hi/lo for N*).
 
 Usage: ``python examples/budget_porian.py --data-dir DATA_DIR [--write] [--settings K]
-[--warmup 1000] [--samples 1000] [--chains 2] [--boot 100] [--out FILE]``
+[--drifts calibrated,slab] [--warmup 1000] [--samples 1000] [--chains 2] [--boot 100] [--out FILE]``
 (DATA_DIR holds ``porian-isoflop/isoflop_points_long.csv``, derived from the summary files of
-github.com/formll/resolving-scaling-law-discrepancies, MIT). About 2 minutes per setting on
-two CPU cores.
+github.com/formll/resolving-scaling-law-discrepancies, MIT). Under a minute per setting on two
+CPU cores, most of it Chinchilla's bootstrap.
 
 Porian et al. 2024, "Resolving Discrepancies in Compute-Optimal Scaling of Language Models",
 arXiv:2406.19146.
