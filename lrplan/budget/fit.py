@@ -126,6 +126,12 @@ def _sample_law(data: IsoflopData, priors: PriorSet, *, seed, chains, num_warmup
     return samples, int(diverging.sum())
 
 
+def _pad(x, size: int, fill) -> jnp.ndarray:
+    """``x`` (1-d) padded with ``fill`` to length ``size`` (a shape bucket)."""
+    x = np.asarray(x)
+    return jnp.asarray(np.concatenate([x, np.full(size - x.size, fill, x.dtype)]))
+
+
 def _isoflop_data(points: pd.DataFrame, seen: np.ndarray) -> tuple[IsoflopData, float, float]:
     """The points in normalised units, padded with unseen entries to a shape bucket.
 
@@ -134,10 +140,10 @@ def _isoflop_data(points: pd.DataFrame, seen: np.ndarray) -> tuple[IsoflopData, 
     n0 = float(np.exp(np.log(points.loc[seen, "params"]).mean()))
     d0 = float(np.exp(np.log(points.loc[seen, "tokens"]).mean()))
     loss_ref = float(np.median(points.loc[seen, "loss"]))
-    pad = bucket(len(points)) - len(points)
+    size = bucket(len(points))
 
     def padded(x, fill):
-        return jnp.asarray(np.concatenate([np.asarray(x), np.full(pad, fill, np.asarray(x).dtype)]))
+        return _pad(x, size, fill)
 
     data = IsoflopData(
         x_n=padded(np.log(points["params"].to_numpy(float) / n0), 0.0),
@@ -323,8 +329,8 @@ def drift_posterior(folds: pd.DataFrame, *, priors: PriorSet | None = None, seed
     p0 = _none_prob(priors) if p_none is None else float(p_none)
     size = bucket(len(folds))  # padded: fold counts of one bucket share the compiled sampler
     fill = {"reach": 0.0, "err_n": 0.0, "var_n": 1.0, "err_l": 0.0, "var_l": 1.0}
-    arr = tuple(jnp.asarray(np.concatenate([folds[c].to_numpy(float), np.full(size - len(folds), v)]))
-                for c, v in fill.items()) + (jnp.arange(size) < len(folds),)
+    arr = tuple(_pad(folds[c].to_numpy(float), size, v) for c, v in fill.items()) + (
+        jnp.arange(size) < len(folds),)
     samples, diverging = nuts(("budget-drift", scales, p0),
                               lambda: NUTS(partial(drift_model, scales=scales, p_none=p0)),
                               jax.random.PRNGKey(seed), arr, num_warmup=500, num_samples=draws,
